@@ -1,0 +1,147 @@
+"""Build a run's pieces from the composed config: data, model, callbacks, loggers, trainer.
+
+Every piece is a `_target_` config instantiated by Hydra; this module only wires them
+together (the study axes meet in `build_model`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from trainlab.data.datamodule import ImageDataModule
+from trainlab.loggers import find_wandb_run_id
+from trainlab.models.classifier import Classifier
+from trainlab.utils.config import ConfigError, check_arguments, flatten, plain
+
+# Config groups that are study axes: they become W&B tags and report columns.
+STUDY_AXES = (
+    "data",
+    "model",
+    "init",
+    "norm",
+    "activation",
+    "augment",
+    "transfer",
+    "optimizer",
+    "scheduler",
+)
+
+
+def check_config(cfg: DictConfig) -> None:
+    """Check every `_target_` config against its signature before anything is built."""
+    for group in (
+        "data",
+        "model",
+        "activation",
+        "optimizer",
+        "scheduler",
+        "init",
+        "trainer",
+        "callbacks",
+        "logger",
+    ):
+        check_arguments(cfg.get(group), group)
+    norm = plain(cfg.get("norm")) or {}
+    position = norm.pop("position", "pre_act")
+    if position not in ("pre_act", "post_act"):
+        raise ConfigError(f"norm.position={position!r} is not one of ['pre_act', 'post_act'].")
+    check_arguments(norm, "norm")
+
+
+def build_datamodule(cfg: DictConfig) -> ImageDataModule:
+    datamodule = instantiate(cfg.data, _recursive_=False)
+    datamodule.prepare_data()
+    datamodule.setup("fit")  # models need the source's shape and classes before they exist
+    return datamodule
+
+
+def build_model(cfg: DictConfig, datamodule: ImageDataModule) -> Classifier:
+    network = {
+        "model": plain(cfg.model),
+        "norm": plain(cfg.norm),
+        "activation": plain(cfg.activation),
+        "input_shape": list(datamodule.input_shape),
+        "num_classes": datamodule.num_classes,
+    }
+    model = Classifier(
+        network=network, optimizer=plain(cfg.optimizer), scheduler=plain(cfg.scheduler) or None
+    )
+    init_scheme = instantiate(cfg.init)
+    init_scheme(model.net)
+    return model
+
+
+def build_callbacks(cfg: DictConfig, has_logger: bool) -> list[pl.Callback]:
+    configs = dict(cfg.get("callbacks") or {})
+    transfer_callback = (cfg.get("transfer") or {}).get("callback")
+    if transfer_callback:
+        configs["transfer"] = transfer_callback
+    callbacks = [instantiate(c) for c in configs.values() if c is not None and c.get("_target_")]
+    if not has_logger:  # Lightning refuses a LearningRateMonitor with nowhere to log to
+        callbacks = [c for c in callbacks if not isinstance(c, pl.callbacks.LearningRateMonitor)]
+    return callbacks
+
+
+def _run_group(cfg: DictConfig) -> str | None:
+    """All jobs of one multirun share a W&B group named after the sweep directory."""
+    if not HydraConfig.initialized():
+        return None
+    hydra_cfg = HydraConfig.get()
+    if hydra_cfg.mode != RunMode.MULTIRUN:
+        return None
+    return f"{cfg.task_name}-{Path(hydra_cfg.sweep.dir).name}"
+
+
+def study_tags(cfg: DictConfig) -> list[str]:
+    """The user's tags plus `axis:option` for each study axis chosen on the command line or default."""
+    tags = list(cfg.get("tags") or [])
+    if HydraConfig.initialized():
+        choices = HydraConfig.get().runtime.choices
+        tags += [f"{axis}:{choices[axis]}" for axis in STUDY_AXES if choices.get(axis)]
+    return tags
+
+
+def build_loggers(cfg: DictConfig, resume_from: Path | None) -> list[Any]:
+    configs = OmegaConf.create(plain(cfg.get("logger")) or {})
+    wandb_cfg = configs.get("wandb")
+    if wandb_cfg is not None:
+        with open_dict(wandb_cfg):
+            wandb_cfg.tags = study_tags(cfg)
+            if wandb_cfg.get("group") is None:
+                wandb_cfg.group = _run_group(cfg)
+            run_id = find_wandb_run_id(resume_from.parent.parent) if resume_from else None
+            if run_id:  # continue the W&B run of the checkpoint's run instead of starting another
+                wandb_cfg.id, wandb_cfg.resume = run_id, "allow"
+    loggers = [instantiate(c) for c in configs.values() if c is not None and c.get("_target_")]
+    flat_config = flatten({k: v for k, v in plain(cfg).items() if k != "hydra"})
+    for logger in loggers:
+        logger.log_hyperparams(flat_config)
+    return loggers
+
+
+def build_trainer(cfg: DictConfig, callbacks: list, loggers: list) -> pl.Trainer:
+    return instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+
+
+def resolve_checkpoint(cfg: DictConfig, run_dir: Path) -> Path | None:
+    """`ckpt_path`: null, a file, or `last` (this run directory's checkpoints/last.ckpt)."""
+    value = cfg.get("ckpt_path")
+    if value is None:
+        return None
+    path = run_dir / "checkpoints" / "last.ckpt" if value == "last" else Path(value).expanduser()
+    if not path.is_file():
+        hint = (
+            "ckpt_path=last resumes the run in this directory: re-run with hydra.run.dir=<the run's "
+            "directory> ckpt_path=last, or give the checkpoint's path"
+            if value == "last"
+            else "give the path of a .ckpt file, e.g. logs/train/runs/<time>/checkpoints/last.ckpt"
+        )
+        raise ConfigError(f"ckpt_path={value!r}: no checkpoint at {path}; {hint}.")
+    return path

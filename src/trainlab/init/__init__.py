@@ -1,0 +1,1 @@
+"""Initialisation schemes: one function each, applied to a built network."""

@@ -1,0 +1,88 @@
+"""The LightningModule every study trains: a network, cross-entropy, accuracy, optimizer, schedule."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+import torch.nn.functional as F
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+from torchmetrics.classification import MulticlassAccuracy
+
+from trainlab.models.factory import build_network
+
+
+def _plain(value: Any) -> Any:
+    return OmegaConf.to_container(value, resolve=True) if isinstance(value, DictConfig) else value
+
+
+class Classifier(pl.LightningModule):
+    """Image classification with any network the config composes.
+
+    Args:
+        network: arguments of `build_network` (model, norm, activation configs, input shape,
+            number of classes): plain data, so that checkpoints rebuild the same network.
+        optimizer: a partial optimizer config (`_target_`, `_partial_: true`, lr, ...).
+        scheduler: a partial schedule config called with (optimizer, total_steps), or None.
+    """
+
+    def __init__(
+        self, network: Mapping, optimizer: Mapping, scheduler: Mapping | None = None
+    ) -> None:
+        super().__init__()
+        # logger=False: the training script logs the whole resolved config itself, flattened.
+        self.save_hyperparameters(
+            {
+                "network": _plain(network),
+                "optimizer": _plain(optimizer),
+                "scheduler": _plain(scheduler) or None,
+            },
+            logger=False,
+        )
+        self.net = build_network(**self.hparams.network)
+        num_classes = self.hparams.network["num_classes"]
+        # average="micro": plain accuracy (torchmetrics' multiclass default is macro).
+        self.train_acc = MulticlassAccuracy(num_classes, average="micro")
+        self.val_acc = MulticlassAccuracy(num_classes, average="micro")
+        self.test_acc = MulticlassAccuracy(num_classes, average="micro")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+    def _step(self, batch, stage: str) -> torch.Tensor:
+        images, labels = batch
+        logits = self(images)
+        loss = F.cross_entropy(logits, labels)
+        accuracy = getattr(self, f"{stage}_acc")
+        accuracy(logits, labels)
+        on_step = stage == "train"
+        self.log(f"{stage}/loss", loss, on_step=on_step, on_epoch=True, prog_bar=True)
+        self.log(f"{stage}/acc", accuracy, on_step=False, on_epoch=True, prog_bar=True)
+        return loss
+
+    def training_step(self, batch, batch_idx: int) -> torch.Tensor:
+        return self._step(batch, "train")
+
+    def validation_step(self, batch, batch_idx: int) -> None:
+        self._step(batch, "val")
+
+    def test_step(self, batch, batch_idx: int) -> None:
+        self._step(batch, "test")
+
+    def parameter_groups(self) -> list[dict] | Any:
+        """What the optimizer receives; transfer policies override it for per-group rates."""
+        return [p for p in self.parameters() if p.requires_grad]
+
+    def configure_optimizers(self):
+        optimizer = instantiate(self.hparams.optimizer)(self.parameter_groups())
+        if not self.hparams.scheduler:
+            return optimizer
+        total_steps = int(self.trainer.estimated_stepping_batches)
+        scheduler = instantiate(self.hparams.scheduler)(optimizer, total_steps=total_steps)
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
+        }

@@ -1,0 +1,1 @@
+"""Activation functions that torch does not ship (torch's own are used by name in conf/activation)."""

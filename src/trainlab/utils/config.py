@@ -1,0 +1,150 @@
+"""Config helpers: plain containers, flattening, and checks that catch bad input before training."""
+
+from __future__ import annotations
+
+import inspect
+import types
+import typing
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal, Union
+
+from hydra.utils import get_object
+from omegaconf import DictConfig, ListConfig, OmegaConf
+
+
+class ConfigError(ValueError):
+    """A config value that cannot work; the message names the key and the valid choices."""
+
+
+def plain(value: Any) -> Any:
+    """OmegaConf nodes -> plain dicts/lists, resolved (checkpoints and W&B want plain data)."""
+    if isinstance(value, DictConfig | ListConfig):
+        return OmegaConf.to_container(value, resolve=True)
+    return value
+
+
+def flatten(tree: Mapping, prefix: str = "") -> dict[str, Any]:
+    """{'a': {'b': 1}} -> {'a.b': 1}: one W&B config column per leaf, groupable in dashboards."""
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping) and value:
+            flat.update(flatten(value, f"{name}."))
+        else:
+            flat[name] = value
+    return flat
+
+
+def require_values(cfg: DictConfig) -> None:
+    """Fail on `???` values with the keys to set, instead of deep inside a constructor."""
+    missing = sorted(k for k in OmegaConf.missing_keys(cfg) if not k.startswith("hydra"))
+    if missing:
+        examples = " ".join(f"{k}=<value>" for k in missing)
+        raise ConfigError(
+            f"Missing required value(s): {', '.join(missing)}. Set them on the command line: {examples}"
+        )
+
+
+# --- argument checking against the target's signature ---------------------------------------
+
+
+def _type_name(hint: Any) -> str:
+    origin = typing.get_origin(hint)
+    if origin is Literal:
+        return "one of " + ", ".join(repr(a) for a in typing.get_args(hint))
+    if origin in (Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in typing.get_args(hint))
+    return getattr(hint, "__name__", str(hint))
+
+
+def _matches(value: Any, hint: Any) -> bool:
+    """Whether `value` fits the annotation; annotations we cannot judge are accepted."""
+    origin = typing.get_origin(hint)
+    if hint is Any or isinstance(hint, typing.TypeVar):
+        return True
+    if origin in (Union, types.UnionType):
+        return any(_matches(value, arg) for arg in typing.get_args(hint))
+    if origin is Literal:
+        return value in typing.get_args(hint)
+    if hint is type(None):
+        return value is None
+    if value is None:
+        return False
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    if hint is str:
+        return isinstance(value, str)
+    container = origin or hint
+    if container in (list, tuple, Sequence, typing.Sequence):
+        return isinstance(value, list | tuple)
+    if container in (dict, Mapping, typing.Mapping):
+        return isinstance(value, Mapping)
+    return True
+
+
+def _signature(target: Any):
+    function = target.__init__ if inspect.isclass(target) else target
+    try:
+        hints = typing.get_type_hints(function)
+    except Exception:  # annotations that do not resolve are not checked
+        hints = {}
+    return inspect.signature(target), hints
+
+
+def check_arguments(node: Any, where: str) -> None:
+    """Check a `_target_` config's keys and value types against the target's signature.
+
+    Recurses into nested `_target_` configs. Raises ConfigError naming the key, the value,
+    the expected type or choices, and the valid argument names.
+    """
+    node = plain(node)
+    if isinstance(node, list):
+        for i, item in enumerate(node):
+            check_arguments(item, f"{where}[{i}]")
+        return
+    if not isinstance(node, Mapping):
+        return
+    target_path = node.get("_target_")
+    if target_path is None:
+        for key, value in node.items():
+            check_arguments(value, f"{where}.{key}")
+        return
+    try:
+        target = get_object(target_path)
+    except Exception as error:
+        raise ConfigError(
+            f"{where}._target_={target_path!r} cannot be imported: {error}"
+        ) from error
+    signature, hints = _signature(target)
+    parameters = signature.parameters
+    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
+    for key, value in node.items():
+        if key.startswith("_"):
+            continue
+        if key not in parameters:
+            if takes_any:
+                continue
+            valid = [
+                n
+                for n, p in parameters.items()
+                if p.kind is not inspect.Parameter.VAR_POSITIONAL and n != "self"
+            ]
+            raise ConfigError(
+                f"{where}.{key}: {target_path} has no argument {key!r}; valid arguments: {', '.join(valid)}."
+            )
+        hint = hints.get(key)
+        default = parameters[key].default
+        if (
+            hint is not None
+            and not (value is None and default is None)
+            and not _matches(value, hint)
+        ):
+            raise ConfigError(
+                f"{where}.{key}={value!r} ({type(value).__name__}) does not fit {target_path}: expected {_type_name(hint)}."
+            )
+        if isinstance(value, Mapping | list):
+            check_arguments(value, f"{where}.{key}")

@@ -1,0 +1,39 @@
+"""Where a run lives and how its trackers are closed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig
+
+
+def run_dir(cfg: DictConfig) -> Path:
+    """This run's directory (Hydra's output dir; `paths.output_dir` outside Hydra)."""
+    if HydraConfig.initialized():
+        path = Path(HydraConfig.get().runtime.output_dir)
+    else:
+        path = Path(cfg.paths.output_dir)
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def hydra_overrides() -> list[str]:
+    return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
+
+
+def finish_loggers(loggers: list, status: str) -> None:
+    """Close every logger; a W&B run is finished with a non-zero exit code unless it completed,
+    so that the next job of a multirun starts a fresh W&B run."""
+    for logger in loggers:
+        try:
+            if type(logger).__name__ == "WandbLogger":
+                import wandb
+
+                if wandb.run is not None:
+                    wandb.run.summary["status"] = status
+                    wandb.finish(exit_code=0 if status == "completed" else 1)
+            else:
+                logger.finalize(status if status in ("success", "failed") else "success")
+        except Exception:  # closing a tracker must never hide the run's own outcome
+            pass
