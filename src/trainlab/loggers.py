@@ -36,8 +36,6 @@ def wandb_logger(offline: bool | None = None, **kwargs) -> WandbLogger:
 
 def find_wandb_run_id(run_dir: Path) -> str | None:
     """The id of the newest W&B run stored under `<run_dir>/wandb` (dirs `[offline-]run-<time>-<id>`)."""
-    runs = sorted(
-        (Path(run_dir) / "wandb").glob("*run-*-*"), key=lambda p: p.name.split("run-", 1)[1]
-    )
+    runs = sorted((Path(run_dir) / "wandb").glob("*run-*-*"), key=lambda p: p.name.split("run-", 1)[1])
     runs = [p for p in runs if p.is_dir()]
     return runs[-1].name.rsplit("-", 1)[1] if runs else None

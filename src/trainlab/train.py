@@ -47,9 +47,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 
             trainer.fit(model, datamodule=datamodule, ckpt_path=checkpoint)
             summary.add_metrics(trainer.callback_metrics)
-            best = (
-                trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
-            )
+            best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
             if best:
                 summary.data["best_checkpoint"] = best
             if cfg.get("test") and not trainer.interrupted:

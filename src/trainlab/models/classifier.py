@@ -29,9 +29,7 @@ class Classifier(pl.LightningModule):
         scheduler: a partial schedule config called with (optimizer, total_steps), or None.
     """
 
-    def __init__(
-        self, network: Mapping, optimizer: Mapping, scheduler: Mapping | None = None
-    ) -> None:
+    def __init__(self, network: Mapping, optimizer: Mapping, scheduler: Mapping | None = None) -> None:
         super().__init__()
         # logger=False: the training script logs the whole resolved config itself, flattened.
         self.save_hyperparameters(

@@ -38,9 +38,7 @@ class CNN(nn.Module):
             for _ in range(convs_per_block):
                 in_channels = channels
                 conv = lambda out, bias, c=in_channels: nn.Conv2d(c, out, 3, padding=1, bias=bias)  # noqa: E731
-                blocks.append(
-                    layer_block(conv, out_channels, norm, activation, position, spatial=True)
-                )
+                blocks.append(layer_block(conv, out_channels, norm, activation, position, spatial=True))
                 channels = out_channels
             if height >= 2:
                 blocks.append(nn.MaxPool2d(2))

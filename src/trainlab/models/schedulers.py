@@ -34,8 +34,6 @@ def step(
 ) -> LRScheduler:
     """Multiply the rate by `gamma` at each milestone, given as a fraction of the run."""
     if any(not 0.0 < m < 1.0 for m in milestones):
-        raise ValueError(
-            f"scheduler.milestones are fractions of the run in (0, 1), got {list(milestones)}."
-        )
+        raise ValueError(f"scheduler.milestones are fractions of the run in (0, 1), got {list(milestones)}.")
     boundaries = sorted(int(m * total_steps) for m in milestones)
     return LambdaLR(optimizer, lambda s: gamma ** sum(s >= b for b in boundaries))

@@ -116,9 +116,7 @@ def check_arguments(node: Any, where: str) -> None:
     try:
         target = get_object(target_path)
     except Exception as error:
-        raise ConfigError(
-            f"{where}._target_={target_path!r} cannot be imported: {error}"
-        ) from error
+        raise ConfigError(f"{where}._target_={target_path!r} cannot be imported: {error}") from error
     signature, hints = _signature(target)
     parameters = signature.parameters
     takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
@@ -138,11 +136,7 @@ def check_arguments(node: Any, where: str) -> None:
             )
         hint = hints.get(key)
         default = parameters[key].default
-        if (
-            hint is not None
-            and not (value is None and default is None)
-            and not _matches(value, hint)
-        ):
+        if hint is not None and not (value is None and default is None) and not _matches(value, hint):
             raise ConfigError(
                 f"{where}.{key}={value!r} ({type(value).__name__}) does not fit {target_path}: expected {_type_name(hint)}."
             )

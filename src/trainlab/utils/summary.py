@@ -77,9 +77,7 @@ class RunSummary:
             raise
         except BaseException as error:
             self.data["status"] = FAILED
-            self.data["error"] = "".join(
-                traceback.format_exception_only(type(error), error)
-            ).strip()
+            self.data["error"] = "".join(traceback.format_exception_only(type(error), error)).strip()
             raise
         finally:
             self._read_trainer()
