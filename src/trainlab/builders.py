@@ -16,6 +16,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from trainlab.data.datamodule import ImageDataModule
+from trainlab.init import apply_init
 from trainlab.loggers import find_wandb_run_id
 from trainlab.models.classifier import Classifier
 from trainlab.utils.config import ConfigError, check_arguments, flatten, plain
@@ -73,8 +74,7 @@ def build_model(cfg: DictConfig, datamodule: ImageDataModule) -> Classifier:
     model = Classifier(
         network=network, optimizer=plain(cfg.optimizer), scheduler=plain(cfg.scheduler) or None
     )
-    init_scheme = instantiate(cfg.init)
-    init_scheme(model.net)
+    apply_init(model.net, cfg.init, datamodule)
     return model
 
 

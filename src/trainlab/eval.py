@@ -1,0 +1,70 @@
+"""Evaluate a checkpoint: `python -m trainlab.eval ckpt_path=<path>`.
+
+The network and data configs are restored from the checkpoint (its hyperparameters), so the
+training overrides need not be repeated; `data.<key>=...` replaces one data setting.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import hydra
+import lightning.pytorch as pl
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+
+from trainlab.data.datamodule import ImageDataModule
+from trainlab.models.classifier import Classifier
+from trainlab.utils.config import ConfigError, plain, require_values
+from trainlab.utils.summary import RunSummary
+from trainlab.utils.tracking import finish_loggers, hydra_overrides, run_dir
+
+CONFIG_DIR = str(Path(__file__).resolve().parents[2] / "conf")
+SPLITS = ("test", "val")
+log = logging.getLogger(__name__)
+
+
+def load_checkpoint(
+    path: str | Path, data_overrides: dict | None = None
+) -> tuple[Classifier, ImageDataModule]:
+    """The model and DataModule of the run that wrote `path`, as that run configured them."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise ConfigError(f"ckpt_path={str(path)!r} is not a file; give the path of a trainlab .ckpt.")
+    model = Classifier.load_from_checkpoint(path, map_location="cpu")
+    datamodule = ImageDataModule.load_from_checkpoint(path, map_location="cpu", **(data_overrides or {}))
+    return model, datamodule
+
+
+def evaluate(cfg: DictConfig) -> dict[str, Any]:
+    output_dir = run_dir(cfg)
+    summary = RunSummary(output_dir, cfg.get("seed"), hydra_overrides())
+    loggers: list = []
+    try:
+        with summary.record():
+            require_values(cfg)
+            if cfg.split not in SPLITS:
+                raise ConfigError(f"split={cfg.split!r} is not one of {list(SPLITS)}.")
+            summary.data["seed"] = pl.seed_everything(cfg.get("seed"), workers=True)
+            model, datamodule = load_checkpoint(cfg.ckpt_path, plain(cfg.get("data")))
+            summary.data["checkpoint"] = str(Path(cfg.ckpt_path).resolve())
+            loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c]
+            trainer = instantiate(cfg.trainer, logger=loggers or False, callbacks=[])
+            summary.track(trainer)
+            run = trainer.test if cfg.split == "test" else trainer.validate
+            run(model, datamodule=datamodule)
+    finally:
+        finish_loggers(loggers, summary.data["status"])
+    log.info(f"Evaluation {summary.data['status']}: {summary.data['metrics']} -> {output_dir}/summary.json")
+    return summary.data
+
+
+@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="eval")
+def main(cfg: DictConfig) -> None:
+    evaluate(cfg)
+
+
+if __name__ == "__main__":
+    main()
