@@ -48,7 +48,8 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
             if cfg.split not in SPLITS:
                 raise ConfigError(f"split={cfg.split!r} is not one of {list(SPLITS)}.")
             summary.data["seed"] = pl.seed_everything(cfg.get("seed"), workers=True)
-            model, datamodule = load_checkpoint(cfg.ckpt_path, plain(cfg.get("data")))
+            data_overrides = {k: v for k, v in (plain(cfg.get("data")) or {}).items() if v is not None}
+            model, datamodule = load_checkpoint(cfg.ckpt_path, data_overrides)
             summary.data["checkpoint"] = str(Path(cfg.ckpt_path).resolve())
             loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c]
             trainer = instantiate(cfg.trainer, logger=loggers or False, callbacks=[])

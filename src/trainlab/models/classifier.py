@@ -9,14 +9,10 @@ import lightning.pytorch as pl
 import torch
 import torch.nn.functional as F
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
 from torchmetrics.classification import MulticlassAccuracy
 
 from trainlab.models.factory import build_network
-
-
-def _plain(value: Any) -> Any:
-    return OmegaConf.to_container(value, resolve=True) if isinstance(value, DictConfig) else value
+from trainlab.utils.config import plain
 
 
 class Classifier(pl.LightningModule):
@@ -34,9 +30,9 @@ class Classifier(pl.LightningModule):
         # logger=False: the training script logs the whole resolved config itself, flattened.
         self.save_hyperparameters(
             {
-                "network": _plain(network),
-                "optimizer": _plain(optimizer),
-                "scheduler": _plain(scheduler) or None,
+                "network": plain(network),
+                "optimizer": plain(optimizer),
+                "scheduler": plain(scheduler) or None,
             },
             logger=False,
         )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import os
 import types
 import typing
 from collections.abc import Mapping, Sequence
@@ -83,6 +84,11 @@ def _matches(value: Any, hint: Any) -> bool:
         return isinstance(value, list | tuple)
     if container in (dict, Mapping, typing.Mapping):
         return isinstance(value, Mapping)
+    if inspect.isclass(hint) and origin is None:
+        if issubclass(hint, os.PathLike):
+            return isinstance(value, str | os.PathLike)
+        # A config holds primitives and containers: it cannot hold a Tensor, a Module, ...
+        return isinstance(value, hint)
     return True
 
 

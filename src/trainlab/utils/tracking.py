@@ -9,11 +9,8 @@ from omegaconf import DictConfig
 
 
 def run_dir(cfg: DictConfig) -> Path:
-    """This run's directory (Hydra's output dir; `paths.output_dir` outside Hydra)."""
-    if HydraConfig.initialized():
-        path = Path(HydraConfig.get().runtime.output_dir)
-    else:
-        path = Path(cfg.paths.output_dir)
+    """This run's directory: `paths.output_dir` (Hydra's output dir unless overridden)."""
+    path = Path(cfg.paths.output_dir)
     path.mkdir(parents=True, exist_ok=True)
     return path
 

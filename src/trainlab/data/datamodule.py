@@ -1,0 +1,178 @@
+"""One LightningDataModule for every source: seeded stratified splits, subsets, loaders."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import lightning.pytorch as pl
+import numpy as np
+from hydra.utils import get_object
+from sklearn.model_selection import train_test_split
+from torch.utils.data import DataLoader
+
+from trainlab.data.sources import ImageSource
+from trainlab.utils.config import plain
+from trainlab.data.transforms import ArrayDataset, eval_pipeline, train_pipeline
+
+
+
+class Subset(Sequence):
+    """A view of some indices of an image sequence (lazy: never copies the images)."""
+
+    def __init__(self, images: Sequence[np.ndarray], indices: np.ndarray) -> None:
+        if isinstance(images, Subset):  # a subset of a subset indexes the original directly
+            images, indices = images.images, images.indices[indices]
+        self.images, self.indices = images, np.asarray(indices)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, i):  # type: ignore[override]
+        return self.images[int(self.indices[i])]
+
+
+def stratified_split(labels: np.ndarray, size: int | float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Indices (rest, picked): `size` examples (a count or a fraction) with the class mix kept."""
+    indices = np.arange(len(labels))
+    counts = np.bincount(labels)
+    stratify = labels if counts[counts > 0].min() >= 2 else None  # a singleton class cannot be split
+    rest, picked = train_test_split(indices, test_size=size, random_state=seed, stratify=stratify)
+    return np.sort(rest), np.sort(picked)
+
+
+class ImageDataModule(pl.LightningDataModule):
+    """Train/val/test splits of an `ImageSource`, with Albumentations pipelines.
+
+    Args:
+        source: config of a function returning an `ImageSource` (`_target_` + arguments).
+        batch_size: examples per batch, for every split.
+        num_workers: DataLoader worker processes (0 loads in the training process).
+        val_fraction: share of the training pool held out for validation.
+        test_fraction: share held out for test, for sources with no official test split.
+        train_size: keep only this many training examples (stratified); null keeps all.
+        classes: keep only these class indices, relabelled 0..k-1 in the given order.
+        split_seed: seed of the splits, apart from `seed` so that all runs of a study
+            see the same validation and test examples.
+        augment: the `augment` config group (train-time transforms).
+    """
+
+    def __init__(
+        self,
+        source: dict,
+        batch_size: int = 128,
+        num_workers: int = 0,
+        val_fraction: float = 0.1,
+        test_fraction: float = 0.2,
+        train_size: int | None = None,
+        classes: list[int] | None = None,
+        split_seed: int = 0,
+        augment: dict | None = None,
+        pin_memory: bool = False,
+    ) -> None:
+        super().__init__()
+        if batch_size < 1:
+            raise ValueError(f"data.batch_size must be a positive integer, got {batch_size}.")
+        for name, fraction in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
+            if not 0.0 < fraction < 1.0:
+                raise ValueError(f"data.{name} must be between 0 and 1 (exclusive), got {fraction}.")
+        self.save_hyperparameters({k: plain(v) for k, v in locals().items() if k not in ("self", "__class__")})
+        self.source: ImageSource | None = None
+        self.splits: dict[str, tuple[Sequence[np.ndarray], np.ndarray]] | None = None
+
+    # --- what models need to know -----------------------------------------------------------
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        return self._loaded().input_shape
+
+    @property
+    def class_names(self) -> list[str]:
+        classes = self.hparams.classes
+        names = self._loaded().class_names
+        return [names[c] for c in classes] if classes else list(names)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    def _loaded(self) -> ImageSource:
+        if self.source is None:  # called directly, not through Hydra, so its errors reach the user unwrapped
+            spec = dict(self.hparams.source)
+            make_source = get_object(spec.pop("_target_"))
+            self.source = make_source(**spec)
+        return self.source
+
+    # --- Lightning hooks ----------------------------------------------------------------------
+    def prepare_data(self) -> None:
+        self._loaded()  # downloads, where the source downloads, happen once here
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.splits is not None:
+            return
+        hp, source = self.hparams, self._loaded()
+        pool_images, pool_labels = source.train_images, source.train_labels
+        test_images, test_labels = source.test_images, source.test_labels
+        if hp.classes:
+            pool_images, pool_labels = self._keep_classes(pool_images, pool_labels)
+            if test_images is not None:
+                test_images, test_labels = self._keep_classes(test_images, test_labels)
+        if test_images is None:
+            rest, test = stratified_split(pool_labels, hp.test_fraction, hp.split_seed)
+            test_images, test_labels = Subset(pool_images, test), pool_labels[test]
+            pool_images, pool_labels = Subset(pool_images, rest), pool_labels[rest]
+        train, val = stratified_split(pool_labels, hp.val_fraction, hp.split_seed)
+        if hp.train_size is not None:
+            if not 0 < hp.train_size <= len(train):
+                raise ValueError(
+                    f"data.train_size={hp.train_size} must be between 1 and the {len(train)} "
+                    f"training examples of {source.name}."
+                )
+            if hp.train_size < len(train):
+                _, kept = stratified_split(pool_labels[train], int(hp.train_size), hp.split_seed)
+                train = train[kept]
+        self.splits = {
+            "train": (Subset(pool_images, train), pool_labels[train]),
+            "val": (Subset(pool_images, val), pool_labels[val]),
+            "test": (test_images, test_labels),
+        }
+
+    def _keep_classes(self, images, labels):
+        classes = list(self.hparams.classes)
+        known = self._loaded().num_classes
+        bad = [c for c in classes if not 0 <= c < known]
+        if bad or len(set(classes)) != len(classes):
+            raise ValueError(f"data.classes={classes}: class indices must be distinct and in 0..{known - 1}.")
+        relabel = np.full(known, -1, dtype=np.int64)
+        relabel[classes] = np.arange(len(classes))
+        kept = np.flatnonzero(relabel[labels] >= 0)
+        return Subset(images, kept), relabel[labels[kept]]
+
+    def dataset(self, split: str) -> ArrayDataset:
+        self.setup()
+        images, labels = self.splits[split]
+        source = self._loaded()
+        if split == "train":
+            transform = train_pipeline(self.hparams.augment, source.mean, source.std)
+        else:
+            transform = eval_pipeline(source.mean, source.std)
+        return ArrayDataset(images, labels, transform)
+
+    def _loader(self, split: str) -> DataLoader:
+        workers = self.hparams.num_workers
+        return DataLoader(
+            self.dataset(split),
+            batch_size=self.hparams.batch_size,
+            shuffle=split == "train",
+            num_workers=workers,
+            persistent_workers=workers > 0,
+            pin_memory=self.hparams.pin_memory,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train")
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val")
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test")

@@ -1,0 +1,67 @@
+"""Shared fixtures: compose the real configs with tiny overrides, run the real entry points."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, open_dict
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIG_DIR = REPO / "conf"
+# Quiet, fast, offline: no progress bars, W&B never online in tests.
+QUIET = ["callbacks.rich_progress_bar=null", "trainer.enable_model_summary=false"]
+
+os.environ["WANDB_MODE"] = "offline"
+os.environ.setdefault("WANDB_SILENT", "true")
+
+
+def compose_config(overrides: list[str], output_dir: Path, config_name: str = "train") -> DictConfig:
+    """The config `python -m trainlab.<config_name> <overrides>` would get, run dir = output_dir."""
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        cfg = compose(config_name=config_name, overrides=overrides, return_hydra_config=True)
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(output_dir)
+        cfg.paths.log_dir = str(output_dir.parent)
+        cfg.hydra.runtime.output_dir = str(output_dir)
+        cfg.hydra.job.num = 0
+    HydraConfig.instance().set_config(cfg)
+    return cfg
+
+
+@pytest.fixture
+def make_cfg(tmp_path: Path) -> Callable[..., DictConfig]:
+    """make_cfg(*overrides, run="run") composes `train` with the overrides into tmp_path/run."""
+
+    def make(*overrides: str, run: str = "run", config_name: str = "train", quiet: bool = True) -> DictConfig:
+        extra = QUIET if quiet and config_name == "train" else []
+        return compose_config([*extra, *overrides], tmp_path / run, config_name)
+
+    yield make
+    GlobalHydra.instance().clear()
+
+
+def run_cli(module: str, *args: str, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
+    """Run `python -m <module> <args>` as a user would, in `cwd`; output captured."""
+    env = {**os.environ, "WANDB_MODE": "offline", "HYDRA_FULL_ERROR": "1", "PYTHONUNBUFFERED": "1"}
+    return subprocess.run(
+        [sys.executable, "-m", module, *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def read_summary(run_dir: Path) -> dict:
+    return json.loads((Path(run_dir) / "summary.json").read_text())

@@ -1,0 +1,106 @@
+"""Data sources and splits: embedded data, stratification, seeding, subsets, folders, offline."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from trainlab.data import download
+from trainlab.data.datamodule import ImageDataModule
+from trainlab.data.sources import digits, folder, mnist5k
+
+from test_configs import image_folder
+
+
+def datamodule(source: str = "digits", **kwargs) -> ImageDataModule:
+    dm = ImageDataModule(
+        source={"_target_": f"trainlab.data.sources.{source}", **kwargs.pop("source_args", {})}, **kwargs
+    )
+    dm.prepare_data()
+    dm.setup("fit")
+    return dm
+
+
+def test_embedded_sources_are_real_digits():
+    mnist = mnist5k()
+    assert len(mnist.train_labels) == 5000 and mnist.input_shape == (1, 28, 28)
+    assert np.bincount(mnist.train_labels).tolist() == [500] * 10
+    assert mnist.train_images.dtype == np.uint8 and mnist.train_images.max() == 255
+    small = digits()
+    assert len(small.train_labels) == 1797 and small.input_shape == (1, 8, 8) and small.num_classes == 10
+    # normalisation statistics come from the data: MNIST's mean pixel is ~0.13, std ~0.31
+    assert mnist.mean[0] == pytest.approx(0.13, abs=0.01) and mnist.std[0] == pytest.approx(0.31, abs=0.01)
+
+
+def test_splits_are_disjoint_stratified_and_seeded():
+    dm = datamodule("mnist5k", val_fraction=0.1, test_fraction=0.2)
+    sizes = {split: len(labels) for split, (_, labels) in dm.splits.items()}
+    assert sizes == {"train": 3600, "val": 400, "test": 1000}
+    indices = {split: set(images.indices.tolist()) for split, (images, _) in dm.splits.items()}
+    assert not indices["train"] & indices["val"] and not indices["train"] & indices["test"]
+    assert not indices["val"] & indices["test"]
+    for _, labels in dm.splits.values():  # every class in the same proportion (10% each)
+        assert np.bincount(labels, minlength=10).tolist() == [len(labels) // 10] * 10
+    again = datamodule("mnist5k", val_fraction=0.1, test_fraction=0.2)
+    assert np.array_equal(again.splits["val"][0].indices, dm.splits["val"][0].indices)
+    other = datamodule("mnist5k", val_fraction=0.1, test_fraction=0.2, split_seed=1)
+    assert not np.array_equal(other.splits["val"][0].indices, dm.splits["val"][0].indices)
+
+
+def test_train_size_and_classes():
+    dm = datamodule("mnist5k", train_size=500, classes=[7, 3])
+    images, labels = dm.splits["train"]
+    assert len(labels) == 500 and sorted(set(labels.tolist())) == [0, 1]
+    assert dm.num_classes == 2 and dm.class_names == ["7", "3"]
+    source = dm.source
+    original = source.train_labels[images.indices]
+    assert set(original[labels == 0].tolist()) == {7} and set(original[labels == 1].tolist()) == {3}
+    with pytest.raises(ValueError, match="data.classes"):
+        datamodule("digits", classes=[3, 10])
+    with pytest.raises(ValueError, match="data.train_size"):
+        datamodule("digits", train_size=100_000)
+
+
+def test_loader_batches_are_normalised_tensors():
+    dm = datamodule("digits", batch_size=32)
+    images, labels = next(iter(dm.train_dataloader()))
+    assert images.shape == (32, 1, 8, 8) and images.dtype == torch.float32 and labels.dtype == torch.int64
+    all_images = torch.cat([x for x, _ in dm.val_dataloader()])
+    assert abs(all_images.mean().item()) < 0.2 and 0.8 < all_images.std().item() < 1.2
+
+
+def test_folder_source(tmp_path):
+    root = image_folder(tmp_path / "pets", per_class=5)
+    source = folder(str(root), image_size=16, channels=3)
+    assert source.class_names == ["cat", "dog"] and source.input_shape == (3, 16, 16)
+    assert source.train_images[7].shape == (16, 16, 3) and source.train_labels.tolist() == [0] * 5 + [1] * 5
+    grey = folder(str(root), image_size=8, channels=1)
+    assert grey.input_shape == (1, 8, 8)
+
+
+def test_folder_errors_name_the_problem(tmp_path):
+    with pytest.raises(FileNotFoundError, match="is not a directory"):
+        folder(str(tmp_path / "missing"))
+    (tmp_path / "empty" / "cat").mkdir(parents=True)
+    with pytest.raises(FileNotFoundError, match="no images found"):
+        folder(str(tmp_path / "empty"))
+
+
+def test_download_offline_fails_fast_with_a_fix(tmp_path, monkeypatch):
+    monkeypatch.setattr(download, "host_reachable", lambda url, timeout=3.0: False)
+    start = time.perf_counter()
+    with pytest.raises(download.DatasetUnavailableError, match="looks offline.*data=mnist5k"):
+        download.load_torchvision_split("MNIST", str(tmp_path), train=True)
+    assert time.perf_counter() - start < 5
+    with pytest.raises(download.DatasetUnavailableError, match="data.source.download=false"):
+        download.load_torchvision_split("CIFAR10", str(tmp_path), train=True, download=False)
+
+
+def test_unreachable_host_probe_is_bounded():
+    start = time.perf_counter()
+    # 192.0.2.0/24 is TEST-NET-1 (RFC 5737): never routed; the probe must give up on its timeout.
+    assert not download.host_reachable("http://192.0.2.1/", timeout=0.5)
+    assert time.perf_counter() - start < 2
