@@ -1,0 +1,1 @@
+"""Data: sources (embedded, torchvision, folder), the DataModule and Albumentations pipelines."""

@@ -1,0 +1,1 @@
+"""Networks (mlp, cnn, resnet), their building blocks and the classification LightningModule."""
