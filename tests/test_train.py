@@ -154,3 +154,21 @@ def test_default_study_reaches_97_percent(tmp_path):
     summary = read_summary(run)
     assert summary["metrics"]["test/acc"] >= 0.97, summary
     assert str(run) in result.stdout + result.stderr  # it says where the results are
+
+
+def test_multirun_jobs_share_a_wandb_group(make_cfg):
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+    from omegaconf import OmegaConf, open_dict
+
+    import trainlab.builders as builders
+
+    cfg = make_cfg(*TINY_MLP, "logger=wandb")
+    OmegaConf.set_readonly(cfg.hydra, False)
+    with open_dict(cfg):
+        cfg.hydra.mode = RunMode.MULTIRUN
+        cfg.hydra.sweep.dir = "logs/train/multiruns/2026-01-01_00-00-00_000001"
+    HydraConfig.instance().set_config(cfg)
+    (logger,) = [lg for lg in builders.build_loggers(cfg, resume_from=None) if type(lg).__name__ == "WandbLogger"]
+    assert logger._wandb_init["group"] == "train-2026-01-01_00-00-00_000001"
+    assert logger._offline is True  # WANDB_MODE=offline in tests: never uploads
