@@ -10,6 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
@@ -20,6 +21,8 @@ CONFIG_DIR = REPO / "conf"
 # Quiet, fast, offline: no progress bars, W&B never online in tests.
 QUIET = ["callbacks.rich_progress_bar=null", "trainer.enable_model_summary=false"]
 
+# Tiny models run faster on one thread than on two contending ones (CPU machines have 2 cores).
+torch.set_num_threads(1)
 os.environ["WANDB_MODE"] = "offline"
 os.environ.setdefault("WANDB_SILENT", "true")
 

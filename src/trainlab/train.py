@@ -41,6 +41,11 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             datamodule = builders.build_datamodule(cfg)
             model = builders.build_model(cfg, datamodule)
             loggers = builders.build_loggers(cfg, resume_from=checkpoint)
+            init_stats = getattr(model.net, "init_stats", None)  # e.g. LSUV's per-layer variances
+            if init_stats:
+                summary.data["init_stats"] = init_stats
+                for logger in loggers:
+                    logger.log_metrics({f"init/{k}": v for k, v in init_stats.items()}, step=0)
             callbacks = builders.build_callbacks(cfg, has_logger=bool(loggers))
             trainer = builders.build_trainer(cfg, callbacks, loggers)
             summary.track(trainer)

@@ -1,0 +1,295 @@
+"""The maths every initialisation scheme shares: fans, gains and one variance-scaling draw.
+
+As in timm's `variance_scaling_`, LeCun, Glorot/Xavier and He/Kaiming initialisation are one
+formula, Var[W] = scale / fan, with a different scale and fan:
+
+    scheme            scale        fan                      keeps constant across layers
+    lecun_normal      1            fan_in                   forward variance (unit-slope units)
+    xavier_*          1 (gain**2)  (fan_in + fan_out) / 2   a compromise of forward and backward
+    kaiming_*         gain**2      fan_in | fan_out         forward | backward variance under the
+                                                            activation (gain**2 = 2 for ReLU)
+
+A uniform draw U(-b, b) has variance b**2 / 3, so it takes b = sqrt(3 * scale / fan): He's ReLU
+bound is sqrt(6 / fan_in), Glorot's is sqrt(6 / (fan_in + fan_out)).
+
+Schemes act on the network's weight layers (`WEIGHT_LAYERS`); norm layers, pooling and
+activations are left as they are.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections import Counter
+from collections.abc import Callable, Iterable
+from typing import Literal
+
+import torch
+from torch import nn
+
+from trainlab.utils.config import ConfigError
+
+log = logging.getLogger(__name__)
+
+WEIGHT_LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
+Mode = Literal["fan_in", "fan_out", "fan_avg"]
+Distribution = Literal["normal", "uniform", "truncated_normal"]
+MODES = ("fan_in", "fan_out", "fan_avg")
+DISTRIBUTIONS = ("normal", "uniform", "truncated_normal")
+# Names torch.nn.init.calculate_gain knows, plus `auto`: read it from the network's activations.
+NONLINEARITIES = ("auto", "linear", "sigmoid", "tanh", "relu", "leaky_relu", "selu")
+# Standard deviation of a standard normal truncated to [-2, 2].
+_TRUNCATED_STD = 0.87962566103423978
+
+# The nonlinearity each activation module stands for when gains are computed. ELU, CELU, GELU,
+# SiLU, Mish and Softplus have no gain in torch.nn.init nor a derivation of He's standing: all are
+# ReLU-shaped (identity for large inputs, ~0 for very negative ones), so they take ReLU's sqrt(2).
+# A module may declare its own with an `init_nonlinearity` attribute (Maxout declares 'linear').
+ACTIVATION_NONLINEARITY: tuple[tuple[type[nn.Module], str], ...] = (
+    (nn.LeakyReLU, "leaky_relu"),
+    (nn.ReLU, "relu"),
+    (nn.ReLU6, "relu"),
+    (nn.Tanh, "tanh"),
+    (nn.Sigmoid, "sigmoid"),
+    (nn.SELU, "selu"),
+    (nn.ELU, "relu"),
+    (nn.CELU, "relu"),
+    (nn.GELU, "relu"),
+    (nn.SiLU, "relu"),
+    (nn.Mish, "relu"),
+    (nn.Softplus, "relu"),
+)
+
+
+# --- checks -----------------------------------------------------------------------------------
+
+
+def check_choice(key: str, value: object, choices: Iterable[str]) -> None:
+    choices = list(choices)
+    if value not in choices:
+        raise ConfigError(f"{key}={value!r} is not one of {choices}.")
+
+
+def check_positive(key: str, value: float, hint: str = "") -> None:
+    if not value > 0:
+        raise ConfigError(f"{key}={value!r} must be > 0{hint}.")
+
+
+# --- which layers, which fans -----------------------------------------------------------------
+
+
+def weight_layers(network: nn.Module) -> list[tuple[str, nn.Module]]:
+    """The (name, layer) pairs a scheme initialises: every Linear and Conv1d/2d/3d, in module order."""
+    return [(name, m) for name, m in network.named_modules() if isinstance(m, WEIGHT_LAYERS)]
+
+
+def fan_in_and_fan_out(weight: torch.Tensor) -> tuple[int, int]:
+    """fan_in: inputs that reach one output unit; fan_out: outputs one input unit reaches.
+
+    Linear (out, in): (in, out). Conv (out, in / groups, *kernel): (in / groups * k, out * k)
+    with k the kernel's area or volume, the same convention as torch.nn.init.
+    """
+    if weight.dim() < 2:
+        raise ValueError(
+            f"fan_in and fan_out need a weight with 2 or more dimensions, got shape {tuple(weight.shape)}."
+        )
+    receptive_field = math.prod(weight.shape[2:])
+    return weight.shape[1] * receptive_field, weight.shape[0] * receptive_field
+
+
+# --- the one core -----------------------------------------------------------------------------
+
+
+def variance_scaling_(
+    tensor: torch.Tensor,
+    scale: float = 1.0,
+    mode: Mode = "fan_in",
+    distribution: Distribution = "normal",
+) -> torch.Tensor:
+    """Fill `tensor` in place with zero-mean values of variance `scale / fan`.
+
+    mode: fan_in, fan_out or fan_avg = (fan_in + fan_out) / 2.
+    distribution: normal N(0, var); uniform U(-b, b) with b = sqrt(3 var); truncated_normal: a
+    normal cut at two standard deviations, widened so that the variance is still `var`.
+    """
+    check_positive("init.scale", scale)
+    check_choice("init.mode", mode, MODES)
+    check_choice("init.distribution", distribution, DISTRIBUTIONS)
+    fan_in, fan_out = fan_in_and_fan_out(tensor)
+    fan = {"fan_in": fan_in, "fan_out": fan_out, "fan_avg": (fan_in + fan_out) / 2}[mode]
+    std = math.sqrt(scale / fan)
+    with torch.no_grad():
+        if distribution == "normal":
+            return tensor.normal_(0.0, std)
+        if distribution == "uniform":
+            bound = math.sqrt(3.0) * std
+            return tensor.uniform_(-bound, bound)
+        wide = std / _TRUNCATED_STD
+        return nn.init.trunc_normal_(tensor, 0.0, wide, -2 * wide, 2 * wide)
+
+
+def init_layers(
+    network: nn.Module, init_weight: Callable[[torch.Tensor], object], bias: float | None
+) -> list[tuple[str, nn.Module]]:
+    """Apply `init_weight` to every weight layer's weight and set its bias to `bias` (None keeps it)."""
+    layers = weight_layers(network)
+    if not layers:
+        raise ConfigError(
+            f"init: {type(network).__name__} has no Linear or Conv layer for the scheme to initialise."
+        )
+    with torch.no_grad():
+        for _, layer in layers:
+            init_weight(layer.weight)
+            if bias is not None and layer.bias is not None:
+                layer.bias.fill_(bias)
+    return layers
+
+
+def set_biases(network: nn.Module, bias: float | None) -> None:
+    """Every weight layer's bias to `bias` (None: leave them)."""
+    if bias is None:
+        return
+    with torch.no_grad():
+        for _, layer in weight_layers(network):
+            if layer.bias is not None:
+                layer.bias.fill_(bias)
+
+
+# --- gains ------------------------------------------------------------------------------------
+
+
+def module_nonlinearity(module: nn.Module) -> tuple[str, float | None] | None:
+    """(calculate_gain name, parameter) an activation module stands for; None for other modules."""
+    declared = getattr(module, "init_nonlinearity", None)
+    if isinstance(declared, str):
+        return declared, None
+    for kind, name in ACTIVATION_NONLINEARITY:
+        if isinstance(module, kind):
+            return name, (float(module.negative_slope) if name == "leaky_relu" else None)
+    return None
+
+
+def network_nonlinearity(network: nn.Module) -> tuple[str, float | None]:
+    """The nonlinearity of the network's activation modules; 'linear' when it has none.
+
+    Networks built by trainlab have one activation kind. Where there are several, the most
+    frequent wins and a warning says so: set `init.nonlinearity` to choose.
+    """
+    found = Counter(nl for m in network.modules() if (nl := module_nonlinearity(m)) is not None)
+    if not found:
+        return "linear", None
+    (name, param), _ = found.most_common(1)[0]
+    if len(found) > 1:
+        log.warning(
+            f"init: the network mixes activations {sorted(found, key=str)}; gains use {name!r}"
+            f"{'' if param is None else f' (slope {param})'}. Set init.nonlinearity=<name> to choose."
+        )
+    return name, param
+
+
+def gain(network: nn.Module, nonlinearity: str | None = "auto") -> float:
+    """torch.nn.init.calculate_gain for `nonlinearity`, or for the network's activation ('auto').
+
+    ReLU: sqrt(2); Leaky ReLU with slope a: sqrt(2 / (1 + a**2)), the slope read from the network
+    (0.01 when it has no LeakyReLU); tanh: 5/3; sigmoid and linear: 1; SELU: 3/4.
+    """
+    nonlinearity = nonlinearity or "auto"
+    check_choice("init.nonlinearity", nonlinearity, NONLINEARITIES)
+    if nonlinearity == "auto":
+        name, param = network_nonlinearity(network)
+    else:
+        name, param = nonlinearity, None
+        if name == "leaky_relu":
+            slopes = [m.negative_slope for m in network.modules() if isinstance(m, nn.LeakyReLU)]
+            param = float(slopes[0]) if slopes else None
+    return nn.init.calculate_gain(name, param)
+
+
+# --- running part of a network on data ----------------------------------------------------------
+
+
+class _Reached(Exception):
+    """Raised by a hook to stop a forward pass once the wanted tensor is captured."""
+
+
+def capture(
+    network: nn.Module, module: nn.Module, inputs: torch.Tensor, what: str = "output"
+) -> torch.Tensor:
+    """`module`'s input or output when `network` runs on `inputs`; the rest of the pass is skipped."""
+    store: dict[str, torch.Tensor] = {}
+
+    def take_input(_module, args):
+        store["value"] = args[0]
+        raise _Reached
+
+    def take_output(_module, _args, output):
+        store["value"] = output
+        raise _Reached
+
+    if what == "input":
+        handle = module.register_forward_pre_hook(take_input)
+    else:
+        handle = module.register_forward_hook(take_output)
+    try:
+        network(inputs)
+    except _Reached:
+        pass
+    finally:
+        handle.remove()
+    if "value" not in store:
+        raise RuntimeError(f"{type(module).__name__} is not called by {type(network).__name__}.forward.")
+    return store["value"]
+
+
+def forward_order(
+    network: nn.Module, inputs: torch.Tensor, layers: list[tuple[str, nn.Module]]
+) -> list[tuple[str, nn.Module]]:
+    """`layers` in the order a forward pass on `inputs` calls them (layers it never calls dropped)."""
+    order: list[int] = []
+    handles = [
+        layer.register_forward_hook(lambda *_, i=i: order.append(i) if i not in order else None)
+        for i, (_, layer) in enumerate(layers)
+    ]
+    try:
+        with torch.no_grad():
+            network(inputs)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return [layers[i] for i in order]
+
+
+def batch_inputs(batch) -> torch.Tensor:
+    """The inputs of a batch: `(inputs, targets, ...)` or the inputs alone."""
+    return batch[0] if isinstance(batch, list | tuple) else batch
+
+
+def first_inputs(batches: Iterable, device: torch.device) -> torch.Tensor:
+    try:
+        batch = next(iter(batches))
+    except StopIteration:
+        raise ConfigError("init: the training data has no batch to initialise from.") from None
+    return batch_inputs(batch).to(device)
+
+
+def device_of(network: nn.Module) -> torch.device:
+    parameter = next(network.parameters(), None)
+    return parameter.device if parameter is not None else torch.device("cpu")
+
+
+class KeepBuffers:
+    """Restore every buffer (BatchNorm running statistics, ...) on exit: the forward passes of a
+    data-driven scheme measure the network, they are not training steps."""
+
+    def __init__(self, network: nn.Module) -> None:
+        self.network = network
+
+    def __enter__(self) -> None:
+        self.saved = {name: b.detach().clone() for name, b in self.network.named_buffers()}
+        self.training = self.network.training
+
+    def __exit__(self, *exc) -> None:
+        with torch.no_grad():
+            for name, buffer in self.network.named_buffers():
+                buffer.copy_(self.saved[name])
+        self.network.train(self.training)

@@ -1,0 +1,136 @@
+"""A small CIFAR-style residual network (He et al. 2016): a stem conv, `depth` residual blocks in
+stages of doubling width and halving size, global average pooling, a linear head."""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+from trainlab.models.blocks import POSITIONS, Position, layer_block, width_multiplier
+from trainlab.norm.factories import NormFactory
+
+
+def conv3x3(in_channels: int, out_channels: int, stride: int = 1, bias: bool = False) -> nn.Conv2d:
+    return nn.Conv2d(in_channels, out_channels, 3, stride=stride, padding=1, bias=bias)
+
+
+class ResidualBlock(nn.Module):
+    """out = shortcut(x) + F(x), F = conv3x3 -> norm, act (in `position` order) -> conv3x3 -> norm.
+
+    The shortcut is the identity, or a 1x1 conv (+ norm) where the block changes size or width.
+    There is no activation after the addition: the identity path stays clean as in He et al.'s
+    "Identity mappings" (2016), and every activation follows a weight layer, so a k-piece Maxout
+    works (conv1 is k times wider). A conv has a bias only where no norm follows it.
+
+    Fixup (trainlab.init.fixup) finds the block by `branch_layers()` and uses its scalars: biases
+    before conv1, before the activation, before conv2 and after the branch, and a multiplier on
+    the branch. They exist in every block (so checkpoints have one layout) but are frozen at 0 and
+    1, i.e. do nothing, unless init=fixup makes them trainable.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        stride: int,
+        norm: NormFactory,
+        activation: Callable[[], nn.Module],
+        position: Position = "pre_act",
+    ) -> None:
+        super().__init__()
+        if position not in POSITIONS:
+            raise ValueError(f"norm.position={position!r} is not one of {list(POSITIONS)}.")
+        self.pre_act = position == "pre_act"
+        act = activation()
+        wide = out_channels * width_multiplier(act)  # a k-piece Maxout takes k times the channels
+        norm1 = norm(wide if self.pre_act else out_channels, True)
+        norm2 = norm(out_channels, True)
+        has_norm = not isinstance(norm2, nn.Identity)
+        # registered in the order the forward pass runs them
+        self.conv1 = conv3x3(in_channels, wide, stride, bias=not (self.pre_act and has_norm))
+        if self.pre_act:
+            self.norm1, self.act = norm1, act
+        else:
+            self.act, self.norm1 = act, norm1
+        self.conv2 = conv3x3(out_channels, out_channels, bias=not has_norm)
+        self.norm2 = norm2
+        if stride != 1 or in_channels != out_channels:
+            projection = nn.Conv2d(in_channels, out_channels, 1, stride=stride, bias=not has_norm)
+            self.shortcut = nn.Sequential(projection, norm(out_channels, True))
+        else:
+            self.shortcut = nn.Identity()
+        self.fixup_biases = nn.ParameterList(
+            [nn.Parameter(torch.zeros(()), requires_grad=False) for _ in range(4)]
+        )
+        self.fixup_scale = nn.Parameter(torch.ones(()), requires_grad=False)
+
+    @property
+    def has_norm(self) -> bool:
+        return not isinstance(self.norm2, nn.Identity)
+
+    def branch_layers(self) -> list[nn.Module]:
+        """The weight layers of the residual branch, input to output (Fixup zero-inits the last)."""
+        return [self.conv1, self.conv2]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        bias1a, bias1b, bias2a, bias2b = self.fixup_biases
+        x = x + bias1a
+        out = self.conv1(x)
+        # pre_act: conv -> norm -> act; post_act: conv -> act -> norm
+        out = self.act(self.norm1(out) + bias1b) if self.pre_act else self.norm1(self.act(out + bias1b))
+        out = self.norm2(self.conv2(out + bias2a))
+        return self.shortcut(x) + out * self.fixup_scale + bias2b
+
+
+class ResNet(nn.Module):
+    """Stem (conv3x3 -> norm/act) to `width` channels, then `depth` residual blocks split as evenly
+    as possible into `stages` stages (earlier stages take the remainder); stage s has
+    `width * 2**s` channels and halves the map with a stride-2 first block while it is >= 2
+    pixels. Global average pooling and a linear head, so any input size works.
+
+    `position` orders norm and activation (pre_act: conv -> norm -> act; post_act: conv -> act ->
+    norm) in the stem and in each branch. `blocks` holds the stem and the residual blocks in
+    order (layer-wise pretraining trains them one by one).
+    """
+
+    def __init__(
+        self,
+        input_shape: tuple[int, int, int],
+        num_classes: int,
+        norm: NormFactory,
+        activation: Callable[[], nn.Module],
+        depth: int = 6,
+        width: int = 16,
+        stages: int = 3,
+        position: Position = "pre_act",
+    ) -> None:
+        super().__init__()
+        if depth < 1 or width < 1 or stages < 1:
+            raise ValueError(
+                f"model=resnet needs depth, width and stages >= 1, got depth={depth}, width={width}, stages={stages}."
+            )
+        channels, height, _ = input_shape
+        stem = lambda out, bias: conv3x3(channels, out, bias=bias)  # noqa: E731
+        blocks: OrderedDict[str, nn.Module] = OrderedDict(
+            stem=layer_block(stem, width, norm, activation, position, spatial=True)
+        )
+        per_stage = [depth // stages + (s < depth % stages) for s in range(min(stages, depth))]
+        channels = width
+        for s, count in enumerate(per_stage):
+            out_channels = width * 2**s
+            for b in range(count):
+                stride = 2 if s > 0 and b == 0 and height >= 2 else 1
+                height = (height + 1) // 2 if stride == 2 else height
+                blocks[f"stage{s + 1}_block{b + 1}"] = ResidualBlock(
+                    channels, out_channels, stride, norm, activation, position
+                )
+                channels = out_channels
+        self.blocks = nn.Sequential(blocks)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.head = nn.Linear(channels, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.pool(self.blocks(x)).flatten(1))
