@@ -5,6 +5,41 @@ A factory takes the number of features and whether the input is a feature map
 instantiates one as a partial; `position` (pre_act or post_act) is read by the networks.
 """
 
-from trainlab.norm.factories import NormFactory, batchnorm, none
+from torch import nn
 
-__all__ = ["NormFactory", "batchnorm", "none"]
+from trainlab.norm.batchnorm_scratch import BatchNormScratch
+from trainlab.norm.factories import (
+    NormFactory,
+    batchnorm,
+    batchnorm_scratch,
+    ghost_batchnorm,
+    groupnorm,
+    instancenorm,
+    layernorm,
+    none,
+)
+from trainlab.norm.ghost_batchnorm import GhostBatchNorm
+
+# Layers that normalise with batch statistics and keep population estimates (running_mean,
+# running_var): what precise BN recomputes and what freezing BN statistics must catch.
+BATCHNORM_TYPES: tuple[type[nn.Module], ...] = (
+    nn.BatchNorm1d,
+    nn.BatchNorm2d,
+    nn.BatchNorm3d,
+    nn.SyncBatchNorm,
+    BatchNormScratch,  # GhostBatchNorm is one
+)
+
+__all__ = [
+    "BATCHNORM_TYPES",
+    "BatchNormScratch",
+    "GhostBatchNorm",
+    "NormFactory",
+    "batchnorm",
+    "batchnorm_scratch",
+    "ghost_batchnorm",
+    "groupnorm",
+    "instancenorm",
+    "layernorm",
+    "none",
+]

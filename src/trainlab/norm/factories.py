@@ -1,10 +1,18 @@
-"""Factories for the `norm` config group: `factory(num_features, spatial) -> nn.Module`."""
+"""Factories for the `norm` config group: `factory(num_features, spatial, **options) -> nn.Module`.
+
+`spatial` is True for (N, C, H, W) feature maps and False for (N, C) vectors. Each factory is
+one `conf/norm/<name>.yaml`; the BatchNorm family shares the options momentum, eps, affine and
+track_running_stats.
+"""
 
 from __future__ import annotations
 
 from typing import Protocol
 
 from torch import nn
+
+from trainlab.norm.batchnorm_scratch import BatchNormScratch
+from trainlab.norm.ghost_batchnorm import GhostBatchNorm
 
 
 class NormFactory(Protocol):
@@ -32,4 +40,90 @@ def batchnorm(
         momentum=momentum,
         affine=affine,
         track_running_stats=track_running_stats,
+    )
+
+
+def batchnorm_scratch(
+    num_features: int,
+    spatial: bool,
+    momentum: float = 0.1,
+    eps: float = 1e-5,
+    affine: bool = True,
+    track_running_stats: bool = True,
+) -> nn.Module:
+    """BatchNorm written from Ioffe & Szegedy's algorithm (trainlab.norm.batchnorm_scratch);
+    the same maths as `batchnorm`, readable and hackable."""
+    return BatchNormScratch(
+        num_features, eps=eps, momentum=momentum, affine=affine, track_running_stats=track_running_stats
+    )
+
+
+def ghost_batchnorm(
+    num_features: int,
+    spatial: bool,
+    virtual_batch_size: int = 16,
+    momentum: float = 0.1,
+    eps: float = 1e-5,
+    affine: bool = True,
+    track_running_stats: bool = True,
+) -> nn.Module:
+    """BatchNorm with statistics over virtual batches of `virtual_batch_size` examples
+    (Hoffer et al. 2017; trainlab.norm.ghost_batchnorm). The size must divide every training batch."""
+    return GhostBatchNorm(
+        num_features,
+        virtual_batch_size,
+        eps=eps,
+        momentum=momentum,
+        affine=affine,
+        track_running_stats=track_running_stats,
+    )
+
+
+def layernorm(num_features: int, spatial: bool, eps: float = 1e-5, affine: bool = True) -> nn.Module:
+    """Layer normalisation (Ba, Kiros & Hinton 2016): each example over all its features.
+
+    Vectors: torch's LayerNorm over the C features. Feature maps: over (C, H, W) with a
+    per-channel gamma and beta, i.e. GroupNorm with one group (Wu & He 2018, Sec. 3.1), which
+    needs no image size up front.
+    """
+    if spatial:
+        return nn.GroupNorm(1, num_features, eps=eps, affine=affine)
+    return nn.LayerNorm(num_features, eps=eps, elementwise_affine=affine)
+
+
+def groupnorm(
+    num_features: int, spatial: bool, groups: int = 32, eps: float = 1e-5, affine: bool = True
+) -> nn.Module:
+    """Group normalisation (Wu & He 2018): each example over groups of C/groups channels (and
+    their positions). groups=1 is LayerNorm, groups=C is InstanceNorm; the paper uses 32."""
+    if groups < 1 or num_features % groups:
+        divisors = [g for g in range(1, num_features + 1) if num_features % g == 0]
+        raise ValueError(
+            f"norm.groups={groups} must divide the {num_features} channels of this layer; valid values "
+            f"for it: {divisors} (set norm.groups, or model.width so that every layer's channels are "
+            "a multiple of it)."
+        )
+    return nn.GroupNorm(groups, num_features, eps=eps, affine=affine)
+
+
+def instancenorm(
+    num_features: int,
+    spatial: bool,
+    eps: float = 1e-5,
+    affine: bool = True,
+    momentum: float = 0.1,
+    track_running_stats: bool = False,
+) -> nn.Module:
+    """Instance normalisation (Ulyanov, Vedaldi & Lempitsky 2016): each example and channel over
+    its spatial positions. Feature maps only: a vector's channel has one position, so every
+    output would be beta whatever the input."""
+    if not spatial:
+        raise ValueError(
+            "norm=instancenorm normalises each channel over its spatial positions (H, W), but this layer "
+            "outputs vectors (N, C) with none, so every unit would output a constant. Use it with a "
+            "convolutional model (model=cnn, model=resnet), or use norm=layernorm, which normalises each "
+            "example over its features."
+        )
+    return nn.InstanceNorm2d(
+        num_features, eps=eps, momentum=momentum, affine=affine, track_running_stats=track_running_stats
     )

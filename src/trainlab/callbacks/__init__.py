@@ -1,0 +1,1 @@
+"""Lightning callbacks: statistics, plots and maintenance hooks that runs add through conf/callbacks."""
