@@ -11,7 +11,6 @@ from typing import Any
 
 import lightning.pytorch as pl
 from hydra.core.hydra_config import HydraConfig
-from hydra.types import RunMode
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
@@ -20,6 +19,7 @@ from trainlab.init import apply_init
 from trainlab.loggers import find_wandb_run_id
 from trainlab.models.classifier import Classifier
 from trainlab.utils.config import ConfigError, check_arguments, flatten, plain
+from trainlab.utils.tracking import in_multirun
 
 # Config groups that are study axes: they become W&B tags and report columns.
 STUDY_AXES = (
@@ -91,12 +91,9 @@ def build_callbacks(cfg: DictConfig, has_logger: bool) -> list[pl.Callback]:
 
 def _run_group(cfg: DictConfig) -> str | None:
     """All jobs of one multirun share a W&B group named after the sweep directory."""
-    if not HydraConfig.initialized():
+    if not in_multirun():
         return None
-    hydra_cfg = HydraConfig.get()
-    if hydra_cfg.mode != RunMode.MULTIRUN:
-        return None
-    return f"{cfg.task_name}-{Path(hydra_cfg.sweep.dir).name}"
+    return f"{cfg.task_name}-{Path(HydraConfig.get().sweep.dir).name}"
 
 
 def study_tags(cfg: DictConfig) -> list[str]:

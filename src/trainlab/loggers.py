@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import csv
 import netrc
 import os
 from pathlib import Path
 from urllib.parse import urlparse
 
-from lightning.pytorch.loggers import WandbLogger
+from lightning.pytorch.loggers import CSVLogger, WandbLogger
+from lightning.pytorch.loggers.csv_logs import ExperimentWriter
+from lightning.pytorch.loggers.logger import rank_zero_experiment
 
 
 def wandb_logged_in() -> bool:
@@ -32,6 +35,38 @@ def wandb_logger(offline: bool | None = None, **kwargs) -> WandbLogger:
     if offline is None:
         offline = not wandb_logged_in()
     return WandbLogger(offline=offline, **kwargs)
+
+
+class _AppendingWriter(ExperimentWriter):
+    """Lightning's CSV writer, but one that keeps the columns of an existing metrics.csv.
+
+    Lightning's writer starts with no known columns; when it appends to a file written earlier
+    (a resumed run, or a test stage run in a process other than the fit's, as with ddp_spawn),
+    it rewrites the file with only its own columns and fails on the old rows. Starting from the
+    existing header keeps every column.
+    """
+
+    def save(self) -> None:
+        if self.metrics and self._fs.isfile(self.metrics_file_path):
+            with self._fs.open(self.metrics_file_path, "r", newline="") as file:
+                header = set(next(csv.reader(file), []))
+            known = header | set(self.metrics_keys) | set().union(*self.metrics)
+            self.metrics_keys = sorted(known)
+            if header != known:  # the file lacks a column: rewrite it once with all of them
+                self._rewrite_with_new_header(self.metrics_keys)
+        super().save()
+
+
+class AppendingCSVLogger(CSVLogger):
+    """`CSVLogger` whose metrics.csv survives resuming and multi-process stages."""
+
+    @property
+    @rank_zero_experiment
+    def experiment(self) -> ExperimentWriter:
+        if self._experiment is None:
+            self._fs.makedirs(self.root_dir, exist_ok=True)
+            self._experiment = _AppendingWriter(log_dir=self.log_dir)
+        return self._experiment
 
 
 def find_wandb_run_id(run_dir: Path) -> str | None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import time
+from datetime import datetime
 import traceback
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -38,6 +39,7 @@ class RunSummary:
             "seed": seed,
             "overrides": list(overrides),
             "error": None,
+            "started_at": datetime.now().isoformat(timespec="milliseconds"),
         }
         self.trainer = None
         self._start = time.perf_counter()
@@ -55,8 +57,10 @@ class RunSummary:
     def _read_trainer(self) -> None:
         if self.trainer is None:
             return
-        self.data["global_step"] = int(self.trainer.global_step)
-        self.data["epochs"] = int(self.trainer.current_epoch)
+        # max: with ddp_spawn the fit ran in worker processes and the main trainer's counters
+        # stay 0, so the caller may have set them from the last checkpoint already.
+        self.data["global_step"] = max(self.data["global_step"], int(self.trainer.global_step))
+        self.data["epochs"] = max(self.data["epochs"], int(self.trainer.current_epoch))
         self.add_metrics(self.trainer.callback_metrics)
 
     @contextmanager
@@ -82,10 +86,40 @@ class RunSummary:
         finally:
             self._read_trainer()
             self.data["wall_time_s"] = round(time.perf_counter() - self._start, 3)
+            self.data["finished_at"] = datetime.now().isoformat(timespec="milliseconds")
             self.write()
+
+    def copy_completed(self, previous: Path) -> dict[str, Any]:
+        """Record, without training, the outcome of an earlier run with the same overrides."""
+        earlier = json.loads(Path(previous).read_text())
+        keep = {"overrides": self.data["overrides"], "started_at": self.data["started_at"]}
+        self.data = {**earlier, **keep, "skipped": True, "completed_in": str(Path(previous).parent)}
+        self.write()
+        return self.data
 
     def write(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_suffix(".json.tmp")
         tmp.write_text(json.dumps(self.data, indent=2, sort_keys=False) + "\n")
         tmp.replace(self.path)  # never a half-written summary, even if the run is killed mid-write
+
+
+# Overrides that do not change what a run computes: two runs differing only in these are the same.
+_BOOKKEEPING = ("skip_completed", "hydra.", "paths.", "task_name", "tags", "logger", "callbacks.rich_progress_bar")
+
+
+def _same_run_key(overrides: list[str]) -> tuple[str, ...]:
+    return tuple(sorted(o for o in overrides if not o.lstrip("+~").startswith(_BOOKKEEPING)))
+
+
+def find_completed_run(log_root: Path, overrides: list[str]) -> Path | None:
+    """The summary.json of an earlier completed run under `log_root` with the same overrides."""
+    key = _same_run_key(overrides)
+    for path in sorted(Path(log_root).glob("**/summary.json")):
+        try:
+            earlier = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError):
+            continue
+        if earlier.get("status") == COMPLETED and _same_run_key(earlier.get("overrides", [])) == key:
+            return path
+    return None

@@ -1,0 +1,40 @@
+"""Save `last.ckpt` when a run is interrupted (Ctrl-C or SIGTERM), so `ckpt_path=last` resumes it."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import lightning.pytorch as pl
+from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+log = logging.getLogger(__name__)
+
+
+class InterruptCheckpoint(pl.Callback):
+    """On KeyboardInterrupt or SIGTERM during fit, write `<dirpath>/last.ckpt` before exiting.
+
+    Lightning calls `on_exception` while the trainer still holds the model and optimizer
+    state, so the checkpoint resumes exactly from the last finished step. `dirpath` defaults
+    to the ModelCheckpoint callback's directory.
+    """
+
+    def __init__(self, dirpath: str | None = None, filename: str = "last.ckpt") -> None:
+        self.dirpath, self.filename = dirpath, filename
+        self.saved_path: Path | None = None
+
+    def on_exception(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException
+    ) -> None:
+        if not isinstance(exception, KeyboardInterrupt | SIGTERMException) or not trainer.training:
+            return
+        dirpath = self.dirpath or (
+            trainer.checkpoint_callback.dirpath if trainer.checkpoint_callback else None
+        )
+        if dirpath is None:
+            return
+        self.saved_path = Path(dirpath) / self.filename
+        trainer.save_checkpoint(self.saved_path)
+        log.warning(
+            f"Interrupted at step {trainer.global_step}: saved {self.saved_path}; resume with ckpt_path=last."
+        )

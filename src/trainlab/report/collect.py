@@ -1,0 +1,68 @@
+"""Read a multirun directory: one row per job, from its summary.json and overrides."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import yaml
+
+STATUS_FAILED = ("failed", "diverged", "interrupted", "missing")
+
+
+def _parse_override(override: str) -> tuple[str, str] | None:
+    key, sep, value = override.lstrip("+~").partition("=")
+    return (key, value) if sep else None
+
+
+def job_dirs(multirun_dir: Path) -> list[Path]:
+    """Job directories (`<multirun dir>/<job_num>`), in job order."""
+    jobs = [
+        p
+        for p in Path(multirun_dir).iterdir()
+        if p.is_dir() and ((p / ".hydra").is_dir() or (p / "summary.json").is_file())
+    ]
+    return sorted(jobs, key=lambda p: (not p.name.isdigit(), int(p.name) if p.name.isdigit() else 0, p.name))
+
+
+def load_jobs(multirun_dir: Path) -> pd.DataFrame:
+    """A row per job: `job`, one column per overridden key, status, error, wall time, metrics.
+
+    A job that left no summary.json (killed hard) is listed with status `missing`.
+    """
+    rows = []
+    for job in job_dirs(multirun_dir):
+        summary_path = job / "summary.json"
+        if summary_path.is_file():
+            summary = json.loads(summary_path.read_text())
+        else:
+            overrides_file = job / ".hydra" / "overrides.yaml"
+            overrides = yaml.safe_load(overrides_file.read_text()) if overrides_file.is_file() else []
+            summary = {"status": "missing", "overrides": overrides, "metrics": {}, "error": "no summary.json"}
+        row = {"job": job.name, "path": str(job)}
+        row.update(dict(filter(None, map(_parse_override, summary.get("overrides", [])))))
+        row.update(
+            status=summary.get("status"),
+            error=summary.get("error"),
+            wall_time_s=summary.get("wall_time_s"),
+            global_step=summary.get("global_step"),
+            started_at=summary.get("started_at"),
+            finished_at=summary.get("finished_at"),
+        )
+        row.update({f"metric:{k}": v for k, v in (summary.get("metrics") or {}).items()})
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def varied_axes(jobs: pd.DataFrame) -> list[str]:
+    """Overridden keys whose value differs between jobs (the study's axes), seed included."""
+    fixed = {"job", "path", "status", "error", "wall_time_s", "global_step", "started_at", "finished_at"}
+    keys = [c for c in jobs.columns if c not in fixed and not c.startswith("metric:")]
+    return [k for k in keys if jobs[k].astype(str).nunique(dropna=False) > 1]
+
+
+def learning_curves(job: Path) -> pd.DataFrame | None:
+    """The job's CSV metrics (`csv/metrics.csv`), one row per logged step; None if absent."""
+    path = Path(job) / "csv" / "metrics.csv"
+    return pd.read_csv(path) if path.is_file() else None

@@ -1,0 +1,68 @@
+"""Write a multirun's report files: report.csv, report.md and the PNG plots."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from trainlab.report.collect import STATUS_FAILED, load_jobs, varied_axes
+from trainlab.report.plots import write_plots
+from trainlab.report.tables import main_metric, markdown
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class StudyReport:
+    directory: Path
+    jobs: pd.DataFrame
+    axes: list[str]
+    files: list[Path] = field(default_factory=list)
+
+    @property
+    def failed_jobs(self) -> pd.DataFrame:
+        return self.jobs[self.jobs["status"].isin(STATUS_FAILED)] if len(self.jobs) else self.jobs
+
+
+def write_report(multirun_dir: str | Path, log_to_wandb: bool = False) -> StudyReport:
+    """Read every job of `multirun_dir` and write the report files into it."""
+    directory = Path(multirun_dir)
+    jobs = load_jobs(directory)
+    if not len(jobs):
+        raise FileNotFoundError(f"{directory} holds no job directories (<job>/summary.json or <job>/.hydra).")
+    axes = varied_axes(jobs)
+    report = StudyReport(directory, jobs, axes)
+    csv_path = directory / "report.csv"
+    jobs.drop(columns=["path"]).rename(columns=lambda c: c.removeprefix("metric:")).to_csv(csv_path, index=False)
+    md_path = directory / "report.md"
+    md_path.write_text(markdown(jobs, axes, title=f"Study report: {directory.name}"))
+    report.files = [csv_path, md_path, *write_plots(jobs, axes, main_metric(jobs), directory)]
+    if log_to_wandb:
+        _log_to_wandb(report)
+    log.info(f"Study report: {md_path} ({len(jobs)} jobs, {len(report.failed_jobs)} did not complete)")
+    return report
+
+
+def _log_to_wandb(report: StudyReport) -> None:
+    """The table and plots as one W&B run (job_type `report`) in the multirun's group."""
+    import wandb
+
+    from trainlab.loggers import wandb_logged_in
+
+    table = report.jobs.drop(columns=["path"]).rename(columns=lambda c: c.removeprefix("metric:"))
+    run = wandb.init(
+        project="trainlab",
+        group=f"{report.directory.parent.parent.name}-{report.directory.name}",
+        job_type="report",
+        dir=str(report.directory),
+        mode="online" if wandb_logged_in() else "offline",
+        reinit="finish_previous",
+    )
+    run.log({"report/table": wandb.Table(dataframe=table.astype(str))})
+    for path in report.files:
+        if path.suffix == ".png":
+            run.log({f"report/{path.stem}": wandb.Image(str(path))})
+    run.finish()
