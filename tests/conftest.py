@@ -27,14 +27,16 @@ os.environ["WANDB_MODE"] = "offline"
 os.environ.setdefault("WANDB_SILENT", "true")
 
 
-def compose_config(overrides: list[str], output_dir: Path, config_name: str = "train") -> DictConfig:
+def compose_config(
+    overrides: list[str], output_dir: Path, config_name: str = "train", log_dir: Path | None = None
+) -> DictConfig:
     """The config `python -m trainlab.<config_name> <overrides>` would get, run dir = output_dir."""
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
         cfg = compose(config_name=config_name, overrides=overrides, return_hydra_config=True)
     with open_dict(cfg):
         cfg.paths.output_dir = str(output_dir)
-        cfg.paths.log_dir = str(output_dir.parent)
+        cfg.paths.log_dir = str(log_dir or output_dir.parent)
         cfg.hydra.runtime.output_dir = str(output_dir)
         cfg.hydra.job.num = 0
     HydraConfig.instance().set_config(cfg)
@@ -47,7 +49,7 @@ def make_cfg(tmp_path: Path) -> Callable[..., DictConfig]:
 
     def make(*overrides: str, run: str = "run", config_name: str = "train", quiet: bool = True) -> DictConfig:
         extra = QUIET if quiet and config_name == "train" else []
-        return compose_config([*extra, *overrides], tmp_path / run, config_name)
+        return compose_config([*extra, *overrides], tmp_path / run, config_name, log_dir=tmp_path)
 
     yield make
     GlobalHydra.instance().clear()

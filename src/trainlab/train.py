@@ -39,7 +39,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     if cfg.get("skip_completed"):
         previous = find_completed_run(Path(cfg.paths.log_dir) / cfg.task_name, summary.data["overrides"])
         if previous is not None:
-            log.info(f"skip_completed: these overrides already completed in {previous.parent}; not training again.")
+            log.info(
+                f"skip_completed: these overrides already completed in {previous.parent}; not training again."
+            )
             return summary.copy_completed(previous)
     loggers: list = []
     try:

@@ -38,4 +38,6 @@ class MultirunReport(Callback):
         failed = jobs[jobs["status"].isin(STATUS_FAILED)] if len(jobs) else jobs
         FAILED_JOBS[:] = [str(p) for p in failed.get("path", [])]
         if FAILED_JOBS:
-            log.error(f"{len(FAILED_JOBS)} of {len(jobs)} jobs did not complete: see {directory / 'report.md'}")
+            log.error(
+                f"{len(FAILED_JOBS)} of {len(jobs)} jobs did not complete: see {directory / 'report.md'}"
+            )

@@ -30,7 +30,9 @@ def metric_by_axis(jobs: pd.DataFrame, axis: str, others: list[str], metric: str
     for g, group in enumerate(groups):
         means, stds, xs = [], [], []
         for i, option in enumerate(options):
-            values = done[(done[axis].astype(str) == option) & (done["_group"] == group)][f"metric:{metric}"].dropna()
+            values = done[(done[axis].astype(str) == option) & (done["_group"] == group)][
+                f"metric:{metric}"
+            ].dropna()
             x = i - 0.4 + width * (g + 0.5)
             xs.append(x)
             means.append(values.mean() if len(values) else np.nan)
@@ -71,7 +73,15 @@ def curves_by_axis(jobs: pd.DataFrame, axis: str, metric: str, path: Path) -> Pa
             runs.append(per_epoch)
         if runs:
             mean = pd.concat(runs, axis=1).mean(axis=1)
-            ax.plot(mean.index, mean.values, color=colours[i % len(colours)], lw=2.2, marker="o", ms=3, label=option)
+            ax.plot(
+                mean.index,
+                mean.values,
+                color=colours[i % len(colours)],
+                lw=2.2,
+                marker="o",
+                ms=3,
+                label=option,
+            )
             drawn = True
     if not drawn:
         plt.close(figure)

@@ -36,7 +36,9 @@ def write_report(multirun_dir: str | Path, log_to_wandb: bool = False) -> StudyR
     axes = varied_axes(jobs)
     report = StudyReport(directory, jobs, axes)
     csv_path = directory / "report.csv"
-    jobs.drop(columns=["path"]).rename(columns=lambda c: c.removeprefix("metric:")).to_csv(csv_path, index=False)
+    jobs.drop(columns=["path"]).rename(columns=lambda c: c.removeprefix("metric:")).to_csv(
+        csv_path, index=False
+    )
     md_path = directory / "report.md"
     md_path.write_text(markdown(jobs, axes, title=f"Study report: {directory.name}"))
     report.files = [csv_path, md_path, *write_plots(jobs, axes, main_metric(jobs), directory)]

@@ -37,7 +37,11 @@ def aggregate(jobs: pd.DataFrame, axes: list[str]) -> pd.DataFrame:
     table = grouped.agg(columns) if len(done) else pd.DataFrame()
     if len(table):
         table.columns = [f"{c.removeprefix('metric:')} {stat}" for c, stat in table.columns]
-    counts = (jobs.groupby(group_keys, dropna=False, sort=True) if group_keys else jobs.assign(_all="all").groupby("_all")).size()
+    counts = (
+        jobs.groupby(group_keys, dropna=False, sort=True)
+        if group_keys
+        else jobs.assign(_all="all").groupby("_all")
+    ).size()
     table = table.reindex(counts.index)
     table.insert(0, "jobs", counts)
     table.insert(1, "completed", done.groupby(group_keys, dropna=False).size() if group_keys else len(done))
@@ -64,7 +68,10 @@ def markdown(jobs: pd.DataFrame, axes: list[str], title: str) -> str:
             best[m] = means.idxmax() if higher_is_better(m) else means.idxmin()
     lines = [f"# {title}", ""]
     seeds = sorted(jobs["seed"].astype(str).unique()) if "seed" in jobs else []
-    lines.append(f"{len(jobs)} jobs; axes: {', '.join(axes) or 'none'}" + (f"; seeds: {', '.join(seeds)}" if len(seeds) > 1 else ""))
+    lines.append(
+        f"{len(jobs)} jobs; axes: {', '.join(axes) or 'none'}"
+        + (f"; seeds: {', '.join(seeds)}" if len(seeds) > 1 else "")
+    )
     lines.append("Values: mean ± std over seeds (completed jobs only); **bold**: best per metric.")
     lines += ["", "| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
     for index, row in table.iterrows():

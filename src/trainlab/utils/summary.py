@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 import math
 import time
-from datetime import datetime
 import traceback
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -105,7 +105,15 @@ class RunSummary:
 
 
 # Overrides that do not change what a run computes: two runs differing only in these are the same.
-_BOOKKEEPING = ("skip_completed", "hydra.", "paths.", "task_name", "tags", "logger", "callbacks.rich_progress_bar")
+_BOOKKEEPING = (
+    "skip_completed",
+    "hydra.",
+    "paths.",
+    "task_name",
+    "tags",
+    "logger",
+    "callbacks.rich_progress_bar",
+)
 
 
 def _same_run_key(overrides: list[str]) -> tuple[str, ...]:

@@ -1,0 +1,206 @@
+"""Studies at scale: grids, failure isolation, interrupt/resume, skip_completed, launchers, report."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+
+from trainlab.callbacks.divergence import DivergenceGuard
+from trainlab.report.__main__ import main as report_main
+from trainlab.report.collect import load_jobs, varied_axes
+from trainlab.report.tables import aggregate
+from trainlab.train import train
+
+from conftest import read_summary, run_cli
+
+TINY = ["data=digits", "model=mlp", "model.depth=1", "model.width=32", "logger=csv"]
+QUIET = ["callbacks.rich_progress_bar=null", "trainer.enable_model_summary=false"]
+
+
+def fake_job(root: Path, num: int, overrides: list[str], status="completed", acc=None, error=None) -> Path:
+    job = root / str(num)
+    (job / ".hydra").mkdir(parents=True)
+    metrics = {} if acc is None else {"test/acc": acc, "val/acc": acc - 0.01, "val/loss": 1 - acc}
+    summary = {
+        "status": status,
+        "metrics": metrics,
+        "overrides": overrides,
+        "error": error,
+        "wall_time_s": 1.0,
+    }
+    (job / "summary.json").write_text(json.dumps(summary))
+    return job
+
+
+def test_report_aggregates_over_seeds(tmp_path):
+    accs = {("a", "1"): 0.90, ("a", "2"): 0.92, ("b", "1"): 0.80, ("b", "2"): 0.84}
+    for num, ((option, seed), acc) in enumerate(accs.items()):
+        fake_job(tmp_path, num, [f"init={option}", f"seed={seed}", "model=mlp"], acc=acc)
+    fake_job(
+        tmp_path,
+        4,
+        ["init=c", "seed=1", "model=mlp"],
+        status="diverged",
+        error="training loss became nan at step 7",
+    )
+    jobs = load_jobs(tmp_path)
+    assert varied_axes(jobs) == ["init", "seed"]  # model is the same everywhere: not an axis
+    table = aggregate(jobs, varied_axes(jobs)).set_index("init")
+    assert table.loc["a", "test/acc mean"] == pytest.approx(0.91)
+    assert table.loc["a", "test/acc std"] == pytest.approx(pd.Series([0.90, 0.92]).std())
+    assert table.loc["b", "test/acc mean"] == pytest.approx(0.82)
+    assert table.loc["c", "jobs"] == 1 and table.loc["c", "completed"] == 0
+
+    assert report_main([str(tmp_path)]) == 0
+    rows = pd.read_csv(tmp_path / "report.csv")
+    assert len(rows) == 5 and set(rows.columns) >= {"init", "seed", "status", "test/acc", "wall_time_s"}
+    markdown = (tmp_path / "report.md").read_text()
+    assert "| a | 2 | 2 | **0.9100 ± 0.0141** |" in markdown  # the best option per metric is bold
+    assert "job 4 (init=c, seed=1): **diverged** — training loss became nan at step 7" in markdown
+    assert (tmp_path / "report_init.png").stat().st_size > 1000
+
+
+def test_report_of_an_empty_directory_is_a_clear_error(tmp_path, capsys):
+    assert report_main([str(tmp_path)]) == 2
+    assert "holds no job directories" in capsys.readouterr().err
+
+
+def test_divergence_guard_stops_and_marks_the_run(make_cfg, tmp_path):
+    summary = train(make_cfg(*TINY, "optimizer=sgd", "optimizer.lr=1e6", "trainer.max_epochs=3", "seed=0"))
+    assert summary["status"] == "diverged"
+    assert "training loss became nan" in summary["error"] or "inf" in summary["error"]
+    assert summary["diverged_at_step"] <= 10 and summary["global_step"] <= 10  # stopped within steps
+    assert read_summary(tmp_path / "run")["status"] == "diverged"
+
+
+def test_divergence_guard_checks_without_a_sync_every_step():
+    guard = DivergenceGuard(check_every_n_steps=5, max_loss=100.0)
+
+    class Trainer:
+        global_step, should_stop = 0, False
+
+    trainer = Trainer()
+    for step, loss in enumerate([1.0, 2.0, 500.0, 3.0, 4.0, 5.0], start=1):
+        trainer.global_step = step
+        guard.on_train_batch_end(trainer, None, {"loss": torch.tensor(loss)}, None, step)
+        if step < 5:
+            assert not trainer.should_stop  # flagged on device, read only every 5 steps
+    assert trainer.should_stop and guard.diverged_at_step == 5 and "max_loss=100" in guard.reason
+
+
+def test_interrupted_run_resumes_to_the_same_final_step(make_cfg, tmp_path, monkeypatch):
+    uninterrupted = train(make_cfg(*TINY, "trainer.max_epochs=3", run="full"))
+    from trainlab.models.classifier import Classifier
+
+    original = Classifier.training_step
+
+    def interrupt_at_step_30(self, batch, batch_idx):
+        if self.trainer.global_step == 30:
+            raise KeyboardInterrupt
+        return original(self, batch, batch_idx)
+
+    monkeypatch.setattr(Classifier, "training_step", interrupt_at_step_30)
+    with pytest.raises((KeyboardInterrupt, SystemExit)):
+        train(make_cfg(*TINY, "trainer.max_epochs=3", run="cut"))
+    assert read_summary(tmp_path / "cut")["status"] == "interrupted"
+    last = torch.load(tmp_path / "cut" / "checkpoints" / "last.ckpt", weights_only=True)
+    assert last["global_step"] == 30  # saved at the interrupt, not at the last epoch end (21)
+    monkeypatch.setattr(Classifier, "training_step", original)
+    resumed = train(make_cfg(*TINY, "trainer.max_epochs=3", "ckpt_path=last", run="cut"))
+    assert resumed["status"] == "completed"
+    assert resumed["global_step"] == uninterrupted["global_step"] == 63
+
+
+def test_skip_completed(make_cfg, tmp_path):
+    first = train(make_cfg(*TINY, "trainer.max_epochs=1", "seed=3", run="train/runs/a"))
+    again = train(
+        make_cfg(*TINY, "trainer.max_epochs=1", "seed=3", "skip_completed=true", run="train/runs/b")
+    )
+    assert again["skipped"] and again["completed_in"] == str(tmp_path / "train" / "runs" / "a")
+    assert again["metrics"] == first["metrics"] and again["status"] == "completed"
+    assert not (tmp_path / "train" / "runs" / "b" / "checkpoints").exists()  # nothing was trained
+    other = train(
+        make_cfg(*TINY, "trainer.max_epochs=1", "seed=4", "skip_completed=true", run="train/runs/c")
+    )
+    assert not other.get("skipped") and other["status"] == "completed"
+
+
+def test_a_failing_job_does_not_stop_the_multirun(tmp_path):
+    """width=0 raises, lr=1e6 diverges, the one sound job still runs; the exit code says so."""
+    result = run_cli(
+        "trainlab.train", "-m", *TINY, *QUIET, "optimizer=sgd", "optimizer.lr=1e6,0.05",
+        "model.width=0,32", "trainer.max_epochs=1", f"paths.log_dir={tmp_path}", cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 1, result.stderr[-2000:]
+    (sweep,) = (tmp_path / "train" / "multiruns").iterdir()
+    outcome = {}
+    for job in sweep.iterdir():
+        if job.is_dir():
+            summary = read_summary(job)
+            setting = dict(
+                o.split("=", 1) for o in summary["overrides"] if o.startswith(("optimizer.lr", "model.width"))
+            )
+            outcome[(float(setting["optimizer.lr"]), int(setting["model.width"]))] = summary["status"]
+    assert outcome == {
+        (1e6, 0): "failed",
+        (0.05, 0): "failed",
+        (1e6, 32): "diverged",
+        (0.05, 32): "completed",
+    }
+    report = (sweep / "report.md").read_text()
+    assert "**failed**" in report and "**diverged**" in report and "width >= 1" in report
+
+
+@pytest.mark.slow
+def test_grid_2x2_with_2_seeds_writes_the_report(tmp_path):
+    result = run_cli(
+        "trainlab.train", "-m", *TINY, *QUIET, "model.width=16,32", "optimizer=adam,sgd", "seed=1,2",
+        "trainer.max_epochs=1", f"paths.log_dir={tmp_path}", cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    (sweep,) = (tmp_path / "train" / "multiruns").iterdir()
+    rows = pd.read_csv(sweep / "report.csv")
+    assert len(rows) == 8 and set(rows["status"]) == {"completed"}
+    markdown = (sweep / "report.md").read_text()
+    assert "8 jobs; axes: model.width, optimizer, seed; seeds: 1, 2" in markdown
+    table_rows = [
+        line for line in markdown.splitlines() if line.startswith("| 16 |") or line.startswith("| 32 |")
+    ]
+    assert len(table_rows) == 4 and all("| 2 | 2 |" in line for line in table_rows)  # 2 seeds each
+    for name in ("report_model_width.png", "report_optimizer.png", "curves_val_acc_optimizer.png"):
+        assert (sweep / name).is_file()
+
+
+@pytest.mark.slow
+def test_joblib_launcher_runs_two_jobs_in_parallel(tmp_path):
+    result = run_cli(
+        "trainlab.train", "-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", *TINY, *QUIET,
+        "model.width=16,32", "trainer.max_epochs=3", f"paths.log_dir={tmp_path}", cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    (sweep,) = (tmp_path / "train" / "multiruns").iterdir()
+    spans = [read_summary(sweep / job) for job in ("0", "1")]
+    assert all(s["status"] == "completed" for s in spans)
+    start = [datetime.fromisoformat(s["started_at"]) for s in spans]
+    end = [datetime.fromisoformat(s["finished_at"]) for s in spans]
+    assert max(start) < min(end), "the two jobs did not overlap in time"
+    assert "1 CPU thread(s) per job (2 parallel job(s))" in result.stdout + result.stderr
+
+
+@pytest.mark.slow
+def test_ddp_sim_fits_with_two_processes(tmp_path):
+    result = run_cli(
+        "trainlab.train", "trainer=ddp_sim", *TINY, *QUIET, "trainer.max_epochs=2", f"paths.log_dir={tmp_path}",
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    (run,) = (tmp_path / "train" / "runs").iterdir()
+    summary = read_summary(run)
+    # 1293 training examples over 2 processes of batch 64: 11 steps per epoch each
+    assert summary["status"] == "completed" and summary["global_step"] == 22 and summary["epochs"] == 2
+    assert summary["metrics"]["test/acc"] > 0.5
