@@ -88,7 +88,9 @@ def test_every_norm_factory_and_position(norm_name, position):
     block = residual_blocks(network)[0]
     has_norm = norm_name != "none"
     assert block.has_norm == has_norm
-    assert (block.conv2.bias is None) == has_norm  # a conv has a bias only where no norm follows it
+    # a conv drops its bias only where the norm after it cancels a per-channel bias
+    cancels_bias = norm_name in ("batchnorm", "batchnorm_scratch", "ghost_batchnorm", "instancenorm")
+    assert (block.conv2.bias is None) == cancels_bias
     names = [n for n, _ in block.named_children()]
     expected_order = ["norm1", "act"] if position == "pre_act" else ["act", "norm1"]
     assert names[:4] == ["conv1", *expected_order, "conv2"]

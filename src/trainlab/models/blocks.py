@@ -7,6 +7,7 @@ from typing import Literal
 
 from torch import nn
 
+from trainlab.norm import removes_channel_mean
 from trainlab.norm.factories import NormFactory
 
 Position = Literal["pre_act", "post_act"]
@@ -29,7 +30,7 @@ def layer_block(
     """`layer -> norm -> act` (pre_act, as Ioffe & Szegedy recommend) or `layer -> act -> norm`.
 
     `make_layer(out_features, bias)` builds the weight layer. A bias right before a norm
-    that subtracts the mean is redundant, so it is dropped there.
+    that subtracts each channel's mean is cancelled by it, so it is dropped there.
     """
     if position not in POSITIONS:
         raise ValueError(f"norm.position={position!r} is not one of {list(POSITIONS)}.")
@@ -37,8 +38,7 @@ def layer_block(
     pieces = width_multiplier(act)
     if position == "pre_act":
         norm_layer = norm(out_features * pieces, spatial)
-        has_norm = not isinstance(norm_layer, nn.Identity)
-        layers = [make_layer(out_features * pieces, not has_norm), norm_layer, act]
+        layers = [make_layer(out_features * pieces, not removes_channel_mean(norm_layer)), norm_layer, act]
     else:
         norm_layer = norm(out_features, spatial)
         layers = [make_layer(out_features * pieces, True), act, norm_layer]

@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from trainlab.models.blocks import POSITIONS, Position, layer_block, width_multiplier
+from trainlab.norm import removes_channel_mean
 from trainlab.norm.factories import NormFactory
 
 
@@ -23,7 +24,7 @@ class ResidualBlock(nn.Module):
     The shortcut is the identity, or a 1x1 conv (+ norm) where the block changes size or width.
     There is no activation after the addition: the identity path stays clean as in He et al.'s
     "Identity mappings" (2016), and every activation follows a weight layer, so a k-piece Maxout
-    works (conv1 is k times wider). A conv has a bias only where no norm follows it.
+    works (conv1 is k times wider). A conv has a bias unless a norm that subtracts each channel's mean follows it.
 
     Fixup (trainlab.init.fixup) finds the block by `branch_layers()` and uses its scalars: biases
     before conv1, before the activation, before conv2 and after the branch, and a multiplier on
@@ -48,17 +49,18 @@ class ResidualBlock(nn.Module):
         wide = out_channels * width_multiplier(act)  # a k-piece Maxout takes k times the channels
         norm1 = norm(wide if self.pre_act else out_channels, True)
         norm2 = norm(out_channels, True)
-        has_norm = not isinstance(norm2, nn.Identity)
+        # a conv needs no bias where the next layer subtracts each channel's mean
+        cancels_bias = removes_channel_mean(norm2)
         # registered in the order the forward pass runs them
-        self.conv1 = conv3x3(in_channels, wide, stride, bias=not (self.pre_act and has_norm))
+        self.conv1 = conv3x3(in_channels, wide, stride, bias=not (self.pre_act and cancels_bias))
         if self.pre_act:
             self.norm1, self.act = norm1, act
         else:
             self.act, self.norm1 = act, norm1
-        self.conv2 = conv3x3(out_channels, out_channels, bias=not has_norm)
+        self.conv2 = conv3x3(out_channels, out_channels, bias=not cancels_bias)
         self.norm2 = norm2
         if stride != 1 or in_channels != out_channels:
-            projection = nn.Conv2d(in_channels, out_channels, 1, stride=stride, bias=not has_norm)
+            projection = nn.Conv2d(in_channels, out_channels, 1, stride=stride, bias=not cancels_bias)
             self.shortcut = nn.Sequential(projection, norm(out_channels, True))
         else:
             self.shortcut = nn.Identity()
@@ -89,7 +91,7 @@ class ResNet(nn.Module):
     """Stem (conv3x3 -> norm/act) to `width` channels, then `depth` residual blocks split as evenly
     as possible into `stages` stages (earlier stages take the remainder); stage s has
     `width * 2**s` channels and halves the map with a stride-2 first block while it is >= 2
-    pixels. Global average pooling and a linear head, so any input size works.
+    pixels. An activation, global average pooling and a linear head, so any input size works.
 
     `position` orders norm and activation (pre_act: conv -> norm -> act; post_act: conv -> act ->
     norm) in the stem and in each branch. `blocks` holds the stem and the residual blocks in
@@ -129,8 +131,19 @@ class ResNet(nn.Module):
                 )
                 channels = out_channels
         self.blocks = nn.Sequential(blocks)
+        # One activation after the last addition, before pooling (as in He et al. 2016): without
+        # it, a per-channel norm ending every branch and shortcut (instance norm) would leave the
+        # pooled features equal to the norms' betas, whatever the input. A k-piece Maxout here
+        # pools groups of k channels.
+        self.final_act = activation()
+        pieces = width_multiplier(self.final_act)
+        if channels % pieces:
+            raise ValueError(
+                f"model=resnet: the last stage's {channels} channels do not split into groups of "
+                f"activation.pieces={pieces}; choose model.width so that width * 2**(stages-1) is a multiple."
+            )
         self.pool = nn.AdaptiveAvgPool2d(1)
-        self.head = nn.Linear(channels, num_classes)
+        self.head = nn.Linear(channels // pieces, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.pool(self.blocks(x)).flatten(1))
+        return self.head(self.pool(self.final_act(self.blocks(x))).flatten(1))

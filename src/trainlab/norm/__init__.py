@@ -30,6 +30,14 @@ BATCHNORM_TYPES: tuple[type[nn.Module], ...] = (
     BatchNormScratch,  # GhostBatchNorm is one
 )
 
+
+def removes_channel_mean(layer: nn.Module) -> bool:
+    """Whether `layer` subtracts each channel's mean (BN family, instance norm): a bias added
+    just before it is then cancelled, so the weight layer before it needs none. Layer and group
+    norm subtract a mean over several channels and do not cancel a per-channel bias."""
+    return isinstance(layer, (*BATCHNORM_TYPES, nn.InstanceNorm1d, nn.InstanceNorm2d, nn.InstanceNorm3d))
+
+
 __all__ = [
     "BATCHNORM_TYPES",
     "BatchNormScratch",
@@ -42,4 +50,5 @@ __all__ = [
     "instancenorm",
     "layernorm",
     "none",
+    "removes_channel_mean",
 ]
