@@ -8,18 +8,14 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import hydra
-import lightning.pytorch as pl
-from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-from trainlab.data.datamodule import ImageDataModule
-from trainlab.models.classifier import Classifier
-from trainlab.utils.config import ConfigError, plain, require_values
-from trainlab.utils.summary import RunSummary
-from trainlab.utils.tracking import finish_loggers, hydra_overrides, run_dir
+if TYPE_CHECKING:
+    from trainlab.data.datamodule import ImageDataModule
+    from trainlab.models.classifier import Classifier
 
 CONFIG_DIR = str(Path(__file__).resolve().parents[2] / "conf")
 SPLITS = ("test", "val")
@@ -30,6 +26,10 @@ def load_checkpoint(
     path: str | Path, data_overrides: dict | None = None
 ) -> tuple[Classifier, ImageDataModule]:
     """The model and DataModule of the run that wrote `path`, as that run configured them."""
+    from trainlab.data.datamodule import ImageDataModule
+    from trainlab.models.classifier import Classifier
+    from trainlab.utils.config import ConfigError
+
     path = Path(path).expanduser()
     if not path.is_file():
         raise ConfigError(f"ckpt_path={str(path)!r} is not a file; give the path of a trainlab .ckpt.")
@@ -39,6 +39,13 @@ def load_checkpoint(
 
 
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
+    import lightning.pytorch as pl
+    from hydra.utils import instantiate
+
+    from trainlab.utils.config import ConfigError, plain, require_values
+    from trainlab.utils.summary import RunSummary
+    from trainlab.utils.tracking import finish_loggers, hydra_overrides, run_dir
+
     output_dir = run_dir(cfg)
     summary = RunSummary(output_dir, cfg.get("seed"), hydra_overrides())
     loggers: list = []

@@ -13,27 +13,27 @@ import logging
 import math
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import hydra
-import lightning.pytorch as pl
-import torch
 from omegaconf import DictConfig
 
-from trainlab import builders
-from trainlab.callbacks.divergence import DivergenceGuard
-from trainlab.utils.config import require_values
-from trainlab.utils.printing import print_config_tree
-from trainlab.utils.resources import configure_threads
-from trainlab.utils.summary import DIVERGED, RunSummary, find_completed_run
-from trainlab.utils.tracking import finish_loggers, hydra_overrides, in_multirun, run_dir
+if TYPE_CHECKING:
+    import lightning.pytorch as pl
 
+    from trainlab.utils.summary import RunSummary
+
+# Only Hydra is imported at module level: `--help` and `--cfg job` need no torch or Lightning
+# (see scripts/bench/startup.py); the training stack is imported when a run starts.
 CONFIG_DIR = str(Path(__file__).resolve().parents[2] / "conf")
 log = logging.getLogger(__name__)
 
 
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Fit and test one configuration; return the summary written to `summary.json`."""
+    from trainlab.utils.summary import RunSummary, find_completed_run
+    from trainlab.utils.tracking import finish_loggers, hydra_overrides, in_multirun, run_dir
+
     output_dir = run_dir(cfg)
     summary = RunSummary(output_dir, cfg.get("seed"), hydra_overrides())
     if cfg.get("skip_completed"):
@@ -59,6 +59,15 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 
 
 def _fit_and_test(cfg: DictConfig, output_dir: Path, summary: RunSummary, loggers: list) -> None:
+    import lightning.pytorch as pl
+
+    from trainlab import builders
+    from trainlab.callbacks.divergence import DivergenceGuard
+    from trainlab.utils.config import require_values
+    from trainlab.utils.printing import print_config_tree
+    from trainlab.utils.resources import configure_threads
+    from trainlab.utils.summary import DIVERGED
+
     require_values(cfg)
     builders.check_config(cfg)
     configure_threads(cfg.get("num_threads"))
@@ -95,6 +104,8 @@ def _fit_and_test(cfg: DictConfig, output_dir: Path, summary: RunSummary, logger
 
 
 def _progress_from_last_checkpoint(trainer: pl.Trainer, summary: RunSummary) -> None:
+    import torch
+
     callback = trainer.checkpoint_callback
     last = Path(callback.dirpath) / "last.ckpt" if callback is not None and callback.dirpath else None
     if last is not None and last.is_file():
