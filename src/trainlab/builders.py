@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
+import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
@@ -75,6 +76,10 @@ def build_model(cfg: DictConfig, datamodule: ImageDataModule) -> Classifier:
         network=network, optimizer=plain(cfg.optimizer), scheduler=plain(cfg.scheduler) or None
     )
     apply_init(model.net, cfg.init, datamodule)
+    if cfg.get("channels_last"):  # NHWC kernels (tensor cores); conv outputs follow the weights' layout
+        model.net.to(memory_format=torch.channels_last)
+    if cfg.get("compile"):  # in place: the state_dict keeps its keys, checkpoints stay portable
+        model.net.compile()
     return model
 
 

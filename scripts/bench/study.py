@@ -1,0 +1,51 @@
+"""A study's wall time: a 12-job grid on the embedded data with the basic launcher (jobs one
+after another) and with the joblib launcher (2 parallel jobs, 1 thread each) on this machine.
+
+    python scripts/bench/study.py [--out bench_results/study.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+from common import REPO, print_table, write_json
+
+# 12 jobs: 3 inits x 2 norms x 2 seeds, a small MLP on the 8x8 digits, 3 epochs each.
+GRID = [
+    "init=default,kaiming_normal,xavier_uniform", "norm=none,batchnorm", "seed=1,2",
+    "data=digits", "model=mlp", "model.width=64", "trainer.max_epochs=3", "logger=csv",
+    "callbacks.rich_progress_bar=null",
+]  # fmt: skip
+LAUNCHERS = {"basic": [], "joblib (2 jobs)": ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"]}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--out", default="bench_results/study.json")
+    args = parser.parse_args()
+    rows = []
+    for name, launcher in LAUNCHERS.items():
+        with tempfile.TemporaryDirectory() as tmp:
+            start = time.perf_counter()
+            result = subprocess.run(
+                [sys.executable, "-m", "trainlab.train", "-m", *launcher, *GRID, f"paths.log_dir={tmp}"],
+                cwd=REPO, env={**os.environ, "WANDB_MODE": "offline"}, capture_output=True, text=True,
+            )  # fmt: skip
+            elapsed = time.perf_counter() - start
+            if result.returncode:
+                raise RuntimeError(f"{name}: exit {result.returncode}\n{result.stderr[-2000:]}")
+            rows.append({"launcher": name, "jobs": 12, "wall s": elapsed, "s per job": elapsed / 12})
+    rows[1]["speed-up"] = rows[0]["wall s"] / rows[1]["wall s"]
+    print_table("A 12-job study on the embedded digits", rows)
+    write_json(args.out, {"benchmark": "study", "grid": GRID, "rows": rows})
+
+
+if __name__ == "__main__":
+    main()
