@@ -19,6 +19,8 @@ from trainlab.data.datamodule import ImageDataModule
 from trainlab.init import apply_init
 from trainlab.loggers import find_wandb_run_id
 from trainlab.models.classifier import Classifier
+from trainlab.models.factory import network_config
+from trainlab.transfer.pretrained import load_pretrained
 from trainlab.utils.config import ConfigError, check_arguments, flatten, plain
 from trainlab.utils.tracking import in_multirun
 
@@ -45,11 +47,15 @@ def check_config(cfg: DictConfig) -> None:
         "optimizer",
         "scheduler",
         "init",
+        "transfer",
         "trainer",
         "callbacks",
         "logger",
     ):
-        check_arguments(cfg.get(group), group)
+        node = cfg.get(group)
+        if group == "model":  # its weight sources (pretrained_*) are not arguments of the model
+            node = network_config(plain(node))
+        check_arguments(node, group)
     norm = plain(cfg.get("norm")) or {}
     position = norm.pop("position", "pre_act")
     if position not in ("pre_act", "post_act"):
@@ -76,6 +82,7 @@ def build_model(cfg: DictConfig, datamodule: ImageDataModule) -> Classifier:
         network=network, optimizer=plain(cfg.optimizer), scheduler=plain(cfg.scheduler) or None
     )
     apply_init(model.net, cfg.init, datamodule)
+    load_pretrained(model, cfg)  # after init: the weights replace it where they exist; not on resume
     if cfg.get("channels_last"):  # NHWC kernels (tensor cores); conv outputs follow the weights' layout
         model.net.to(memory_format=torch.channels_last)
     if cfg.get("compile"):  # in place: the state_dict keeps its keys, checkpoints stay portable

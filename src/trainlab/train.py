@@ -89,6 +89,9 @@ def _fit_and_test(cfg: DictConfig, output_dir: Path, summary: RunSummary, logger
 
     trainer.fit(model, datamodule=datamodule, ckpt_path=checkpoint)
     summary.add_metrics(trainer.callback_metrics)
+    for key, attribute in (("pretrained", "pretrained_report"), ("transfer", "transfer_counts")):
+        if getattr(model, attribute, None):  # what was loaded, what was frozen (trainlab.transfer)
+            summary.data[key] = getattr(model, attribute)
     if trainer.global_step == 0:  # fit ran in spawned workers (ddp_spawn): read the progress back
         _progress_from_last_checkpoint(trainer, summary)
     guard = next((c for c in trainer.callbacks if isinstance(c, DivergenceGuard)), None)

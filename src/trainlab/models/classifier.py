@@ -36,7 +36,9 @@ class Classifier(pl.LightningModule):
             },
             logger=False,
         )
-        self.net = build_network(**self.hparams.network)
+        self.net = build_network(**self.hparams.network)  # the architecture only: no pretrained weights
+        # set by a transfer policy before the optimizer is built (see parameter_groups)
+        self.param_group_plan: list[dict[str, Any]] | None = None
         num_classes = self.hparams.network["num_classes"]
         # average="micro": plain accuracy (torchmetrics' multiclass default is macro).
         self.train_acc = MulticlassAccuracy(num_classes, average="micro")
@@ -66,12 +68,29 @@ class Classifier(pl.LightningModule):
     def test_step(self, batch, batch_idx: int) -> None:
         self._step(batch, "test")
 
-    def parameter_groups(self) -> list[dict] | Any:
-        """What the optimizer receives; transfer policies override it for per-group rates."""
-        return [p for p in self.parameters() if p.requires_grad]
+    def parameter_groups(self) -> list[dict[str, Any]] | list[torch.nn.Parameter]:
+        """What the optimizer receives: by default the trainable parameters, in one group.
+
+        A transfer policy (trainlab.transfer.TransferPolicy) sets `param_group_plan` before the
+        optimizer is built: named groups of parameter names, each with an `lr_mult`, the group's
+        learning rate relative to the optimizer's `lr` (a head at lr, a backbone at
+        lr * transfer.backbone_lr_mult). Parameters in no group are never optimised.
+        """
+        if not self.param_group_plan:
+            return [p for p in self.parameters() if p.requires_grad]
+        params = dict(self.named_parameters())
+        return [
+            {
+                **{k: v for k, v in group.items() if k != "params"},
+                "params": [params[n] for n in group["params"]],
+            }
+            for group in self.param_group_plan
+        ]
 
     def configure_optimizers(self):
         optimizer = instantiate(self.hparams.optimizer)(self.parameter_groups())
+        for group in optimizer.param_groups:  # before the schedule: it scales each group's own rate
+            group["lr"] = group["lr"] * group.get("lr_mult", 1.0)
         if not self.hparams.scheduler:
             return optimizer
         total_steps = int(self.trainer.estimated_stepping_batches)

@@ -9,6 +9,8 @@ import pandas as pd
 import yaml
 
 STATUS_FAILED = ("failed", "diverged", "interrupted", "missing")
+# columns of a job row that are not settings (overrides) nor metrics
+FIXED_COLUMNS = ("job", "path", "status", "error", "wall_time_s", "global_step", "started_at", "finished_at")
 
 
 def _parse_override(override: str) -> tuple[str, str] | None:
@@ -52,14 +54,17 @@ def load_jobs(multirun_dir: Path) -> pd.DataFrame:
         )
         row.update({f"metric:{k}": v for k, v in (summary.get("metrics") or {}).items()})
         rows.append(row)
-    return pd.DataFrame(rows)
+    jobs = pd.DataFrame(rows)
+    # a key that some jobs did not override kept its config default there
+    settings = [c for c in jobs.columns if c not in FIXED_COLUMNS and not c.startswith("metric:")]
+    jobs[settings] = jobs[settings].fillna("(default)").astype(str)
+    return jobs
 
 
 def varied_axes(jobs: pd.DataFrame) -> list[str]:
     """Overridden keys whose value differs between jobs (the study's axes), seed included."""
-    fixed = {"job", "path", "status", "error", "wall_time_s", "global_step", "started_at", "finished_at"}
-    keys = [c for c in jobs.columns if c not in fixed and not c.startswith("metric:")]
-    return [k for k in keys if jobs[k].astype(str).nunique(dropna=False) > 1]
+    keys = [c for c in jobs.columns if c not in FIXED_COLUMNS and not c.startswith("metric:")]
+    return [k for k in keys if jobs[k].nunique(dropna=False) > 1]
 
 
 def learning_curves(job: Path) -> pd.DataFrame | None:

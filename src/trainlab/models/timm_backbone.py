@@ -1,0 +1,116 @@
+"""Any timm model as the network of `model=timm model.name=<timm name>`.
+
+The network is timm's own model, untouched: `timm.create_model(name, num_classes=<the data's
+classes>, in_chans=<the data's channels>)`, so its classifier is a new head for the data's classes
+and its first convolution takes grey images where the data are grey. Its state dict keys are
+timm's, so a trainlab checkpoint's `net.*` tensors load straight into timm.
+
+Weights are never loaded here: this function only builds the architecture, also when a
+checkpoint is reloaded (eval, resume), so a reload never downloads anything. Pretrained weights
+(`model.pretrained`, `model.pretrained_file`, `model.pretrained_ckpt`) are loaded once, after
+the init scheme, by `trainlab.transfer.pretrained.load_pretrained`.
+
+Stages (what `transfer.freeze_depth=k` counts) come from timm's coarse `group_matcher`, the
+grouping timm itself uses for layer-wise learning-rate decay: the stem first, then one stage per
+block group (resnet: layer1..layer4; vit: each transformer block; convnext: each stage). Layers
+after the last block (a final norm, `conv_head`) belong to the last stage; the classifier
+(`get_classifier()`) is the head and is never frozen.
+"""
+
+from __future__ import annotations
+
+import difflib
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import timm
+from timm.models._manipulate import group_with_matcher  # what timm.models.group_parameters uses
+from torch import nn
+
+from trainlab.utils.config import ConfigError
+
+log = logging.getLogger(__name__)
+
+
+def timm_network(
+    input_shape: tuple[int, int, int],
+    num_classes: int,
+    norm: Callable | None = None,
+    activation: Callable | None = None,
+    position: str = "pre_act",
+    name: str = "resnet18",
+    **kwargs: Any,
+) -> nn.Module:
+    """`timm.create_model(name, num_classes=..., in_chans=..., **kwargs)`, without weights.
+
+    Args:
+        input_shape: (channels, height, width) of the data; channels become `in_chans`.
+        num_classes: classes of the data: timm builds its classifier with this many outputs.
+        norm, activation, position: the study axes of trainlab's own networks. A timm model
+            has its own norm and activation layers, so they are not used (a message says so).
+        name: any name `timm.list_models()` knows, with or without a pretrained tag
+            (`resnet18`, `resnet18.a1_in1k`, `test_resnet`, ...).
+        **kwargs: passed to timm (`drop_rate`, `drop_path_rate`, `patch_size`, ...); models
+            with a fixed input size (ViTs) get `img_size` = the data's size unless given.
+    """
+    log.info(
+        f"model=timm ({name}): the timm model has its own norm and activation layers; "
+        "the norm and activation axes do not apply to it."
+    )
+    return create(name, input_shape, num_classes, **kwargs)
+
+
+def create(name: str, input_shape: tuple[int, int, int], num_classes: int, **kwargs: Any) -> nn.Module:
+    """`timm.create_model` for the data's shape and classes; no weights unless kwargs ask for
+    them (`pretrained=True`, `pretrained_cfg_overlay=dict(file=...)`: trainlab.transfer.pretrained)."""
+    if not timm.is_model(name):
+        close = difflib.get_close_matches(name.split(".")[0], timm.list_models(), n=8, cutoff=0.6)
+        hint = f" Close names: {', '.join(close)}." if close else ""
+        raise ConfigError(f"model.name={name!r} is not a timm model (see timm.list_models()).{hint}")
+    channels, height, width = input_shape
+    try:
+        pretrained_cfg = timm.models.get_pretrained_cfg(name)
+    except RuntimeError as error:  # a wrong pretrained tag
+        raise ConfigError(f"model.name={name!r}: {error}") from error
+    if pretrained_cfg is not None and pretrained_cfg.fixed_input_size:
+        kwargs.setdefault("img_size", (height, width))  # ViTs size their position embedding to it
+    kwargs.setdefault("pretrained", False)
+    return timm.create_model(name, num_classes=num_classes, in_chans=channels, **kwargs)
+
+
+def classifier_name(net: nn.Module) -> str:
+    """The module path of a timm model's classifier (`fc`, `head`, `head.fc`, `classifier`)."""
+    classifier = net.get_classifier()
+    for name, module in net.named_modules():
+        if module is classifier and name:
+            return name
+    raise ConfigError(
+        f"{type(net).__name__}.get_classifier() returned no sub-module with weights: trainlab needs "
+        "a classifier head to train on the data's classes."
+    )
+
+
+def timm_stage_keys(net: nn.Module) -> tuple[list[list[str]], list[str]]:
+    """(state-dict keys of each backbone stage in forward order, keys of the classifier head).
+
+    Parameters and buffers (BatchNorm statistics) are grouped by timm's coarse group matcher.
+    A model without one is a single stage.
+    """
+    head_prefix = classifier_name(net) + "."
+    keys = list(net.state_dict().keys())
+    head = [k for k in keys if k.startswith(head_prefix)]
+    try:
+        matcher = net.group_matcher(coarse=True)
+    except (AttributeError, NotImplementedError):
+        log.warning(f"{type(net).__name__} has no timm group_matcher: its backbone is one stage.")
+        return [[k for k in keys if not k.startswith(head_prefix)]], head
+    groups = group_with_matcher(((k, None) for k in keys), matcher)
+    stages: list[list[str]] = []
+    for _, group_keys in sorted(groups.items()):
+        body = [k for k in group_keys if not k.startswith(head_prefix)]
+        if len(body) == len(group_keys) or not stages:
+            stages.append(body)
+        else:  # the head's group: what is not the classifier (a final norm) closes the last stage
+            stages[-1].extend(body)
+    return [s for s in stages if s], head
