@@ -87,8 +87,15 @@ def plain_run(overrides: list[str], steps: int, workdir: Path, index: int) -> fl
 
     cfg = compose([*overrides, f"trainer.max_steps={steps + WARMUP}"], workdir / f"plain{index}")
     pl.seed_everything(cfg.seed, workers=True)
+    gpu = cfg.trainer.accelerator in ("gpu", "cuda") or (
+        cfg.trainer.accelerator == "auto" and torch.cuda.is_available()
+    )
+    device = torch.device("cuda" if gpu else "cpu")
+    # the same precision and memory layout as the trainer and trainlab's build_model use
+    autocast_dtype = torch.bfloat16 if "bf16" in str(cfg.trainer.precision) else None
+    layout = torch.channels_last if cfg.get("channels_last") else torch.contiguous_format
     datamodule = builders.build_datamodule(cfg)
-    network = builders.build_model(cfg, datamodule).net
+    network = builders.build_model(cfg, datamodule).net.to(device)
     optimizer = instantiate(cfg.optimizer)(network.parameters())
     scheduler = instantiate(cfg.scheduler)(optimizer, total_steps=steps + WARMUP) if cfg.scheduler else None
     loader = datamodule.train_dataloader()
@@ -97,9 +104,13 @@ def plain_run(overrides: list[str], steps: int, workdir: Path, index: int) -> fl
     while step < steps + WARMUP:
         for images, labels in loader:
             if step == WARMUP:
+                torch.cuda.synchronize() if gpu else None
                 start = time.perf_counter()
+            images = images.to(device, non_blocking=True, memory_format=layout)
+            labels = labels.to(device, non_blocking=True)
             optimizer.zero_grad(set_to_none=True)
-            loss = F.cross_entropy(network(images), labels)
+            with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
+                loss = F.cross_entropy(network(images), labels)
             loss.backward()
             optimizer.step()
             if scheduler is not None:

@@ -95,6 +95,24 @@ def digits() -> ImageSource:
     return ImageSource("digits", _as_hwc_uint8(bunch.images * (255.0 / 16.0)), bunch.target, _digit_names())
 
 
+def synthetic(
+    num_images: int = 2048, image_size: int = 32, channels: int = 3, num_classes: int = 10, seed: int = 0
+) -> ImageSource:
+    """Random images with random labels: nothing to learn, for benchmarks and smoke tests at any
+    size (e.g. 224x224 RGB for GPU throughput) without downloading a data set."""
+    rng = np.random.default_rng(seed)
+    images = rng.integers(0, 256, (num_images, image_size, image_size, channels), dtype=np.uint8)
+    labels = np.arange(num_images) % num_classes  # balanced, so stratified splits work
+    return ImageSource(
+        "synthetic",
+        images,
+        labels,
+        [f"class{c}" for c in range(num_classes)],
+        mean=(0.5,) * channels,
+        std=(0.29,) * channels,
+    )
+
+
 # --- torchvision sources: downloaded once when online -------------------------------------
 
 
@@ -178,7 +196,9 @@ def folder(root: str, image_size: int = 64, channels: int = 3) -> ImageSource:
     otherwise the DataModule carves the test split out of the one pool.
     """
     base = Path(root).expanduser()
-    layout = "expected <root>/<class_name>/<image files> (or <root>/train/<class>/... and <root>/test/<class>/...)"
+    layout = (
+        "expected <root>/<class_name>/<image files> (or <root>/train/<class>/... and <root>/test/<class>/...)"
+    )
     if not base.is_dir():
         raise FileNotFoundError(f"data=folder: data.source.root={root!r} is not a directory; {layout}.")
     if channels not in (1, 3):

@@ -1,0 +1,61 @@
+"""GPU throughput: a timm resnet18 at 32x32 and 224x224 with bf16 mixed precision and
+channels-last (and optionally torch.compile), trainlab.train against a plain PyTorch loop with the
+same settings. Needs a CUDA device; elsewhere it says so and writes a 'skipped' result.
+
+    python scripts/bench/gpu.py [--steps 200] [--compile] [--batch-size 256] [--workers 8]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+from pathlib import Path
+
+from common import print_table, write_json
+from overhead import plain_run, trainlab_run
+
+
+def main() -> None:
+    import torch
+
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--steps", type=int, default=200)
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--compile", action="store_true", help="also measure compile=true")
+    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--workers", type=int, default=8)
+    parser.add_argument("--sizes", type=int, nargs="+", default=[32, 224])
+    parser.add_argument("--out", default="bench_results/gpu.json")
+    args = parser.parse_args()
+    if not torch.cuda.is_available():
+        print("skipped: no CUDA device here. Run this benchmark on a machine with a GPU.")
+        write_json(args.out, {"benchmark": "gpu", "skipped": "no CUDA device"})
+        return
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for size in args.sizes:
+            for compiled in [False, True] if args.compile else [False]:
+                overrides = [
+                    "data=synthetic", f"data.source.image_size={size}", f"data.source.num_images={max(4096, args.batch_size * 16)}",
+                    f"data.batch_size={args.batch_size}", f"data.num_workers={args.workers}", "data.pin_memory=true",
+                    "model=timm", "model.name=resnet18", "trainer.accelerator=gpu", "trainer.precision=bf16-mixed",
+                    "channels_last=true", f"compile={str(compiled).lower()}", "logger=csv", "callbacks.rich_progress_bar=null",
+                ]  # fmt: skip
+                plain, template = [], []
+                for i in range(args.repeats):
+                    plain.append(plain_run(overrides, args.steps, Path(tmp), i) * args.batch_size)
+                    template.append(trainlab_run(overrides, args.steps, Path(tmp), 100 + i) * args.batch_size)
+                rows.append({
+                    "size": size, "compile": compiled, "plain img/s": statistics.median(plain),
+                    "trainlab img/s": statistics.median(template),
+                    "ratio": statistics.median(t / p for t, p in zip(template, plain, strict=True)),
+                })  # fmt: skip
+    print_table(f"GPU ({torch.cuda.get_device_name(0)}): timm resnet18, bf16-mixed, channels-last", rows)
+    write_json(args.out, {"benchmark": "gpu", "rows": rows})
+
+
+if __name__ == "__main__":
+    main()
