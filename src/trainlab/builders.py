@@ -16,6 +16,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from trainlab.data.datamodule import ImageDataModule
+from trainlab.data.transforms import AugmentSettings, build_augmentations
 from trainlab.init import apply_init
 from trainlab.loggers import find_wandb_run_id
 from trainlab.models.classifier import Classifier
@@ -40,6 +41,8 @@ STUDY_AXES = (
 
 def check_config(cfg: DictConfig) -> None:
     """Check every `_target_` config against its signature before anything is built."""
+    if cfg.get("augment") is not None:  # names the bad transform, suggests close names
+        build_augmentations(AugmentSettings.from_config(cfg.augment).transforms)
     for group in (
         "data",
         "model",

@@ -3,18 +3,26 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 import lightning.pytorch as pl
 import numpy as np
+import torch
 from hydra.utils import get_object
 from sklearn.model_selection import train_test_split
 from torch.utils.data import DataLoader
 
+from trainlab.data import offline_cache
 from trainlab.data.sources import ImageSource
+from trainlab.data.transforms import (
+    ArrayDataset,
+    AugmentSettings,
+    augmentation_pipeline,
+    build_augmentations,
+    check_augmentations,
+    eval_pipeline,
+    train_pipeline,
+)
 from trainlab.utils.config import plain
-from trainlab.data.transforms import ArrayDataset, eval_pipeline, train_pipeline
-
 
 
 class Subset(Sequence):
@@ -30,6 +38,22 @@ class Subset(Sequence):
 
     def __getitem__(self, i):  # type: ignore[override]
         return self.images[int(self.indices[i])]
+
+
+class Concat(Sequence):
+    """Image sequences one after the other (lazy: never copies the images)."""
+
+    def __init__(self, *parts: Sequence[np.ndarray]) -> None:
+        self.parts = parts
+        self.ends = np.cumsum([len(p) for p in parts])
+
+    def __len__(self) -> int:
+        return int(self.ends[-1]) if len(self.ends) else 0
+
+    def __getitem__(self, i):  # type: ignore[override]
+        part = int(np.searchsorted(self.ends, i, side="right"))
+        start = int(self.ends[part - 1]) if part else 0
+        return self.parts[part][i - start]
 
 
 def stratified_split(labels: np.ndarray, size: int | float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -54,7 +78,8 @@ class ImageDataModule(pl.LightningDataModule):
         classes: keep only these class indices, relabelled 0..k-1 in the given order.
         split_seed: seed of the splits, apart from `seed` so that all runs of a study
             see the same validation and test examples.
-        augment: the `augment` config group (train-time transforms).
+        augment: the `augment` config group: train-time Albumentations transforms, online
+            (fresh every epoch) or offline (copies cached on disk); see data/transforms.py.
     """
 
     def __init__(
@@ -76,9 +101,12 @@ class ImageDataModule(pl.LightningDataModule):
         for name, fraction in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
             if not 0.0 < fraction < 1.0:
                 raise ValueError(f"data.{name} must be between 0 and 1 (exclusive), got {fraction}.")
-        self.save_hyperparameters({k: plain(v) for k, v in locals().items() if k not in ("self", "__class__")})
+        self.save_hyperparameters(
+            {k: plain(v) for k, v in locals().items() if k not in ("self", "__class__")}
+        )
         self.source: ImageSource | None = None
         self.splits: dict[str, tuple[Sequence[np.ndarray], np.ndarray]] | None = None
+        self._augment: AugmentSettings | None = None
 
     # --- what models need to know -----------------------------------------------------------
     @property
@@ -94,6 +122,24 @@ class ImageDataModule(pl.LightningDataModule):
     @property
     def num_classes(self) -> int:
         return len(self.class_names)
+
+    @property
+    def augment(self) -> AugmentSettings:
+        """The checked `augment` config (mode, copies, seed, transforms)."""
+        if self._augment is None:
+            self._augment = AugmentSettings.from_config(self.hparams.augment)
+        return self._augment
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        """(height, width, channels) of the source's images, as the pipelines see them."""
+        channels, height, width = self.input_shape
+        return height, width, channels
+
+    def augment_seed(self) -> int:
+        """`augment.seed`, else the run's seed (torch's initial seed, set by seed_everything)."""
+        seed = self.augment.seed
+        return int(seed) if seed is not None else torch.initial_seed()
 
     def _loaded(self) -> ImageSource:
         if self.source is None:  # called directly, not through Hydra, so its errors reach the user unwrapped
@@ -135,6 +181,15 @@ class ImageDataModule(pl.LightningDataModule):
             "val": (Subset(pool_images, val), pool_labels[val]),
             "test": (test_images, test_labels),
         }
+        self._check_augment()
+
+    def _check_augment(self) -> None:
+        """Build the augmentations and try each on a training image: a bad pipeline fails here,
+        before any training, with the index and name of the transform at fault."""
+        transforms = build_augmentations(self.augment.transforms)
+        images, _ = self.splits["train"]
+        if transforms and len(images):
+            check_augmentations(transforms, np.asarray(images[0]))
 
     def _keep_classes(self, images, labels):
         classes = list(self.hparams.classes)
@@ -147,15 +202,45 @@ class ImageDataModule(pl.LightningDataModule):
         kept = np.flatnonzero(relabel[labels] >= 0)
         return Subset(images, kept), relabel[labels[kept]]
 
+    def augmentation_pipeline(self, seed: int | None = None):
+        """The configured augmentations alone, uint8 image -> uint8 image of the source's size."""
+        return augmentation_pipeline(
+            self.augment, self.image_shape, self.augment_seed() if seed is None else seed
+        )
+
+    def offline_copies(self) -> tuple[np.ndarray, np.ndarray]:
+        """The cached augmented copies of the training split (written on first use)."""
+        self.setup()
+        hp, settings, seed = self.hparams, self.augment, self.augment_seed()
+        images, labels = self.splits["train"]
+        material = {
+            "transforms": list(settings.transforms),
+            "source": plain(hp.source),
+            "split": {
+                k: plain(hp[k])
+                for k in ("val_fraction", "test_fraction", "train_size", "classes", "split_seed")
+            },
+            "seed": seed,
+            "copies": settings.copies,
+        }
+        folder = offline_cache.cache_folder(settings.cache_dir, settings.name, material)
+        pipeline = self.augmentation_pipeline(seed)
+        return offline_cache.materialise(folder, images, labels, pipeline, settings.copies, material)
+
     def dataset(self, split: str) -> ArrayDataset:
+        """A split as a Dataset. Training: online augmentation (re-seeded per worker), or the
+        originals followed by the offline copies; validation and test: resize + normalise."""
         self.setup()
         images, labels = self.splits[split]
-        source = self._loaded()
-        if split == "train":
-            transform = train_pipeline(self.hparams.augment, source.mean, source.std)
-        else:
-            transform = eval_pipeline(source.mean, source.std)
-        return ArrayDataset(images, labels, transform)
+        source, shape = self._loaded(), self.image_shape
+        if split != "train":
+            return ArrayDataset(images, labels, eval_pipeline(source.mean, source.std, shape))
+        if self.augment.offline:
+            copies, copy_labels = self.offline_copies()
+            images, labels = Concat(images, copies), np.concatenate([labels, copy_labels])
+            return ArrayDataset(images, labels, eval_pipeline(source.mean, source.std, shape))
+        transform = train_pipeline(self.augment, source.mean, source.std, shape)
+        return ArrayDataset(images, labels, transform, seed=self.augment_seed())
 
     def _loader(self, split: str) -> DataLoader:
         workers = self.hparams.num_workers
