@@ -208,7 +208,7 @@ def test_a_scheme_added_from_outside_trains_with_no_edit_of_trainlab(tmp_path):
             *TINY,
             "init=class_prior",
             "init.std=0.03",  # a knob of the user's scheme, from the command line
-            "+trainer.max_steps=3",
+            "trainer.max_steps=3",
             "+trainer.limit_val_batches=1",
             "+trainer.limit_test_batches=1",
             "data.batch_size=32",

@@ -10,7 +10,7 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from torch import nn
 
-from trainlab.models.factory import build_network
+from trainlab.models.factory import build_network, network_config
 from trainlab.models.resnet import ResidualBlock, ResNet
 from trainlab.norm import batchnorm, none
 from trainlab.utils.config import check_arguments
@@ -29,7 +29,7 @@ def residual_blocks(network: nn.Module) -> list[ResidualBlock]:
 
 def test_config_builds_the_default_resnet():
     cfg = resnet_cfg()
-    check_arguments(cfg, "model")
+    check_arguments(network_config(cfg), "model")  # as builders.check_config: weight sources apart
     assert (cfg["depth"], cfg["width"], cfg["stages"]) == (6, 16, 3)
     network = build_network(cfg, {"_target_": "trainlab.norm.none", "_partial_": True}, RELU, (3, 32, 32), 10)
     assert isinstance(network, ResNet) and len(residual_blocks(network)) == 6
@@ -129,7 +129,7 @@ def test_bad_arguments():
 def test_resnet_learns_a_few_steps():
     torch.manual_seed(0)
     network = instantiate(
-        resnet_cfg(depth=2, width=8, stages=2),
+        network_config(resnet_cfg(depth=2, width=8, stages=2)),
         input_shape=(1, 8, 8),
         num_classes=3,
         norm=batchnorm,

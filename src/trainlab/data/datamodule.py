@@ -80,6 +80,9 @@ class ImageDataModule(pl.LightningDataModule):
             see the same validation and test examples.
         augment: the `augment` config group: train-time Albumentations transforms, online
             (fresh every epoch) or offline (copies cached on disk); see data/transforms.py.
+        pin_memory: page-locked batches, for faster copies to a GPU.
+        drop_last: drop the last, smaller training batch of each epoch (ghost batch norm needs
+            every batch to split into whole virtual batches).
     """
 
     def __init__(
@@ -94,6 +97,7 @@ class ImageDataModule(pl.LightningDataModule):
         split_seed: int = 0,
         augment: dict | None = None,
         pin_memory: bool = False,
+        drop_last: bool = False,
     ) -> None:
         super().__init__()
         if batch_size < 1:
@@ -248,6 +252,7 @@ class ImageDataModule(pl.LightningDataModule):
             self.dataset(split),
             batch_size=self.hparams.batch_size,
             shuffle=split == "train",
+            drop_last=self.hparams.drop_last and split == "train",
             num_workers=workers,
             persistent_workers=workers > 0,
             pin_memory=self.hparams.pin_memory,

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from torch import nn
 
@@ -36,11 +37,18 @@ def build_network(
     """
     norm = dict(norm)
     position = norm.pop("position", "pre_act")
-    return instantiate(
-        network_config(model),
-        input_shape=tuple(input_shape),
-        num_classes=num_classes,
-        norm=instantiate(norm),
-        activation=instantiate(dict(activation)),
-        position=position,
-    )
+    try:
+        return instantiate(
+            network_config(model),
+            input_shape=tuple(input_shape),
+            num_classes=num_classes,
+            norm=instantiate(norm),
+            activation=instantiate(dict(activation)),
+            position=position,
+        )
+    except InstantiationException as error:
+        # The model's own message ("model=mlp needs width >= 1 ...") is what the user needs,
+        # not Hydra's wrapper around it.
+        if isinstance(error.__cause__, ValueError | TypeError):
+            raise error.__cause__ from None
+        raise
