@@ -1,0 +1,341 @@
+"""Layer statistics: the callback's numbers equal a direct computation on tiny nets with hand-set
+weights; it measures only on sampled steps; it writes its CSV and plots; it runs by default."""
+
+from __future__ import annotations
+
+import copy
+import csv
+import math
+
+import lightning.pytorch as pl
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from trainlab.callbacks.layer_stats import LayerStats
+from trainlab.train import train
+
+LR = 0.1
+
+
+class Tiny(pl.LightningModule):
+    """`net` trained by plain SGD with cross-entropy on one fixed batch."""
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        return F.cross_entropy(self.net(x), y)
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=LR)
+
+
+def batch() -> tuple[torch.Tensor, torch.Tensor]:
+    torch.manual_seed(0)
+    return torch.randn(8, 3), torch.tensor([0, 1, 0, 1, 1, 0, 0, 1])
+
+
+def tanh_mlp() -> nn.Sequential:
+    """Layer 1's unit 0 has big weights (saturates on some examples), the others small ones."""
+    net = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 4), nn.Tanh(), nn.Linear(4, 2))
+    with torch.no_grad():
+        net[0].weight.copy_(
+            torch.tensor([[4.0, -3.0, 2.0], [0.5, 0.1, -0.2], [-0.3, 0.2, 0.4], [0.1, 0.1, 0.1]])
+        )
+        net[0].bias.copy_(torch.tensor([0.5, 0.0, -0.1, 0.2]))
+        net[2].weight.copy_(torch.arange(16.0).reshape(4, 4).sin())
+        net[2].bias.fill_(0.1)
+        net[4].weight.copy_(torch.arange(8.0).reshape(2, 4).cos())
+        net[4].bias.zero_()
+    return net
+
+
+def relu_mlp() -> nn.Sequential:
+    """Unit 1 of layer 1 has bias -100: dead on every example; unit 3 of layer 2 too."""
+    net = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 4), nn.ReLU(), nn.Linear(4, 2))
+    with torch.no_grad():
+        net[0].weight.copy_(torch.arange(12.0).reshape(4, 3).cos())
+        net[0].bias.copy_(torch.tensor([0.1, -100.0, 0.0, 0.3]))
+        net[2].weight.copy_(torch.arange(16.0).reshape(4, 4).sin())
+        net[2].bias.copy_(torch.tensor([0.2, 0.0, 0.1, -100.0]))
+        net[4].weight.copy_(torch.arange(8.0).reshape(2, 4).cos())
+        net[4].bias.zero_()
+    return net
+
+
+def expected_stats(net: nn.Sequential, x: torch.Tensor, y: torch.Tensor) -> dict[int, dict[str, float]]:
+    """Every statistic at step 0, computed by hand: forward, backward, one SGD step."""
+    net = copy.deepcopy(net)
+    pre, act, h = [], [], x
+    for i in (0, 2):
+        z = net[i](h)
+        z.retain_grad()
+        a = net[i + 1](z)
+        pre.append(z)
+        act.append(a)
+        h = a
+    F.cross_entropy(net[4](h), y).backward()
+    stats = {}
+    for depth, (z, a, layer, kind) in enumerate(
+        zip(pre, act, (net[0], net[2]), (net[1], net[3]), strict=True), 1
+    ):
+        a = a.detach()
+        s = {
+            "pre_act_mean": z.mean().item(),
+            "pre_act_std": z.std().item(),  # unbiased, over all elements
+            "act_mean": a.mean().item(),
+            "act_std": a.std().item(),
+            "grad_std": z.grad.std().item(),
+            "weight_grad_norm": layer.weight.grad.norm().item(),
+            # plain SGD: W_after - W_before = -lr * grad
+            "update_ratio": (LR * layer.weight.grad.norm() / layer.weight.norm()).item(),
+            # per example: population variance across the 4 units; over the variance of everything
+            "unit_diversity": math.sqrt(
+                a.var(dim=1, correction=0).mean().item() / a.var(correction=0).item()
+            ),
+        }
+        if isinstance(kind, nn.Tanh):
+            s["saturated"] = (a.abs() > 0.99).float().mean().item()
+        else:
+            s["dead"] = (a == 0).all(dim=0).float().mean().item()
+        stats[depth] = s
+    return stats
+
+
+def fit(
+    net: nn.Module, root, callback: LayerStats, max_steps: int = 1, batches: int = 1, **trainer_kwargs
+) -> pl.Trainer:
+    """Fit on the fixed batch, split into `batches` batches per epoch."""
+    x, y = batch()
+    trainer = pl.Trainer(
+        max_steps=max_steps,
+        default_root_dir=root,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[callback],
+        **trainer_kwargs,
+    )
+    trainer.fit(Tiny(net), DataLoader(TensorDataset(x, y), batch_size=len(y) // batches))
+    return trainer
+
+
+def recorded(callback: LayerStats, step: int = 0) -> dict[int, dict[str, float]]:
+    stats: dict[int, dict[str, float]] = {}
+    for row in callback.rows:
+        if row["step"] == step:
+            stats.setdefault(row["depth"], {})[row["stat"]] = row["value"]
+    return stats
+
+
+@pytest.mark.parametrize("make_net", [tanh_mlp, relu_mlp])
+def test_numbers_equal_a_direct_computation(make_net, tmp_path):
+    net = make_net()
+    x, y = batch()
+    expected = expected_stats(net, x, y)
+    callback = LayerStats(every_n_steps=1, plots=False)
+    fit(net, tmp_path, callback)
+    got = recorded(callback)
+    assert got.keys() == expected.keys() == {1, 2}
+    for depth in expected:
+        # tanh layers have `saturated` and no `dead`; ReLU layers the other way round
+        assert got[depth].keys() == expected[depth].keys()
+        for stat, value in expected[depth].items():
+            assert got[depth][stat] == pytest.approx(value, rel=1e-5, abs=1e-7), (depth, stat)
+    if make_net is tanh_mlp:
+        assert 0 < got[1]["saturated"] < 1  # unit 0 saturates on some examples, not all
+    else:
+        assert got[1]["dead"] == 0.25 and got[2]["dead"] == 0.25  # the -100 biases, one unit of 4
+    names = {row["layer"] for row in callback.rows}
+    assert names == {"1", "3"}  # the activations' paths in the Sequential
+
+
+def test_dead_channels_of_a_conv_pool_batch_and_positions(tmp_path):
+    """A channel is dead when it is 0 at every position of every example; a channel alive at a
+    single position of a single example is not."""
+    conv = nn.Conv2d(1, 3, kernel_size=1)
+    with torch.no_grad():
+        conv.weight.copy_(torch.tensor([1.0, 1.0, 1.0]).reshape(3, 1, 1, 1))
+        conv.bias.copy_(torch.tensor([-100.0, 0.0, -9.5]))  # dead; alive; alive only where x > 9.5
+    x = torch.randn(4, 1, 5, 5).clamp(-3, 3)
+    x[2, 0, 1, 3] = 10.0
+    net = nn.Sequential(conv, nn.ReLU(), nn.Flatten(), nn.Linear(75, 2))
+    callback = LayerStats(every_n_steps=1, plots=False)
+    trainer = pl.Trainer(
+        max_steps=1,
+        default_root_dir=tmp_path,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[callback],
+    )
+    trainer.fit(Tiny(net), DataLoader(TensorDataset(x, torch.tensor([0, 1, 0, 1])), batch_size=4))
+    assert recorded(callback)[1]["dead"] == pytest.approx(1 / 3)
+
+
+def test_constant_init_gives_zero_unit_diversity(tmp_path):
+    net = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 2))
+    with torch.no_grad():  # every layer constant, the head too (as init=constant does)
+        for layer in (net[0], net[2]):
+            layer.weight.fill_(0.3)
+            layer.bias.fill_(0.1)
+    callback = LayerStats(every_n_steps=1, plots=False)
+    fit(net, tmp_path, callback, max_steps=3)
+    diversity = [r["value"] for r in callback.rows if r["stat"] == "unit_diversity"]
+    assert len(diversity) == 3 and max(diversity) < 1e-6  # identical units, at every step
+
+
+class CountingLayerStats(LayerStats):
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.activation_calls = 0
+        self.gradient_calls = 0
+
+    def _before_activation(self, module, args):
+        self.activation_calls += 1
+        return super()._before_activation(module, args)
+
+    def _on_gradient(self, layer, grad):
+        self.gradient_calls += 1
+        return super()._on_gradient(layer, grad)
+
+
+def test_measures_only_on_sampled_steps_and_leaves_no_hooks(tmp_path):
+    net = relu_mlp()
+    callback = CountingLayerStats(every_n_steps=3, plots=False)
+    fit(net, tmp_path, callback, max_steps=7)
+    # steps 0..6: sampled 0, 3, 6; two activation layers each
+    assert callback.activation_calls == 6 and callback.gradient_calls == 6
+    assert sorted({row["step"] for row in callback.rows}) == [0, 3, 6]
+    for module in net.modules():
+        assert not module._forward_hooks and not module._forward_pre_hooks
+
+
+def test_gradient_accumulation_samples_the_step_once(tmp_path):
+    callback = CountingLayerStats(every_n_steps=1, plots=False)
+    fit(relu_mlp(), tmp_path, callback, max_steps=2, batches=2, accumulate_grad_batches=2)
+    steps = [row["step"] for row in callback.rows if row["stat"] == "update_ratio"]
+    assert steps == [0, 0, 1, 1]  # two layers, one update ratio each per optimizer step
+    assert callback.activation_calls == 4  # the first micro-batch of each step only
+
+
+def test_csv_and_plots_are_written(tmp_path):
+    callback = LayerStats(every_n_steps=2)
+    fit(tanh_mlp(), tmp_path, callback, max_steps=5)
+    with (tmp_path / "layer_stats.csv").open() as file:
+        rows = list(csv.DictReader(file))
+    assert list(rows[0]) == ["step", "layer", "depth", "stat", "value"]
+    assert len(rows) == len(callback.rows) == 3 * 2 * 9  # steps 0, 2, 4; 2 layers; 9 stats (no `dead`)
+    assert {int(r["step"]) for r in rows} == {0, 2, 4}
+    first = callback.rows[0]
+    assert (rows[0]["layer"], float(rows[0]["value"])) == (first["layer"], pytest.approx(first["value"]))
+    pngs = sorted(p.name for p in tmp_path.glob("layer_stats_*.png"))
+    assert "layer_stats_saturated.png" in pngs and "layer_stats_dead.png" not in pngs
+    assert len(pngs) == 9 and all((tmp_path / p).stat().st_size > 5000 for p in pngs)
+    # another fit in the same run directory (a resume) appends: one header, all samples
+    fit(tanh_mlp(), tmp_path, LayerStats(every_n_steps=2, plots=False), max_steps=1)
+    lines = (tmp_path / "layer_stats.csv").read_text().splitlines()
+    assert lines.count("step,layer,depth,stat,value") == 1 and len(lines) == 1 + 4 * 2 * 9
+
+
+def test_default_callbacks_include_layer_stats(make_cfg, tmp_path):
+    cfg = make_cfg(
+        "data=digits",
+        "model=mlp",
+        "model.depth=2",
+        "model.width=16",
+        "logger=csv",
+        "trainer.max_steps=3",
+        "callbacks.layer_stats.every_n_steps=2",
+        "callbacks.layer_stats.csv_logger=true",
+    )
+    assert cfg.callbacks.layer_stats._target_ == "trainlab.callbacks.layer_stats.LayerStats"
+    summary = train(cfg)
+    run = tmp_path / "run"
+    assert summary["status"] == "completed"
+    with (run / "layer_stats.csv").open() as file:
+        rows = list(csv.DictReader(file))
+    assert {(r["layer"], r["depth"]) for r in rows} == {("blocks.0", "1"), ("blocks.1", "2")}
+    assert {int(r["step"]) for r in rows} == {0, 2}
+    # the default study's norm=batchnorm: pre-activations are normalised at step 0
+    pre_std = [float(r["value"]) for r in rows if r["stat"] == "pre_act_std" and r["step"] == "0"]
+    assert pre_std == [pytest.approx(1.0, abs=0.01)] * 2
+    assert (run / "layer_stats_act_std.png").is_file()
+    header = (run / "csv" / "metrics.csv").read_text().splitlines()[0].split(",")
+    assert "layers/act_std/L01_blocks_0" in header and "layers/grad_std/L02_blocks_1" in header
+    # only train/... and val/... metrics reach summary.json, not the per-layer numbers
+    assert not any(k.startswith("layers/") for k in summary["metrics"])
+
+
+def test_turned_off_with_null(make_cfg, tmp_path):
+    cfg = make_cfg("data=digits", "model=mlp", "model.width=8", "debug=fdr", "callbacks.layer_stats=null")
+    assert train(cfg)["status"] == "completed"
+    assert not (tmp_path / "run" / "layer_stats.csv").exists()
+
+
+def test_resnet_layers_and_their_weight_layers(make_cfg, tmp_path):
+    cfg = make_cfg(
+        "data=digits",
+        "model=resnet",
+        "model.depth=2",
+        "model.width=4",
+        "norm=none",
+        "logger=none",
+        "trainer.max_steps=1",
+        "test=false",
+        "callbacks.layer_stats.every_n_steps=1",
+    )
+    train(cfg)
+    with (tmp_path / "run" / "layer_stats.csv").open() as file:
+        rows = list(csv.DictReader(file))
+    layers = sorted({(int(r["depth"]), r["layer"]) for r in rows})
+    assert layers[:3] == [
+        (1, "blocks.stem"),
+        (2, "blocks.stage1_block1.act"),
+        (3, "blocks.stage2_block1.act"),
+    ]
+    with_weights = {r["layer"] for r in rows if r["stat"] == "weight_grad_norm"}
+    assert with_weights >= {"blocks.stem", "blocks.stage1_block1.act", "blocks.stage2_block1.act"}
+
+
+@pytest.mark.slow
+def test_wandb_gets_histograms_and_plots(make_cfg, tmp_path, monkeypatch):
+    import wandb
+    from lightning.pytorch.loggers import WandbLogger
+
+    sent: list[dict] = []
+    log_metrics = WandbLogger.log_metrics
+
+    def spy(self, metrics, step=None):
+        sent.append(dict(metrics, step=step))
+        return log_metrics(self, metrics, step)
+
+    monkeypatch.setattr(WandbLogger, "log_metrics", spy)
+    cfg = make_cfg(
+        "data=digits",
+        "model=mlp",
+        "model.depth=2",
+        "model.width=16",
+        "logger=wandb",
+        "trainer.max_steps=3",
+        "test=false",
+        "callbacks.layer_stats.every_n_steps=2",
+    )
+    assert train(cfg)["status"] == "completed"
+    samples = [m for m in sent if "layers/act_std/L01_blocks_0" in m]
+    assert [m["step"] for m in samples] == [0, 2]
+    histogram = samples[0]["layers_hist/grad/L02_blocks_1"]
+    assert isinstance(histogram, wandb.Histogram) and sum(histogram.histogram) > 0
+    assert {"layers_hist/pre_act/L01_blocks_0", "layers_hist/act/L01_blocks_0"} <= samples[0].keys()
+    plots = [m for m in sent if "layers_plot/act_std" in m]
+    assert len(plots) == 1 and isinstance(plots[0]["layers_plot/act_std"][0], wandb.Image)
+    files = next((tmp_path / "run" / "wandb").glob("offline-run-*/files"))
+    assert list((files / "media" / "images" / "layers_plot").glob("act_std_*.png"))
