@@ -25,7 +25,9 @@ def test_unknown_option_on_the_command_line(tmp_path):
 
 
 def test_missing_required_value_names_the_key(make_cfg, tmp_path):
-    with pytest.raises(ConfigError, match=r"Missing required value\(s\): data.source.root.*data.source.root=<value>"):
+    with pytest.raises(
+        ConfigError, match=r"Missing required value\(s\): data.source.root.*data.source.root=<value>"
+    ):
         train(make_cfg("data=folder"))
     assert read_summary(tmp_path / "run")["status"] == "failed"
 
@@ -33,11 +35,17 @@ def test_missing_required_value_names_the_key(make_cfg, tmp_path):
 @pytest.mark.parametrize(
     ("override", "expected"),
     [
-        ("data.batch_size=abc", r"data.batch_size='abc' \(str\) does not fit .*ImageDataModule: expected int"),
+        (
+            "data.batch_size=abc",
+            r"data.batch_size='abc' \(str\) does not fit .*ImageDataModule: expected int",
+        ),
         ("optimizer.lr=fast", r"optimizer.lr='fast' .* expected float"),
         ("model.depth=2.5", r"model.depth=2.5 .* expected int"),
         ("norm.position=middle", r"norm.position='middle' is not one of \['pre_act', 'post_act'\]"),
-        ("+model.dropout=0.1", r"model.dropout: trainlab.models.cnn.CNN has no argument 'dropout'; valid arguments: .*depth"),
+        (
+            "+model.dropout=0.1",
+            r"model.dropout: trainlab.models.cnn.CNN has no argument 'dropout'; valid arguments: .*depth",
+        ),
     ],
 )
 def test_wrong_values_are_caught_before_training(make_cfg, tmp_path, override, expected):

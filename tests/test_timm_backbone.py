@@ -11,13 +11,14 @@ import torch
 from safetensors.torch import save_file
 from torch.testing import assert_close
 
-from test_transfer_policies import classifier
-from test_transfer_pretrained import trained_checkpoint
 from trainlab.models.classifier import Classifier
 from trainlab.models.timm_backbone import timm_network
 from trainlab.train import train
 from trainlab.transfer import load_pretrained, pretrained, split_network
 from trainlab.utils.config import ConfigError
+
+from test_transfer_policies import classifier
+from test_transfer_pretrained import trained_checkpoint
 
 TIMM = {"_target_": "trainlab.models.timm_backbone.timm_network", "name": "test_resnet"}
 BATCHNORM = {"_target_": "trainlab.norm.batchnorm", "_partial_": True}

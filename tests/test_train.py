@@ -169,6 +169,8 @@ def test_multirun_jobs_share_a_wandb_group(make_cfg):
         cfg.hydra.mode = RunMode.MULTIRUN
         cfg.hydra.sweep.dir = "logs/train/multiruns/2026-01-01_00-00-00_000001"
     HydraConfig.instance().set_config(cfg)
-    (logger,) = [lg for lg in builders.build_loggers(cfg, resume_from=None) if type(lg).__name__ == "WandbLogger"]
+    (logger,) = [
+        lg for lg in builders.build_loggers(cfg, resume_from=None) if type(lg).__name__ == "WandbLogger"
+    ]
     assert logger._wandb_init["group"] == "train-2026-01-01_00-00-00_000001"
     assert logger._offline is True  # WANDB_MODE=offline in tests: never uploads

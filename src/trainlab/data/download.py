@@ -45,13 +45,15 @@ def load_torchvision_split(class_name: str, root: str, train: bool, download: bo
         pass
     urls = _download_urls(dataset_class)
     fix = (
-        f"Download it once on a machine with internet access (python -c \"import "
+        f'Download it once on a machine with internet access (python -c "import '
         f"torchvision.datasets as d; d.{class_name}(root='{root}', download=True)\") and copy "
         f"'{root}' here, point data.source.root at an existing copy, or use an embedded source "
         f"(data=mnist5k or data=digits), which needs no download."
     )
     if not download:
-        raise DatasetUnavailableError(f"{class_name} is not under data.source.root={root!r} and data.source.download=false. {fix}")
+        raise DatasetUnavailableError(
+            f"{class_name} is not under data.source.root={root!r} and data.source.download=false. {fix}"
+        )
     if urls and not any(host_reachable(u) for u in urls):
         raise DatasetUnavailableError(
             f"{class_name} is not under data.source.root={root!r} and its download hosts "
@@ -61,4 +63,6 @@ def load_torchvision_split(class_name: str, root: str, train: bool, download: bo
     try:
         return dataset_class(root=root, train=train, download=True)
     except Exception as error:  # network failed mid-way, a mirror is down, ...
-        raise DatasetUnavailableError(f"Downloading {class_name} into {root!r} failed: {error}. {fix}") from error
+        raise DatasetUnavailableError(
+            f"Downloading {class_name} into {root!r} failed: {error}. {fix}"
+        ) from error
