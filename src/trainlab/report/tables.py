@@ -6,7 +6,7 @@ import pandas as pd
 
 SEED_KEYS = ("seed",)
 # Metrics shown in the table, in this order, when present; higher is better for accuracies.
-PREFERRED_METRICS = ("test/acc", "val/acc", "test/loss", "val/loss", "train/loss")
+PREFERRED_METRICS = ("test/acc", "val/acc", "train/acc", "test/loss", "val/loss", "train/loss")
 
 
 def metric_columns(jobs: pd.DataFrame) -> list[str]:
