@@ -30,11 +30,27 @@ def wandb_logged_in() -> bool:
         return False
 
 
-def wandb_logger(offline: bool | None = None, **kwargs) -> WandbLogger:
-    """Lightning's WandbLogger; `offline=None` picks offline unless `wandb_logged_in()`."""
+def wandb_logger(
+    offline: bool | None = None,
+    console: str = "auto",
+    system_stats: bool = True,
+    stats_interval_s: float = 15.0,
+    **kwargs,
+) -> WandbLogger:
+    """Lightning's WandbLogger; `offline=None` picks offline unless `wandb_logged_in()`.
+
+    console: W&B's capture of the terminal output (`auto`, `wrap`, `redirect` or `off`).
+    system_stats: sample CPU/GPU/memory use every `stats_interval_s` seconds in W&B's own
+    process; on a small CPU machine that process competes with training (BENCHMARKS.md).
+    """
+    import wandb
+
     if offline is None:
         offline = not wandb_logged_in()
-    return WandbLogger(offline=offline, **kwargs)
+    settings = wandb.Settings(
+        console=console, x_disable_stats=not system_stats, x_stats_sampling_interval=stats_interval_s
+    )
+    return WandbLogger(offline=offline, settings=settings, **kwargs)
 
 
 class _AppendingWriter(ExperimentWriter):
