@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
-from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig
+
+from trainlab.utils.compose import compose_run_config
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG_DIR = REPO / "conf"
@@ -31,16 +31,14 @@ def compose_config(
     overrides: list[str], output_dir: Path, config_name: str = "train", log_dir: Path | None = None
 ) -> DictConfig:
     """The config `python -m trainlab.<config_name> <overrides>` would get, run dir = output_dir."""
+    return compose_run_config(overrides, output_dir, config_name, log_dir)
+
+
+@pytest.fixture(autouse=True)
+def _clear_hydra():
+    """Each test composes its own config: no Hydra state leaks into the next test."""
+    yield
     GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-        cfg = compose(config_name=config_name, overrides=overrides, return_hydra_config=True)
-    with open_dict(cfg):
-        cfg.paths.output_dir = str(output_dir)
-        cfg.paths.log_dir = str(log_dir or output_dir.parent)
-        cfg.hydra.runtime.output_dir = str(output_dir)
-        cfg.hydra.job.num = 0
-    HydraConfig.instance().set_config(cfg)
-    return cfg
 
 
 @pytest.fixture
@@ -51,8 +49,7 @@ def make_cfg(tmp_path: Path) -> Callable[..., DictConfig]:
         extra = QUIET if quiet and config_name == "train" else []
         return compose_config([*extra, *overrides], tmp_path / run, config_name, log_dir=tmp_path)
 
-    yield make
-    GlobalHydra.instance().clear()
+    return make
 
 
 def run_cli(module: str, *args: str, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:

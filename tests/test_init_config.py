@@ -9,11 +9,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
-from hydra.core.hydra_config import HydraConfig
 from hydra.errors import MissingConfigException
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
@@ -21,6 +18,7 @@ from trainlab import builders
 from trainlab.init import apply_init, schemes
 from trainlab.models.factory import build_network
 from trainlab.train import train
+from trainlab.utils.compose import compose_run_config
 from trainlab.utils.config import ConfigError
 
 os.environ.setdefault("WANDB_MODE", "offline")
@@ -49,22 +47,7 @@ TINY_RESNET = ["data=digits", "model=resnet", "model.depth=2", "model.width=4", 
 
 def compose_train(overrides: list[str], run_dir: Path) -> DictConfig:
     """The config of `python -m trainlab.train <overrides>`, with its run directory at run_dir."""
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose(config_name="train", overrides=[*QUIET, *overrides], return_hydra_config=True)
-    with open_dict(cfg):
-        cfg.paths.output_dir = str(run_dir)
-        cfg.paths.log_dir = str(run_dir.parent)
-        cfg.hydra.runtime.output_dir = str(run_dir)
-        cfg.hydra.job.num = 0
-    HydraConfig.instance().set_config(cfg)
-    return cfg
-
-
-@pytest.fixture(autouse=True)
-def _clear_hydra():
-    yield
-    GlobalHydra.instance().clear()
+    return compose_run_config([*QUIET, *overrides], run_dir)
 
 
 class Loader:

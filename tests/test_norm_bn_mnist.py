@@ -8,14 +8,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
-from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig
 from torch import nn
 from torch.testing import assert_close
 
 from trainlab.callbacks.unit_percentiles import UnitInputPercentiles
+from trainlab.utils.compose import compose_run_config
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 QUIET = ["callbacks.rich_progress_bar=null", "trainer.enable_model_summary=false", "trainer.accelerator=cpu"]
@@ -23,22 +21,8 @@ os.environ["WANDB_MODE"] = "offline"
 
 
 def compose_run(overrides: list[str], run_dir: Path) -> DictConfig:
-    """The config `python -m trainlab.train <overrides>` gets, with its run directory at run_dir."""
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose(config_name="train", overrides=[*QUIET, *overrides], return_hydra_config=True)
-    with open_dict(cfg):
-        cfg.paths.output_dir = cfg.hydra.runtime.output_dir = str(run_dir)
-        cfg.paths.log_dir = str(run_dir.parent)
-        cfg.hydra.job.num = 0
-    HydraConfig.instance().set_config(cfg)
-    return cfg
-
-
-@pytest.fixture(autouse=True)
-def _clear_hydra():
-    yield
-    GlobalHydra.instance().clear()
+    """The config of `python -m trainlab.train <overrides>`, with its run directory at run_dir."""
+    return compose_run_config([*QUIET, *overrides], run_dir)
 
 
 def test_bn_mnist_composes_the_paper_setup(tmp_path):

@@ -22,21 +22,8 @@ from trainlab.loggers import find_wandb_run_id
 from trainlab.models.classifier import Classifier
 from trainlab.models.factory import network_config
 from trainlab.transfer.pretrained import load_pretrained
-from trainlab.utils.config import ConfigError, check_arguments, flatten, plain
+from trainlab.utils.config import STUDY_AXES, ConfigError, check_arguments, flatten, plain
 from trainlab.utils.tracking import in_multirun
-
-# Config groups that are study axes: they become W&B tags and report columns.
-STUDY_AXES = (
-    "data",
-    "model",
-    "init",
-    "norm",
-    "activation",
-    "augment",
-    "transfer",
-    "optimizer",
-    "scheduler",
-)
 
 
 def check_config(cfg: DictConfig) -> None:

@@ -12,6 +12,9 @@ from typing import Any, Literal, Union
 from hydra.utils import get_object
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+# Config groups that are study axes: W&B tags, report columns, the first branches of the printed tree.
+STUDY_AXES = ("data", "model", "init", "norm", "activation", "augment", "transfer", "optimizer", "scheduler")
+
 
 class ConfigError(ValueError):
     """A config value that cannot work; the message names the key and the valid choices."""

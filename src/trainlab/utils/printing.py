@@ -10,20 +10,12 @@ import rich.syntax
 import rich.tree
 from omegaconf import DictConfig, OmegaConf
 
-FIRST = (
-    "data",
-    "model",
-    "init",
-    "norm",
-    "activation",
-    "augment",
-    "transfer",
-    "optimizer",
-    "scheduler",
-)
+from trainlab.utils.config import STUDY_AXES
 
 
-def print_config_tree(cfg: DictConfig, save_to: Path | None = None, order: Sequence[str] = FIRST) -> None:
+def print_config_tree(
+    cfg: DictConfig, save_to: Path | None = None, order: Sequence[str] = STUDY_AXES
+) -> None:
     """Print each top-level group as a branch (study axes first); also save it as text."""
     tree = rich.tree.Tree("CONFIG", style="bold", guide_style="dim")
     keys = [k for k in order if k in cfg] + [k for k in cfg if k not in order and k != "hydra"]
