@@ -204,3 +204,32 @@ def test_ddp_sim_fits_with_two_processes(tmp_path):
     # 1293 training examples over 2 processes of batch 64: 11 steps per epoch each
     assert summary["status"] == "completed" and summary["global_step"] == 22 and summary["epochs"] == 2
     assert summary["metrics"]["test/acc"] > 0.5
+
+
+def test_report_logs_table_and_plots_to_wandb_offline(tmp_path):
+    from trainlab.report.study import write_report
+
+    for num, (option, acc) in enumerate([("a", 0.9), ("b", 0.8)]):
+        fake_job(tmp_path, num, [f"init={option}"], acc=acc)
+    write_report(tmp_path, log_to_wandb=True)
+    (run,) = (tmp_path / "wandb").glob("offline-run-*")
+    media = [p.name for p in (run / "files" / "media").rglob("*") if p.is_file()]
+    assert any(name.startswith("report_init") and name.endswith(".png") for name in media)
+    assert any("table" in name for name in media)
+
+
+@pytest.mark.slow
+def test_optuna_search_returns_the_optimised_metric(tmp_path):
+    result = run_cli(
+        "trainlab.train", "-m", "hparams_search=optuna", "hydra.sweeper.n_trials=3",
+        "hydra.sweeper.sampler.n_startup_trials=2", *TINY, *QUIET, "trainer.max_epochs=1",
+        f"paths.log_dir={tmp_path}", cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    (sweep,) = (tmp_path / "train" / "multiruns").iterdir()
+    import yaml
+
+    best = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
+    assert set(best["best_params"]) == {"optimizer.lr", "optimizer.weight_decay"}
+    accuracies = [read_summary(sweep / str(n))["metrics"]["val/acc"] for n in range(3)]
+    assert best["best_value"] == pytest.approx(max(accuracies))
