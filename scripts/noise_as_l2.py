@@ -28,16 +28,9 @@ def build_module(cfg: DictConfig, datamodule) -> object:
             "scripts/noise_as_l2.py needs a `module` config: run it with experiment=noise_as_l2."
         )
     check_arguments(module, "module")
-    network = {
-        "model": plain(cfg.model),
-        "norm": plain(cfg.norm),
-        "activation": plain(cfg.activation),
-        "input_shape": list(datamodule.input_shape),
-        "num_classes": datamodule.num_classes,
-    }
     model = instantiate(
         module,
-        network=network,
+        network=builders.network_spec(cfg, datamodule),
         optimizer=plain(cfg.optimizer),
         scheduler=plain(cfg.scheduler) or None,
         _recursive_=False,  # the network, optimizer and schedule configs are built by the module

@@ -60,16 +60,22 @@ def build_datamodule(cfg: DictConfig) -> ImageDataModule:
     return datamodule
 
 
-def build_model(cfg: DictConfig, datamodule: ImageDataModule) -> Classifier:
-    network = {
+def network_spec(cfg: DictConfig, datamodule: ImageDataModule) -> dict[str, Any]:
+    """The arguments of `build_network` as plain data: the study axes plus the data's shape."""
+    return {
         "model": plain(cfg.model),
         "norm": plain(cfg.norm),
         "activation": plain(cfg.activation),
         "input_shape": list(datamodule.input_shape),
         "num_classes": datamodule.num_classes,
     }
+
+
+def build_model(cfg: DictConfig, datamodule: ImageDataModule) -> Classifier:
     model = Classifier(
-        network=network, optimizer=plain(cfg.optimizer), scheduler=plain(cfg.scheduler) or None
+        network=network_spec(cfg, datamodule),
+        optimizer=plain(cfg.optimizer),
+        scheduler=plain(cfg.scheduler) or None,
     )
     apply_init(model.net, cfg.init, datamodule)
     load_pretrained(model, cfg)  # after init: the weights replace it where they exist; not on resume
