@@ -339,3 +339,31 @@ def test_wandb_gets_histograms_and_plots(make_cfg, tmp_path, monkeypatch):
     assert len(plots) == 1 and isinstance(plots[0]["layers_plot/act_std"][0], wandb.Image)
     files = next((tmp_path / "run" / "wandb").glob("offline-run-*/files"))
     assert list((files / "media" / "images" / "layers_plot").glob("act_std_*.png"))
+
+
+@pytest.mark.parametrize(
+    "shape, value_of, bins",
+    [
+        # each channel one value: the sample must reach every channel, in equal shares
+        ((8, 16, 32, 32), lambda n, c, h, w: c, 16),
+        # each pixel its own value and bin: a stride of 2 (131,072 / 65,536) would see only the
+        # even pixels, a stride sharing any factor with H*W some of them
+        ((128, 1, 32, 32), lambda n, c, h, w: h * 32 + w, 1024),
+    ],
+)
+def test_histogram_sample_visits_every_unit_and_position_evenly(shape, value_of, bins):
+    from trainlab.callbacks.layer_stats import HISTOGRAM_SAMPLE, _Layer
+
+    n, c, h, w = torch.meshgrid(*(torch.arange(s) for s in shape), indexing="ij")
+    values = value_of(n, c, h, w).float()
+    assert values.numel() > HISTOGRAM_SAMPLE
+    callback = LayerStats()
+    callback._wandb = True
+    layer = _Layer(name="x", depth=1, weight=None)
+    callback._histogram(layer, "act", values, bins=bins)
+    counts, bounds = layer.histograms["act"]
+    assert 0 < counts.sum() <= HISTOGRAM_SAMPLE
+    assert bounds.tolist() == [values.min().item(), values.max().item()]
+    # the full tensor puts the same number of values in each bin
+    shares = counts / counts.sum()
+    assert shares.min() > 0.9 / bins and shares.max() < 1.1 / bins
