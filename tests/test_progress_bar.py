@@ -1,0 +1,67 @@
+"""The default progress bar reads the metrics (a host sync each on GPU) only when it redraws."""
+
+from __future__ import annotations
+
+import lightning.pytorch as pl
+import torch
+from lightning.pytorch.callbacks import RichProgressBar
+from torch.utils.data import DataLoader, TensorDataset
+
+import trainlab.callbacks.progress as progress
+from trainlab.callbacks.progress import ThrottledRichProgressBar
+
+BATCHES = 20
+SECONDS_PER_BATCH = 0.25  # exact in binary: a read every 4 batches, not 3 or 5
+
+
+class Counting(pl.LightningModule):
+    def __init__(self) -> None:
+        super().__init__()
+        self.layer = torch.nn.Linear(2, 1)
+
+    def training_step(self, batch, batch_idx):
+        self.log("seen", float(batch_idx), on_step=True, on_epoch=False, prog_bar=True)
+        return self.layer(batch[0]).square().mean()
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.01)
+
+
+class Clock(pl.Callback):
+    """A fake clock for the bar: each training batch takes SECONDS_PER_BATCH."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def on_train_batch_start(self, *args) -> None:
+        self.now += SECONDS_PER_BATCH
+
+
+def test_metrics_are_read_refresh_rate_times_a_second_and_fresh_at_epoch_end(monkeypatch, tmp_path):
+    clock = Clock()
+    monkeypatch.setattr(progress.time, "monotonic", lambda: clock.now)
+    reads_in_batches = []
+    read = RichProgressBar.get_metrics
+
+    def counting_read(self, trainer, pl_module):
+        if self._in_train_batch_end:
+            reads_in_batches.append(clock.now)
+        return read(self, trainer, pl_module)
+
+    monkeypatch.setattr(RichProgressBar, "get_metrics", counting_read)
+    bar = ThrottledRichProgressBar(refresh_rate=1)
+    data = DataLoader(TensorDataset(torch.randn(BATCHES, 2)), batch_size=1)
+    trainer = pl.Trainer(
+        max_epochs=1,
+        callbacks=[clock, bar],
+        logger=False,
+        enable_checkpointing=False,
+        default_root_dir=tmp_path,
+    )
+    trainer.fit(Counting(), data)
+
+    # 20 batches over 5 (fake) seconds: a read at the first batch, then one a second, i.e. at
+    # batches 1, 5, 9, 13, 17 instead of all 20
+    assert reads_in_batches == [0.25, 1.25, 2.25, 3.25, 4.25]
+    # the epoch-end read is not throttled: the bar is left showing the last batch's value
+    assert bar._metrics["seen"] == BATCHES - 1
