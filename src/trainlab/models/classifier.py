@@ -65,7 +65,9 @@ class Classifier(pl.LightningModule):
         if stage != "train":
             self.log(f"{stage}/loss", loss, on_epoch=True, prog_bar=True)
             return loss
-        self.train_loss.update(loss.detach(), weight=labels.numel())
+        # one copy of the batch's mean loss per example: the batch-size weighting (weight= is
+        # dropped under nan_strategy="disable", torchmetrics issue #3434)
+        self.train_loss.update(loss.detach().expand(labels.numel()))
         # self.log costs ~0.5 ms of Python per call (Lightning copies its result object's state),
         # 1% of a CPU step of the default CNN (scripts/bench/overhead.py): the step loss is logged
         # only on the steps whose metrics go to the loggers (trainer.log_every_n_steps; the
