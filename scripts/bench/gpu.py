@@ -13,7 +13,7 @@ import tempfile
 from pathlib import Path
 
 from common import print_table, write_json
-from overhead import plain_run, trainlab_run
+from overhead import plain_run, summarise, trainlab_run
 
 
 def main() -> None:
@@ -45,9 +45,13 @@ def main() -> None:
                     "channels_last=true", f"compile={str(compiled).lower()}", "logger=csv", "callbacks.rich_progress_bar=null",
                 ]  # fmt: skip
                 plain, template = [], []
-                for i in range(args.repeats):
-                    plain.append(plain_run(overrides, args.steps, Path(tmp), i) * args.batch_size)
-                    template.append(trainlab_run(overrides, args.steps, Path(tmp), 100 + i) * args.batch_size)
+                for i in range(args.repeats):  # ABBA order, as in overhead.py
+                    for name in ("plain", "trainlab") if i % 2 == 0 else ("trainlab", "plain"):
+                        run, rates = (plain_run, plain) if name == "plain" else (trainlab_run, template)
+                        steps_per_s, _ = summarise(
+                            run(overrides, args.steps, Path(tmp), 100 * (name == "trainlab") + i)
+                        )
+                        rates.append(steps_per_s * args.batch_size)
                 rows.append({
                     "size": size, "compile": compiled, "plain img/s": statistics.median(plain),
                     "trainlab img/s": statistics.median(template),

@@ -1,18 +1,25 @@
 """Template overhead: training steps/s of trainlab.train against a plain PyTorch loop.
 
 Same network (built by trainlab's own builders, so the same init), data, batch size, optimizer,
-schedule and number of steps, measured in one process, alternating plain/trainlab. trainlab runs
-with its defaults: checkpoints, LR monitor, Rich progress bar, divergence guard, layer statistics
-at their default interval, W&B (offline) + CSV loggers. Only training time is compared: steps
-after a warm-up, with the time spent in validation (and the checkpoint saved after it)
-subtracted, since the plain loop does not validate.
+schedule and number of steps, measured in one process. trainlab runs with its defaults:
+checkpoints, LR monitor, Rich progress bar, divergence guard, layer statistics at their default
+interval, W&B (offline) + CSV loggers. Only training time is compared: the steps after a warm-up,
+with the time spent in validation (and the checkpoint saved after it) subtracted, since the plain
+loop does not validate.
 
-    python scripts/bench/overhead.py [--steps 300] [--repeats 3] [--model cnn] [--out bench_results/overhead.json]
+On a small shared machine a whole run can come out a few percent faster or slower than the
+next one, whatever it runs; so the runs alternate in ABBA order (plain first on even repeats,
+trainlab first on odd ones), each repeat gives a ratio of two neighbouring runs, and the table
+reports the median of those ratios, for throughput (steps / total time, which includes the rare
+slow steps: layer statistics' samples, epoch ends) and for the median step time.
+
+    python scripts/bench/overhead.py [--steps 200] [--repeats 6] [--model cnn] [--out bench_results/overhead.json] [overrides]
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import statistics
 import tempfile
 import time
@@ -23,42 +30,49 @@ from common import compose, print_table, write_json
 WARMUP = 10
 
 
+def _sync_at_ends_of_timing(steps_done: int, total_steps: int) -> None:
+    """On a GPU, wait for the queued work where timing starts and ends (not in between: a sync
+    every step would stop the CPU from queueing ahead). Per-step durations are then the CPU's
+    view, and only their sum, the throughput, is the GPU's."""
+    import torch
+
+    if steps_done in (WARMUP, total_steps) and torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.synchronize()
+
+
 class StepTimer:
-    """A Lightning callback: training-loop time from step WARMUP on, validation excluded."""
+    """A Lightning callback: the duration of every training step from WARMUP on, validation (and
+    what runs after it in on_validation_end, the best checkpoint's save) excluded."""
 
     def __new__(cls, *args, **kwargs):  # built lazily so that importing this file needs no Lightning
         import lightning.pytorch as pl
 
         class _StepTimer(pl.Callback):
             def __init__(self) -> None:
-                self.start = self.validation = None
+                self.ends: list[float] = []  # after each step: time - validation time so far
                 self.excluded = 0.0
-                self.steps = 0
-
-            def on_train_batch_start(self, trainer, *_):
-                if trainer.global_step == WARMUP and self.start is None:
-                    self.start = time.perf_counter()
+                self.validation_start: float | None = None
 
             def on_train_batch_end(self, trainer, *_):
-                if self.start is not None:
-                    self.steps = trainer.global_step - WARMUP
-                    self.end = time.perf_counter()
+                _sync_at_ends_of_timing(len(self.ends) + 1, trainer.max_steps)
+                self.ends.append(time.perf_counter() - self.excluded)
 
             def on_validation_start(self, trainer, *_):
-                self.validation = time.perf_counter()
+                self.validation_start = time.perf_counter()
 
             def on_validation_end(self, trainer, *_):  # runs after ModelCheckpoint's (added last)
-                if self.start is not None and self.validation is not None:
-                    self.excluded += time.perf_counter() - self.validation
+                if self.validation_start is not None:
+                    self.excluded += time.perf_counter() - self.validation_start
 
             @property
-            def steps_per_s(self) -> float:
-                return self.steps / (self.end - self.start - self.excluded)
+            def durations(self) -> list[float]:
+                ends = self.ends[WARMUP - 1 :]
+                return [b - a for a, b in itertools.pairwise(ends)]
 
         return _StepTimer()
 
 
-def trainlab_run(overrides: list[str], steps: int, workdir: Path, index: int) -> float:
+def trainlab_run(overrides: list[str], steps: int, workdir: Path, index: int) -> list[float]:
     import trainlab.builders as builders
     from trainlab.train import train
 
@@ -73,10 +87,10 @@ def trainlab_run(overrides: list[str], steps: int, workdir: Path, index: int) ->
         assert summary["status"] == "completed", summary
     finally:
         builders.build_callbacks = original
-    return timer.steps_per_s
+    return timer.durations
 
 
-def plain_run(overrides: list[str], steps: int, workdir: Path, index: int) -> float:
+def plain_run(overrides: list[str], steps: int, workdir: Path, index: int) -> list[float]:
     """The loop a researcher would write by hand, on the very same pieces."""
     import lightning.pytorch as pl
     import torch
@@ -100,12 +114,9 @@ def plain_run(overrides: list[str], steps: int, workdir: Path, index: int) -> fl
     scheduler = instantiate(cfg.scheduler)(optimizer, total_steps=steps + WARMUP) if cfg.scheduler else None
     loader = datamodule.train_dataloader()
     network.train()
-    step, start = 0, None
+    step, ends = 0, []
     while step < steps + WARMUP:
         for images, labels in loader:
-            if step == WARMUP:
-                torch.cuda.synchronize() if gpu else None
-                start = time.perf_counter()
             images = images.to(device, non_blocking=True, memory_format=layout)
             labels = labels.to(device, non_blocking=True)
             optimizer.zero_grad(set_to_none=True)
@@ -116,47 +127,59 @@ def plain_run(overrides: list[str], steps: int, workdir: Path, index: int) -> fl
             if scheduler is not None:
                 scheduler.step()
             step += 1
+            _sync_at_ends_of_timing(step, steps + WARMUP)
+            ends.append(time.perf_counter())
             if step == steps + WARMUP:
                 break
-    torch.cuda.synchronize() if torch.cuda.is_available() else None
-    return steps / (time.perf_counter() - start)
+    ends = ends[WARMUP - 1 :]
+    return [b - a for a, b in itertools.pairwise(ends)]
+
+
+def summarise(durations: list[float]) -> tuple[float, float]:
+    """(steps per second, median step in ms) of one run."""
+    return len(durations) / sum(durations), 1000 * statistics.median(durations)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--steps", type=int, default=300)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--steps", type=int, default=200)
+    parser.add_argument("--repeats", type=int, default=6)
     parser.add_argument("--model", default="cnn")
     parser.add_argument("--out", default="bench_results/overhead.json")
     parser.add_argument("overrides", nargs="*", help="extra trainlab overrides, e.g. data=digits")
     args = parser.parse_args()
     overrides = [f"model={args.model}", "trainer.accelerator=cpu", *args.overrides]
-    rows, plain, template = [], [], []
+    rows = []
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
         for i in range(args.repeats):
-            plain.append(plain_run(overrides, args.steps, workdir, i))
-            template.append(trainlab_run(overrides, args.steps, workdir, i))
+            runs = {}
+            order = ("plain", "trainlab") if i % 2 == 0 else ("trainlab", "plain")
+            for name in order:
+                run = plain_run if name == "plain" else trainlab_run
+                runs[name] = summarise(run(overrides, args.steps, workdir, i))
+            (plain_rate, plain_ms), (rate, ms) = runs["plain"], runs["trainlab"]
             rows.append(
                 {
-                    "repeat": i,
-                    "plain steps/s": plain[-1],
-                    "trainlab steps/s": template[-1],
-                    "ratio": template[-1] / plain[-1],
+                    "repeat": f"{i} ({order[0]} first)",
+                    "plain steps/s": plain_rate,
+                    "trainlab steps/s": rate,
+                    "throughput ratio": rate / plain_rate,
+                    "plain median step ms": plain_ms,
+                    "trainlab median step ms": ms,
+                    "median-step ratio": plain_ms / ms,
                 }
             )
-    ratio = statistics.median(t / p for t, p in zip(template, plain, strict=True))
-    rows.append(
-        {
-            "repeat": "median",
-            "plain steps/s": statistics.median(plain),
-            "trainlab steps/s": statistics.median(template),
-            "ratio": ratio,
-        }
+            print_table(f"repeat {i}", rows[-1:])
+    median = {key: statistics.median(row[key] for row in rows) for key in rows[0] if key != "repeat"}
+    rows.append({"repeat": "median", **median})
+    print_table(
+        f"Template overhead, model={args.model}, {args.steps} steps after {WARMUP} warm-up, "
+        f"overrides {args.overrides or 'none'}",
+        rows,
     )
-    print_table(f"Template overhead, model={args.model}, {args.steps} steps after {WARMUP} warm-up", rows)
     write_json(
         args.out,
         {
@@ -164,7 +187,8 @@ def main() -> None:
             "overrides": overrides,
             "steps": args.steps,
             "rows": rows,
-            "median_ratio": ratio,
+            "median_throughput_ratio": median["throughput ratio"],
+            "median_step_ratio": median["median-step ratio"],
         },
     )
 
