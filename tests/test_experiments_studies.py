@@ -4,17 +4,16 @@ shows its paper's effect in the layer statistics (at init: one step) or in a sho
 from __future__ import annotations
 
 import csv
-import importlib.util
 from pathlib import Path
 
 import pytest
 import torch
 
-from trainlab import builders
+from trainlab.eval import evaluate, load_checkpoint
+from trainlab.models.classifier import Classifier
+from trainlab.models.rebuildable import CLASS_KEY
 from trainlab.models.regression import NoisyRegression, ridge_solution
 from trainlab.train import train
-
-from conftest import REPO
 
 STUDIES = ("deep_relu_init", "saturation", "symmetry", "dead_relu", "fixup_vs_norm", "noise_as_l2")
 TINY = [
@@ -27,22 +26,11 @@ TINY = [
 AT_INIT = ["logger=none", "trainer.max_steps=1", "test=false", "++trainer.limit_val_batches=0"]
 
 
-def noise_as_l2_entry_point():
-    """scripts/noise_as_l2.py, imported from its file (scripts/ is not a package)."""
-    spec = importlib.util.spec_from_file_location("noise_as_l2", REPO / "scripts" / "noise_as_l2.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture
-def run_study(make_cfg, monkeypatch):
-    """run_study(name, *overrides, run=...) -> (summary, layer stats rows); noise_as_l2 goes
-    through its own entry point's build_module, as `python scripts/noise_as_l2.py` does."""
+def run_study(make_cfg):
+    """run_study(name, *overrides, run=...) -> (summary, layer stats rows)."""
 
     def run(name: str, *overrides: str, run: str = "run") -> tuple[dict, list[dict]]:
-        if name == "noise_as_l2":
-            monkeypatch.setattr(builders, "build_model", noise_as_l2_entry_point().build_module)
         cfg = make_cfg(f"experiment={name}", *overrides, run=run)
         summary = train(cfg)
         path = Path(cfg.paths.output_dir) / "layer_stats.csv"
@@ -199,3 +187,28 @@ def test_noisy_regression_expected_loss_is_the_penalised_loss():
         noisy = torch.stack([model._mse(x + 0.5 * torch.randn_like(x), labels)[0] for _ in range(20000)])
     expected = clean + 0.25 * model.squared_weights()
     assert noisy.mean().item() == pytest.approx(expected.item(), rel=0.02)
+
+
+def test_a_study_module_trains_and_evaluates_from_its_checkpoint(run_study, make_cfg, tmp_path):
+    """experiment=noise_as_l2 names its own LightningModule (`module`): trainlab.train builds it,
+    its checkpoint names its class, and trainlab.eval rebuilds that class, not the classifier."""
+    run_study("noise_as_l2", *TINY, "module.sigma=0.25")
+    checkpoint = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    assert (
+        torch.load(checkpoint, weights_only=True)[CLASS_KEY] == "trainlab.models.regression.NoisyRegression"
+    )
+    model, _ = load_checkpoint(checkpoint)
+    assert isinstance(model, NoisyRegression) and model.hparams.sigma == 0.25
+    result = evaluate(make_cfg(f"ckpt_path={checkpoint}", run="eval", config_name="eval"))
+    assert result["status"] == "completed" and result["metrics"]["test/mse"] > 0
+
+
+def test_checkpoints_without_a_class_name_load_as_the_classifier(make_cfg, tmp_path):
+    """Checkpoints written before modules named their class are the classifier's."""
+    train(make_cfg("data=digits", "model=mlp", "model.depth=1", "model.width=8", *TINY))
+    checkpoint = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    state = torch.load(checkpoint, weights_only=True)
+    assert state.pop(CLASS_KEY) == "trainlab.models.classifier.Classifier"
+    torch.save(state, tmp_path / "old.ckpt")
+    model, _ = load_checkpoint(tmp_path / "old.ckpt")
+    assert type(model) is Classifier

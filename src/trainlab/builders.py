@@ -41,6 +41,7 @@ def check_config(cfg: DictConfig) -> None:
         "trainer",
         "callbacks",
         "logger",
+        "module",
     ):
         node = cfg.get(group)
         if group == "model":  # its weight sources (pretrained_*) are not arguments of the model
@@ -71,12 +72,17 @@ def network_spec(cfg: DictConfig, datamodule: ImageDataModule) -> dict[str, Any]
     }
 
 
-def build_model(cfg: DictConfig, datamodule: ImageDataModule) -> Classifier:
-    model = Classifier(
-        network=network_spec(cfg, datamodule),
-        optimizer=plain(cfg.optimizer),
-        scheduler=plain(cfg.scheduler) or None,
-    )
+def build_model(cfg: DictConfig, datamodule: ImageDataModule) -> pl.LightningModule:
+    """The Classifier, or the LightningModule a study names in `module` (e.g. experiment=noise_as_l2:
+    a squared-error regression), built from the same network, optimizer and schedule configs."""
+    arguments = {
+        "network": network_spec(cfg, datamodule),
+        "optimizer": plain(cfg.optimizer),
+        "scheduler": plain(cfg.scheduler) or None,
+    }
+    module = cfg.get("module")
+    # _recursive_=False: the network, optimizer and schedule are built by the module itself
+    model = instantiate(module, **arguments, _recursive_=False) if module else Classifier(**arguments)
     apply_init(model.net, cfg.init, datamodule)
     load_pretrained(model, cfg)  # after init: the weights replace it where they exist; not on resume
     if cfg.get("channels_last"):  # NHWC kernels (tensor cores); conv outputs follow the weights' layout

@@ -14,8 +14,9 @@ import hydra
 from omegaconf import DictConfig
 
 if TYPE_CHECKING:
+    import lightning.pytorch as pl
+
     from trainlab.data.datamodule import ImageDataModule
-    from trainlab.models.classifier import Classifier
 
 CONFIG_DIR = str(Path(__file__).resolve().parents[2] / "conf")
 SPLITS = ("test", "val")
@@ -24,16 +25,17 @@ log = logging.getLogger(__name__)
 
 def load_checkpoint(
     path: str | Path, data_overrides: dict | None = None
-) -> tuple[Classifier, ImageDataModule]:
-    """The model and DataModule of the run that wrote `path`, as that run configured them."""
+) -> tuple[pl.LightningModule, ImageDataModule]:
+    """The module (the Classifier or a study's own, see `module`) and DataModule of the run that
+    wrote `path`, as that run configured them."""
     from trainlab.data.datamodule import ImageDataModule
-    from trainlab.models.classifier import Classifier
+    from trainlab.models.rebuildable import module_class
     from trainlab.utils.config import ConfigError
 
     path = Path(path).expanduser()
     if not path.is_file():
         raise ConfigError(f"ckpt_path={str(path)!r} is not a file; give the path of a trainlab .ckpt.")
-    model = Classifier.load_from_checkpoint(path, map_location="cpu")
+    model = module_class(path).load_from_checkpoint(path, map_location="cpu")
     datamodule = ImageDataModule.load_from_checkpoint(path, map_location="cpu", **(data_overrides or {}))
     return model, datamodule
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-import lightning.pytorch as pl
 import torch
 import torch.nn.functional as F
 from hydra.utils import instantiate
@@ -13,10 +12,11 @@ from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
 from trainlab.models.factory import build_network
+from trainlab.models.rebuildable import RebuildableModule
 from trainlab.utils.config import plain
 
 
-class Classifier(pl.LightningModule):
+class Classifier(RebuildableModule):
     """Image classification with any network the config composes.
 
     Args:

@@ -16,7 +16,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Literal
 
-import lightning.pytorch as pl
 import torch
 import torch.nn.functional as F
 from hydra.utils import instantiate
@@ -25,6 +24,7 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from trainlab.init.core import weight_layers
 from trainlab.models.factory import build_network
+from trainlab.models.rebuildable import RebuildableModule
 from trainlab.utils.config import ConfigError, plain
 
 Regulariser = Literal["noise", "l2", "weight_decay"]
@@ -46,7 +46,7 @@ def ridge_solution(inputs: Tensor, targets: Tensor, penalty: float) -> tuple[Ten
     return weight, t_mean - weight @ x_mean
 
 
-class NoisyRegression(pl.LightningModule):
+class NoisyRegression(RebuildableModule):
     """Regress one-hot class targets with the squared error, regularised by input noise or L2.
 
     Args:
