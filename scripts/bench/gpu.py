@@ -42,7 +42,7 @@ def main() -> None:
                     "data=synthetic", f"data.source.image_size={size}", f"data.source.num_images={max(4096, args.batch_size * 16)}",
                     f"data.batch_size={args.batch_size}", f"data.num_workers={args.workers}", "data.pin_memory=true",
                     "model=timm", "model.name=resnet18", "trainer.accelerator=gpu", "trainer.precision=bf16-mixed",
-                    "channels_last=true", f"compile={str(compiled).lower()}", "logger=csv", "callbacks.rich_progress_bar=null",
+                    "channels_last=true", f"compile={str(compiled).lower()}", "logger=csv",
                 ]  # fmt: skip
                 plain, template = [], []
                 for i in range(args.repeats):  # ABBA order, as in overhead.py
