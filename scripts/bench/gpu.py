@@ -16,7 +16,7 @@ import tempfile
 from pathlib import Path
 
 from common import print_table, write_json
-from overhead import plain_run, summarise, trainlab_run
+from overhead import abba_pairs, summarise
 
 
 def main() -> None:
@@ -48,13 +48,11 @@ def main() -> None:
                     "channels_last=true", f"compile={str(compiled).lower()}", "logger=csv",
                 ]  # fmt: skip
                 plain, template = [], []
-                for i in range(args.repeats):  # ABBA order, as in overhead.py
-                    for name in ("plain", "trainlab") if i % 2 == 0 else ("trainlab", "plain"):
-                        run, rates = (plain_run, plain) if name == "plain" else (trainlab_run, template)
-                        steps_per_s, _ = summarise(
-                            run(overrides, args.steps, Path(tmp), 100 * (name == "trainlab") + i)
-                        )
-                        rates.append(steps_per_s * args.batch_size)
+                for _, _, runs in abba_pairs(
+                    overrides, args.steps, Path(tmp) / f"{size}-{compiled}", args.repeats
+                ):
+                    plain.append(summarise(runs["plain"])[0] * args.batch_size)
+                    template.append(summarise(runs["trainlab"])[0] * args.batch_size)
                 rows.append({
                     "size": size, "compile": compiled, "plain img/s": statistics.median(plain),
                     "trainlab img/s": statistics.median(template),

@@ -66,8 +66,7 @@ class StepTimer:
 
             @property
             def durations(self) -> list[float]:
-                ends = self.ends[WARMUP - 1 :]
-                return [b - a for a, b in itertools.pairwise(ends)]
+                return step_durations(self.ends)
 
         return _StepTimer()
 
@@ -131,8 +130,25 @@ def plain_run(overrides: list[str], steps: int, workdir: Path, index: int) -> li
             ends.append(time.perf_counter())
             if step == steps + WARMUP:
                 break
-    ends = ends[WARMUP - 1 :]
-    return [b - a for a, b in itertools.pairwise(ends)]
+    return step_durations(ends)
+
+
+def step_durations(ends: list[float]) -> list[float]:
+    """The durations of the steps after WARMUP, from the times at which each step ended."""
+    return [b - a for a, b in itertools.pairwise(ends[WARMUP - 1 :])]
+
+
+def abba_pairs(overrides: list[str], steps: int, workdir: Path, repeats: int):
+    """Yield (repeat, order, {"plain": durations, "trainlab": durations}), running plain first on
+    even repeats and trainlab first on odd ones: a drift of the machine's speed over time then
+    favours neither."""
+    for i in range(repeats):
+        order = ("plain", "trainlab") if i % 2 == 0 else ("trainlab", "plain")
+        runs = {}
+        for name in order:
+            run = plain_run if name == "plain" else trainlab_run
+            runs[name] = run(overrides, steps, workdir, i)
+        yield i, order, runs
 
 
 def summarise(durations: list[float]) -> tuple[float, float]:
@@ -154,13 +170,8 @@ def main() -> None:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
-        for i in range(args.repeats):
-            runs = {}
-            order = ("plain", "trainlab") if i % 2 == 0 else ("trainlab", "plain")
-            for name in order:
-                run = plain_run if name == "plain" else trainlab_run
-                runs[name] = summarise(run(overrides, args.steps, workdir, i))
-            (plain_rate, plain_ms), (rate, ms) = runs["plain"], runs["trainlab"]
+        for i, order, runs in abba_pairs(overrides, args.steps, workdir, args.repeats):
+            (plain_rate, plain_ms), (rate, ms) = summarise(runs["plain"]), summarise(runs["trainlab"])
             rows.append(
                 {
                     "repeat": f"{i} ({order[0]} first)",
