@@ -67,3 +67,15 @@ def run_cli(module: str, *args: str, cwd: Path, timeout: float = 300) -> subproc
 
 def read_summary(run_dir: Path) -> dict:
     return json.loads((Path(run_dir) / "summary.json").read_text())
+
+
+def full_batch_losses(network, inputs, labels, optimizer, steps: int) -> list[float]:
+    """`steps` optimizer steps of cross-entropy on one fixed batch; the loss before each step."""
+    losses = []
+    for _ in range(steps):
+        optimizer.zero_grad()
+        loss = torch.nn.functional.cross_entropy(network(inputs), labels)
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    return losses

@@ -16,6 +16,8 @@ from trainlab.models.resnet import ResidualBlock, ResNet
 from trainlab.norm import batchnorm, none
 from trainlab.utils.config import ConfigError
 
+from conftest import full_batch_losses
+
 
 def resnet(depth: int = 4, width: int = 32, stages: int = 2, norm=none, activation=nn.ReLU) -> ResNet:
     torch.manual_seed(0)
@@ -69,13 +71,7 @@ def test_fixup_network_trains_and_its_scalars_learn():
     fixup(network)
     inputs, labels = torch.randn(16, 3, 16, 16), torch.randint(0, 10, (16,))
     optimizer = torch.optim.SGD([p for p in network.parameters() if p.requires_grad], lr=0.1)
-    losses = []
-    for _ in range(5):
-        optimizer.zero_grad()
-        loss = nn.functional.cross_entropy(network(inputs), labels)
-        loss.backward()
-        optimizer.step()
-        losses.append(loss.item())
+    losses = full_batch_losses(network, inputs, labels, optimizer, steps=5)
     assert losses[0] == pytest.approx(math.log(10), rel=1e-5)  # zero logits at init
     assert losses[-1] < losses[0]
     assert any(b.item() != 0 for block in blocks_of(network) for b in block.fixup_biases)

@@ -15,6 +15,8 @@ from trainlab.models.resnet import ResidualBlock, ResNet
 from trainlab.norm import batchnorm, none
 from trainlab.utils.config import check_arguments
 
+from conftest import full_batch_losses
+
 CONF = Path(__file__).resolve().parents[1] / "conf"
 RELU = {"_target_": "torch.nn.ReLU", "_partial_": True}
 
@@ -138,11 +140,5 @@ def test_resnet_learns_a_few_steps():
     inputs = torch.randn(32, 1, 8, 8)
     labels = (inputs.mean((1, 2, 3)) > 0).long()
     optimizer = torch.optim.Adam(network.parameters(), lr=1e-2)
-    losses = []
-    for _ in range(15):
-        optimizer.zero_grad()
-        loss = nn.functional.cross_entropy(network(inputs), labels)
-        loss.backward()
-        optimizer.step()
-        losses.append(loss.item())
+    losses = full_batch_losses(network, inputs, labels, optimizer, steps=15)
     assert losses[-1] < 0.5 * losses[0]
