@@ -97,7 +97,11 @@ def plain_run(overrides: list[str], steps: int, workdir: Path, index: int) -> li
     from hydra.utils import instantiate
 
     import trainlab.builders as builders
+    from trainlab.utils.resources import cheap_cuda_checks_without_gpus
 
+    # A hand-written loop's process never imports Lightning, whose import makes every CUDA check
+    # of torch.optim slow on a machine without GPUs; trainlab.train undoes that, and so does this.
+    cheap_cuda_checks_without_gpus()
     cfg = compose([*overrides, f"trainer.max_steps={steps + WARMUP}"], workdir / f"plain{index}")
     pl.seed_everything(cfg.seed, workers=True)
     gpu = cfg.trainer.accelerator in ("gpu", "cuda") or (

@@ -65,12 +65,13 @@ def _fit_and_test(cfg: DictConfig, output_dir: Path, summary: RunSummary, logger
     from trainlab.callbacks.divergence import DivergenceGuard
     from trainlab.utils.config import require_values
     from trainlab.utils.printing import print_config_tree
-    from trainlab.utils.resources import configure_threads
+    from trainlab.utils.resources import cheap_cuda_checks_without_gpus, configure_threads
     from trainlab.utils.summary import DIVERGED
 
     require_values(cfg)
     builders.check_config(cfg)
     configure_threads(cfg.get("num_threads"))
+    cheap_cuda_checks_without_gpus()
     summary.data["seed"] = pl.seed_everything(cfg.get("seed"), workers=True)
     print_config_tree(cfg, save_to=output_dir / "config_tree.log")
     checkpoint = builders.resolve_checkpoint(cfg, output_dir)

@@ -1,4 +1,5 @@
-"""CPU threads per job, so that parallel jobs of a sweep do not oversubscribe the cores."""
+"""What a job asks of the machine: CPU threads per job, so that parallel jobs of a sweep do not
+oversubscribe the cores; and CUDA availability checks that cost nothing where there is no GPU."""
 
 from __future__ import annotations
 
@@ -31,3 +32,20 @@ def configure_threads(num_threads: int | None) -> int:
     torch.set_num_threads(threads)
     log.info(f"Using {threads} CPU thread(s) per job ({jobs} parallel job(s)).")
     return threads
+
+
+NVML_CUDA_CHECK = "PYTORCH_NVML_BASED_CUDA_CHECK"
+
+
+def cheap_cuda_checks_without_gpus() -> None:
+    """Where no GPU is visible, let `torch.cuda.is_available()` answer from CUDA's runtime again.
+
+    Lightning sets PYTORCH_NVML_BASED_CUDA_CHECK=1 when it is imported: the check then asks NVML
+    and leaves CUDA uninitialised, so that a forked process can still use the GPU. Where NVML
+    finds no device it is never initialised, and every check loads the library anew: 50-200 us,
+    and Adam(W) checks once per step (torch.optim's graph-capture health check), 3-10% of a CPU
+    step of the small models of the digits studies (scripts/bench/overhead.py, BENCHMARKS.md).
+    With no GPU there is no CUDA state to protect; the runtime's answer costs ~1 us.
+    """
+    if os.environ.get(NVML_CUDA_CHECK) == "1" and torch.cuda.device_count() == 0:
+        os.environ[NVML_CUDA_CHECK] = "0"
