@@ -367,3 +367,23 @@ def test_histogram_sample_visits_every_unit_and_position_evenly(shape, value_of,
     # the full tensor puts the same number of values in each bin
     shares = counts / counts.sum()
     assert shares.min() > 0.9 / bins and shares.max() < 1.1 / bins
+
+
+def test_a_compiled_network_runs_eagerly_on_sampled_steps(tmp_path):
+    """compile=true: the hooks must neither break the compiled graph (dynamo would compile the
+    pieces again per layer shape, up to its recompile limit) nor see a different network."""
+    from torch._dynamo.utils import counters
+
+    torch._dynamo.reset()
+    counters.clear()
+    net = tanh_mlp()
+    expected = expected_stats(net, *batch())
+    net.compile(backend="eager")  # dynamo's tracing and guards, without inductor's code generation
+    callback = LayerStats(every_n_steps=2, plots=False)
+    fit(net, tmp_path, callback, max_steps=5)
+    assert sorted({row["step"] for row in callback.rows}) == [0, 2, 4]
+    for depth, stats in expected.items():
+        for stat, value in stats.items():
+            assert recorded(callback)[depth][stat] == pytest.approx(value, rel=1e-4, abs=1e-6), (depth, stat)
+    assert not counters["graph_break"]
+    assert counters["stats"]["unique_graphs"] == 1  # the training forward, compiled once

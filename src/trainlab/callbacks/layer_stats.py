@@ -26,7 +26,8 @@ last before it is the layer whose weights produced it. On a sampled training ste
     update_ratio                ||W_after - W_before|| / ||W_before|| over that optimizer step
 
 Cost: hooks exist only during a sampled step (every `every_n_steps` steps, step 0 = at init), so
-the other steps run the bare model; statistics stay on the device until one read-back per sample.
+the other steps run the bare model (compiled, under compile=true: a sampled step runs eagerly);
+statistics stay on the device until one read-back per sample.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from __future__ import annotations
 import csv
 import logging
 import math
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -153,6 +155,7 @@ class LayerStats(pl.Callback):
         self._weights: list[nn.Module] = []
         self._handles: list = []
         self._sample: _Sample | None = None
+        self._eager: AbstractContextManager | None = None  # force_eager, on a sampled step
         self._last_step: int | None = None
         self._wandb = False
 
@@ -191,18 +194,19 @@ class LayerStats(pl.Callback):
         self._flush(trainer)  # a sample still waiting for its optimizer step (should not happen)
         self._last_step = trainer.global_step
         self._sample = _Sample(step=trainer.global_step)
+        # A compiled network (compile=true) runs eagerly on this step, hooks and all, and its
+        # compiled graph serves the other steps. Compiled, the hooks would break the graph into
+        # pieces, which dynamo compiles again for every layer shape up to its recompile limit.
+        self._eager = torch.compiler.set_stance("force_eager")
         for module in self._weights:
             self._handles.append(module.register_forward_pre_hook(self._before_weight))
         for module in self._names:
             self._handles.append(module.register_forward_pre_hook(self._before_activation))
             self._handles.append(module.register_forward_hook(self._after_activation))
 
-    # The hooks run eagerly under torch.compile (compile=true): graph breaks on sampled steps only.
-    @torch.compiler.disable
     def _before_weight(self, module: nn.Module, args: tuple) -> None:
         self._sample.last_weight = module
 
-    @torch.compiler.disable
     @torch.no_grad()
     def _before_activation(self, module: nn.Module, args: tuple) -> None:
         sample = self._sample
@@ -218,7 +222,6 @@ class LayerStats(pl.Callback):
         if x.requires_grad:  # dLoss/d(pre-activation), when backward reaches it
             x.register_hook(partial(self._on_gradient, layer))
 
-    @torch.compiler.disable
     @torch.no_grad()
     def _after_activation(self, module: nn.Module, args: tuple, output: Tensor) -> None:
         layer = self._sample.open.pop(module)
@@ -243,7 +246,6 @@ class LayerStats(pl.Callback):
                 )
         self._histogram(layer, "act", y)
 
-    @torch.compiler.disable
     @torch.no_grad()
     def _on_gradient(self, layer: _Layer, grad: Tensor) -> None:
         g = grad.detach().float()
@@ -317,6 +319,9 @@ class LayerStats(pl.Callback):
         for handle in self._handles:
             handle.remove()
         self._handles.clear()
+        if self._eager is not None:  # back to the compiler's stance before the sampled step
+            self._eager.__exit__(None, None, None)
+            self._eager = None
 
     # --- recording ------------------------------------------------------------------------------
     def _flush(self, trainer: pl.Trainer) -> None:
