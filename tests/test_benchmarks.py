@@ -44,3 +44,20 @@ def test_gpu_benchmark_says_it_needs_a_gpu(tmp_path):
     stdout = run_script("gpu.py", "--out", str(out))
     assert "skipped: no CUDA device" in stdout
     assert json.loads(out.read_text())["skipped"] == "no CUDA device"
+
+
+@pytest.mark.slow
+def test_gpu_benchmark_code_path_runs_on_cpu(tmp_path):
+    """`--accelerator cpu`: the whole GPU benchmark (timm resnet18 on synthetic images, bf16
+    mixed precision, channels-last, trainlab against the plain loop) runs before it gets a GPU."""
+    out = tmp_path / "gpu.json"
+    stdout = run_script(
+        "gpu.py", "--accelerator", "cpu", "--sizes", "32", "--batch-size", "4", "--steps", "2",
+        "--repeats", "1", "--workers", "0", "--out", str(out),
+    )  # fmt: skip
+    report = json.loads(out.read_text())
+    assert report["accelerator"] == "cpu"
+    [row] = report["rows"]
+    assert row["size"] == 32 and row["compile"] is False
+    assert row["plain img/s"] > 0 and row["trainlab img/s"] > 0 and row["ratio"] > 0
+    assert "CPU: a check of the script, not a GPU figure" in stdout
