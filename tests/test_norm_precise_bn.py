@@ -97,6 +97,28 @@ def test_population_variance_includes_the_spread_of_the_batch_means():
     assert layer.running_var.item() > 8.0  # ~9 from the means alone, vs ~0.01 within a batch
 
 
+def test_a_compiled_network_is_recomputed_eagerly_with_the_same_numbers():
+    """compile=true: the hooked passes compile no graph of their own and give the same statistics."""
+    from torch._dynamo.utils import counters
+
+    batches = [torch.randn(8, 1, 6, 6) * 2 + i for i in range(3)]
+    reference = mixed_bn_net()
+    reference(batches[0])  # a training step's forward, as below (it moves the running statistics)
+    recompute_bn_stats(reference, batches)
+    torch._dynamo.reset()
+    counters.clear()
+    net = mixed_bn_net()
+    net.compile(backend="eager")  # dynamo's tracing and guards, without inductor's code generation
+    net(batches[0])
+    assert counters["stats"]["unique_graphs"] == 1
+    recompute_bn_stats(net, batches)
+    assert counters["stats"]["unique_graphs"] == 1
+    for ours, theirs in zip(net.buffers(), reference.buffers(), strict=True):
+        assert_close(ours, theirs)
+    net.eval()(batches[0])  # compiled again after: a new graph for eval mode
+    assert counters["stats"]["unique_graphs"] == 2
+
+
 def test_callback_recomputes_statistics_before_validation_in_a_real_fit(tmp_path):
     """After fit, the first BN layer's statistics are those of Linear(x) over the training set
     (the first layer's input does not depend on how the batches were drawn)."""
