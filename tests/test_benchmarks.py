@@ -61,3 +61,12 @@ def test_gpu_benchmark_code_path_runs_on_cpu(tmp_path):
     assert row["size"] == 32 and row["compile"] is False
     assert row["plain img/s"] > 0 and row["trainlab img/s"] > 0 and row["ratio"] > 0
     assert "CPU: a check of the script, not a GPU figure" in stdout
+
+
+def test_layer_stats_benchmark_times_a_sample_with_and_without_histograms(tmp_path):
+    out = tmp_path / "layer_stats.json"
+    run_script("layer_stats.py", "--repeats", "2", "--out", str(out), "data=digits", "model=mlp")
+    with_histograms, without = json.loads(out.read_text())["rows"]
+    assert with_histograms["W&B histograms"] and not without["W&B histograms"]
+    assert with_histograms["layers"] == without["layers"] == 2  # the MLP's two hidden layers
+    assert with_histograms["histogram ms"] > 0 and without["extra ms per sample"] > 0
