@@ -346,7 +346,7 @@ def test_wandb_gets_histograms_and_plots(make_cfg, tmp_path, monkeypatch):
     [
         # each channel one value: the sample must reach every channel, in equal shares
         ((8, 16, 32, 32), lambda n, c, h, w: c, 16),
-        # each pixel its own value and bin: a stride of 2 (131,072 / 65,536) would see only the
+        # each pixel its own value and bin: a stride of 8 (131,072 / 16,384) would see only the
         # even pixels, a stride sharing any factor with H*W some of them
         ((128, 1, 32, 32), lambda n, c, h, w: h * 32 + w, 1024),
     ],
@@ -387,3 +387,45 @@ def test_a_compiled_network_runs_eagerly_on_sampled_steps(tmp_path):
             assert recorded(callback)[depth][stat] == pytest.approx(value, rel=1e-4, abs=1e-6), (depth, stat)
     assert not counters["graph_break"]
     assert counters["stats"]["unique_graphs"] == 1  # the training forward, compiled once
+
+
+def _with_non_finite(values: torch.Tensor) -> torch.Tensor:
+    values = values.clone()
+    values[::7], values[3], values[5] = math.nan, math.inf, -math.inf
+    return values
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        torch.randn(100_000),
+        torch.rand(70_000) * 7 - 3,
+        torch.arange(1000.0),  # values exactly on the bin edges
+        torch.full((500,), 2.5),  # constant: histc's range [1.5, 3.5], the middle bin
+        _with_non_finite(torch.randn(10_000)),
+    ],
+)
+def test_histogram_counts_as_torch_histc_does_over_the_finite_values(values):
+    from trainlab.callbacks.layer_stats import histogram
+
+    counts, bounds = histogram(values, 64)
+    finite = values[torch.isfinite(values)]
+    assert torch.equal(counts, torch.histc(finite, 64))
+    assert bounds.tolist() == [finite.min().item(), finite.max().item()]
+
+
+def test_a_histogram_of_no_finite_value_is_empty():
+    from trainlab.callbacks.layer_stats import histogram
+
+    counts, _ = histogram(torch.tensor([math.nan, math.inf, -math.inf]), 8)
+    assert not counts.any()
+    # W&B gets no histogram for it (a diverged layer), and the other layers' as they are
+    from trainlab.callbacks.layer_stats import _Layer, _Sample
+
+    callback = LayerStats()
+    callback._wandb = True
+    layers = [_Layer(name=f"x{i}", depth=i + 1, weight=None) for i in range(2)]
+    callback._histogram(layers[0], "act", torch.full((4, 3), math.nan))
+    callback._histogram(layers[1], "act", torch.ones(4, 3))
+    sent = callback._wandb_histograms(_Sample(step=0, layers=layers))
+    assert list(sent) == ["layers_hist/act/L02_x1"] and sum(sent["layers_hist/act/L02_x1"].histogram) == 12

@@ -79,7 +79,26 @@ RECTIFIERS = (
 )
 SATURATING = (nn.Tanh, nn.Sigmoid)
 CSV_FIELDS = ("step", "layer", "depth", "stat", "value")
-HISTOGRAM_SAMPLE = 65536
+HISTOGRAM_SAMPLE = 16384  # values per W&B histogram: 256 per bin on average (64 bins)
+
+
+def histogram(values: Tensor, bins: int) -> tuple[Tensor, Tensor]:
+    """torch.histc's counts of the finite values and their (min, max), computed on the device.
+
+    histc takes its range as Python numbers, and a mask of the finite values has a size known
+    only on the device: on a GPU each is a host-device sync, 2 per histogram. Here the range
+    stays a tensor and non-finite values count with weight 0. A constant tensor falls in the
+    middle bin (histc's range [c - 1, c + 1]); with no finite value every count is 0.
+    """
+    finite = torch.isfinite(values)
+    low = torch.where(finite, values, math.inf).amin()
+    high = torch.where(finite, values, -math.inf).amax()
+    spread = high > low
+    start = torch.where(spread, low, low - 1.0)
+    width = torch.where(spread, high - low, 2.0)
+    position = ((torch.where(finite, values, start) - start) * bins / width).long().clamp_(0, bins - 1)
+    counts = torch.zeros(bins, device=values.device).index_add_(0, position, finite.to(torch.float32))
+    return counts, torch.stack([low, high])
 
 
 def is_activation(module: nn.Module) -> bool:
@@ -270,10 +289,7 @@ class LayerStats(pl.Callback):
             while math.gcd(stride, per_example) != 1:
                 stride += 1
             flat = flat[::stride]
-        finite = flat[torch.isfinite(flat)]
-        if finite.numel():
-            low, high = torch.aminmax(finite)
-            layer.histograms[what] = (torch.histc(finite, bins), torch.stack([low, high]))
+        layer.histograms[what] = histogram(flat, bins)
 
     def on_before_optimizer_step(self, trainer, pl_module, optimizer) -> None:
         # Inside optimizer.step(), after backward and before the update: the gradients are final
@@ -355,12 +371,15 @@ class LayerStats(pl.Callback):
         histograms = {}
         for layer in sample.layers:
             for what, (counts, bounds) in layer.histograms.items():
+                counts = counts.cpu()
+                if not counts.any():  # no finite value
+                    continue
                 low, high = bounds.tolist()
                 if low == high:  # torch.histc's own range for a constant tensor
                     low, high = low - 1.0, high + 1.0
                 edges = torch.linspace(low, high, counts.numel() + 1)
                 histograms[f"layers_hist/{what}/{self._key(layer)}"] = wandb.Histogram(
-                    np_histogram=(counts.cpu().numpy(), edges.numpy())
+                    np_histogram=(counts.numpy(), edges.numpy())
                 )
         return histograms
 
