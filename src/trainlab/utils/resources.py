@@ -42,10 +42,10 @@ def cheap_cuda_checks_without_gpus() -> None:
 
     Lightning sets PYTORCH_NVML_BASED_CUDA_CHECK=1 when it is imported: the check then asks NVML
     and leaves CUDA uninitialised, so that a forked process can still use the GPU. Where NVML
-    finds no device it is never initialised, and every check loads the library anew (50-300 us),
-    and Adam(W) checks once per step (torch.optim's graph-capture health check): the digits
-    MLP's CPU steps took 13-16% longer (BENCHMARKS.md). With no GPU there is no CUDA state to
-    protect; the runtime's answer costs ~1 us.
+    finds no device it is never initialised, and every check loads the library anew,
+    and Adam(W) checks once per step (torch.optim's graph-capture health check): CPU steps took
+    ~0.8 ms longer for the default CNN, 13-16% longer for the digits MLP (BENCHMARKS.md). With
+    no GPU there is no CUDA state to protect; the runtime's answer costs ~1 us.
     """
     if os.environ.get(NVML_CUDA_CHECK) == "1" and torch.cuda.device_count() == 0:
         os.environ[NVML_CUDA_CHECK] = "0"
