@@ -99,17 +99,16 @@ def recompute_bn_stats(model: nn.Module, inputs, trainer: pl.Trainer | None = No
     tracked = {m: m.num_batches_tracked.clone() for m in layers if m.num_batches_tracked is not None}
     handles = [m.register_forward_pre_hook(accumulate) for m in layers]
     num_batches = 0
-    # a compiled network (compile=true) runs eagerly here: compiled, its hooked float64 passes
-    # would be compiled as graphs of their own, once per run, for a few batches per epoch
-    eager = torch.compiler.set_stance("force_eager")
     try:
         model.train()
-        for batch in inputs:
-            with trainer.precision_plugin.forward_context() if trainer else nullcontext():
-                model(batch)
-            num_batches += 1
+        # a compiled network (compile=true) runs eagerly here: compiled, its hooked float64
+        # passes would be compiled as graphs of their own, once per run, for a few batches
+        with torch.compiler.set_stance("force_eager"):
+            for batch in inputs:
+                with trainer.precision_plugin.forward_context() if trainer else nullcontext():
+                    model(batch)
+                num_batches += 1
     finally:
-        eager.__exit__(None, None, None)  # the compiler's stance from before
         for handle in handles:
             handle.remove()
         for module, training in modes.items():
