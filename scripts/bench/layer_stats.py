@@ -15,6 +15,7 @@ import statistics
 import tempfile
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 from common import compose, print_table, write_json
 
@@ -42,19 +43,12 @@ def timed_sample(callback, net, images, labels, timings: dict[str, float]) -> fl
     seconds spent in each hook."""
     import torch.nn.functional as F
 
-    from trainlab.callbacks.layer_stats import _Sample
-
     timings.clear()
-    callback._sample = _Sample(step=0)
-    handles = [m.register_forward_pre_hook(callback._before_weight) for m in callback._weights]
-    for module in callback._names:
-        handles.append(module.register_forward_pre_hook(callback._before_activation))
-        handles.append(module.register_forward_hook(callback._after_activation))
+    callback._start_sample(step=0)
     start = time.perf_counter()
     F.cross_entropy(net(images), labels).backward()
     sampled = time.perf_counter() - start
-    for handle in handles:
-        handle.remove()
+    callback._remove_hooks()
     start = time.perf_counter()
     F.cross_entropy(net(images), labels).backward()
     return sampled - (time.perf_counter() - start)
@@ -70,19 +64,19 @@ def main() -> None:
     args = parser.parse_args()
 
     import trainlab.builders as builders
-    from trainlab.callbacks.layer_stats import WEIGHT_LAYERS, LayerStats, is_activation
+    from trainlab.callbacks.layer_stats import LayerStats
 
     cfg = compose(["trainer.accelerator=cpu", *args.overrides], Path(tempfile.mkdtemp()))
     datamodule = builders.build_datamodule(cfg)
-    net = builders.build_model(cfg, datamodule).net
+    model = builders.build_model(cfg, datamodule)
+    net = model.net
     datamodule.setup("fit")
     images, labels = next(iter(datamodule.train_dataloader()))
     rows = []
     for histograms in (True, False):
         callback = LayerStats()
+        callback.on_fit_start(SimpleNamespace(loggers=[]), model)  # finds the layers
         callback._wandb = histograms  # as with a WandbLogger attached
-        callback._names = {m: name for name, m in net.named_modules() if is_activation(m)}
-        callback._weights = [m for m in net.modules() if isinstance(m, WEIGHT_LAYERS)]
         timings = time_hooks(callback)
         extra, inside = [], []
         for repeat in range(args.repeats + 2):  # the first two warm up

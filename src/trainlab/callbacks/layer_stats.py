@@ -212,7 +212,11 @@ class LayerStats(pl.Callback):
             return
         self._flush(trainer)  # a sample still waiting for its optimizer step (should not happen)
         self._last_step = trainer.global_step
-        self._sample = _Sample(step=trainer.global_step)
+        self._start_sample(trainer.global_step)
+
+    def _start_sample(self, step: int) -> None:
+        """Open a sample of `step`: the hooks are in place until `_remove_hooks`."""
+        self._sample = _Sample(step=step)
         # A compiled network (compile=true) runs eagerly on this step, hooks and all, and its
         # compiled graph serves the other steps. Compiled, the hooks would break the graph into
         # pieces, which dynamo compiles again for every layer shape up to its recompile limit.
