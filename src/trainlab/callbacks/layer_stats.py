@@ -372,19 +372,24 @@ class LayerStats(pl.Callback):
     def _wandb_histograms(self, sample: _Sample) -> dict:
         import wandb
 
+        entries = [
+            (f"layers_hist/{what}/{self._key(layer)}", counts, bounds)
+            for layer in sample.layers
+            for what, (counts, bounds) in layer.histograms.items()
+        ]
+        if not entries:
+            return {}
+        names, counts, bounds = zip(*entries, strict=True)
+        # two read-backs for all of them (the histograms stay on the device until now)
+        counts, bounds = torch.stack(counts).cpu(), torch.stack(bounds).tolist()
         histograms = {}
-        for layer in sample.layers:
-            for what, (counts, bounds) in layer.histograms.items():
-                counts = counts.cpu()
-                if not counts.any():  # no finite value
-                    continue
-                low, high = bounds.tolist()
-                if low == high:  # torch.histc's own range for a constant tensor
-                    low, high = low - 1.0, high + 1.0
-                edges = torch.linspace(low, high, counts.numel() + 1)
-                histograms[f"layers_hist/{what}/{self._key(layer)}"] = wandb.Histogram(
-                    np_histogram=(counts.numpy(), edges.numpy())
-                )
+        for name, row, (low, high) in zip(names, counts, bounds, strict=True):
+            if not row.any():  # no finite value
+                continue
+            if low == high:  # torch.histc's own range for a constant tensor
+                low, high = low - 1.0, high + 1.0
+            edges = torch.linspace(low, high, row.numel() + 1)
+            histograms[name] = wandb.Histogram(np_histogram=(row.numpy(), edges.numpy()))
         return histograms
 
     @staticmethod
