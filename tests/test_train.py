@@ -97,9 +97,9 @@ def test_wandb_offline_files_and_resume_keeps_the_run_id(make_cfg, tmp_path):
     assert (tmp_path / "run" / "csv" / "metrics.csv").is_file()  # CSV is on next to W&B
     train(make_cfg(*overrides, "trainer.max_epochs=2", "logger=wandb", "ckpt_path=last"))
     runs = sorted((tmp_path / "run" / "wandb").glob("offline-run-*"))
-    assert len(runs) == 2 and len({r.name.rsplit("-", 1)[1] for r in runs}) == 1, (
-        "resume started a new W&B run"
-    )
+    # offline-run-<date>_<time>-<run id>, with "-1" appended when both runs started in the same
+    # second: the run id is the fourth field
+    assert len(runs) == 2 and len({r.name.split("-")[3] for r in runs}) == 1, "resume started a new W&B run"
 
 
 def test_wandb_config_is_flat_and_tagged(make_cfg, monkeypatch):
