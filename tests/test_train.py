@@ -102,6 +102,18 @@ def test_wandb_offline_files_and_resume_keeps_the_run_id(make_cfg, tmp_path):
     assert len(runs) == 2 and len({r.name.split("-")[3] for r in runs}) == 1, "resume started a new W&B run"
 
 
+def test_the_wandb_run_id_to_resume_survives_two_runs_in_the_same_second(tmp_path):
+    from trainlab.loggers import find_wandb_run_id
+
+    wandb_dir = tmp_path / "wandb"
+    for name in ("offline-run-20261122_064724-wphswj6q", "offline-run-20261122_064724-wphswj6q-1"):
+        (wandb_dir / name).mkdir(parents=True)
+    (wandb_dir / "latest-run").mkdir()  # W&B's link to the newest run: no id of its own
+    assert find_wandb_run_id(tmp_path) == "wphswj6q"
+    (wandb_dir / "run-20261123_000001-a1b2c3d4").mkdir()  # online runs have no "offline-" prefix
+    assert find_wandb_run_id(tmp_path) == "a1b2c3d4"
+
+
 def test_wandb_config_is_flat_and_tagged(make_cfg, monkeypatch):
     import trainlab.builders as builders
 

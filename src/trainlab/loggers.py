@@ -86,7 +86,8 @@ class AppendingCSVLogger(CSVLogger):
 
 
 def find_wandb_run_id(run_dir: Path) -> str | None:
-    """The id of the newest W&B run stored under `<run_dir>/wandb` (dirs `[offline-]run-<time>-<id>`)."""
+    """The id of the newest W&B run stored under `<run_dir>/wandb` (dirs `[offline-]run-<time>-<id>`,
+    and `...-<id>-1` when a resumed run started in the same second as the one before)."""
     runs = sorted((Path(run_dir) / "wandb").glob("*run-*-*"), key=lambda p: p.name.split("run-", 1)[1])
     runs = [p for p in runs if p.is_dir()]
-    return runs[-1].name.rsplit("-", 1)[1] if runs else None
+    return runs[-1].name.split("run-", 1)[1].split("-")[1] if runs else None
