@@ -1,13 +1,16 @@
-"""The default progress bar reads the metrics (a host sync each on GPU) only when it redraws."""
+"""The default progress bar reads the metrics (a host sync each on GPU) only when it redraws;
+removing it leaves no bar (not Lightning's default bar)."""
 
 from __future__ import annotations
 
 import lightning.pytorch as pl
+import pytest
 import torch
 from lightning.pytorch.callbacks import RichProgressBar
 from torch.utils.data import DataLoader, TensorDataset
 
 import trainlab.callbacks.progress as progress
+from trainlab.builders import build_callbacks, build_trainer
 from trainlab.callbacks.progress import ThrottledRichProgressBar
 
 BATCHES = 20
@@ -65,3 +68,21 @@ def test_metrics_are_read_refresh_rate_times_a_second_and_fresh_at_epoch_end(mon
     assert reads_in_batches == [0.25, 1.25, 2.25, 3.25, 4.25]
     # the epoch-end read is not throttled: the bar is left showing the last batch's value
     assert bar._metrics["seen"] == BATCHES - 1
+
+
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [
+        ([], ThrottledRichProgressBar),
+        # removing the configured bar means no bar, not Lightning's default one (redrawn up to
+        # 100 times a second, i.e. after every batch of a small model)
+        (["callbacks.rich_progress_bar=null"], None),
+        (["callbacks=none"], None),
+        (["callbacks.rich_progress_bar=null", "trainer.enable_progress_bar=true"], RichProgressBar),
+    ],
+)
+def test_the_trainer_draws_the_configured_bar_or_none(make_cfg, overrides, expected):
+    cfg = make_cfg("logger=none", *overrides, quiet=False)
+    trainer = build_trainer(cfg, build_callbacks(cfg, has_logger=False), loggers=[])
+    bar = trainer.progress_bar_callback
+    assert (bar is None) if expected is None else (type(bar) is expected)

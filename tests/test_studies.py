@@ -15,6 +15,7 @@ from trainlab.report.__main__ import main as report_main
 from trainlab.report.collect import load_jobs, varied_axes
 from trainlab.report.tables import aggregate
 from trainlab.train import train
+from trainlab.utils.summary import _same_run_key
 
 from conftest import read_summary, run_cli
 
@@ -128,6 +129,13 @@ def test_skip_completed(make_cfg, tmp_path):
         make_cfg(*TINY, "trainer.max_epochs=1", "seed=4", "skip_completed=true", run="train/runs/c")
     )
     assert not other.get("skipped") and other["status"] == "completed"
+
+
+def test_skip_completed_ignores_what_does_not_change_the_run():
+    plain = _same_run_key(["seed=3", "model=mlp"])
+    shown = ["model=mlp", "callbacks.rich_progress_bar=null", "trainer.enable_progress_bar=true", "seed=3"]
+    assert _same_run_key([*shown, "logger=csv", "tags=[a]"]) == plain
+    assert _same_run_key(["seed=4", "model=mlp"]) != plain
 
 
 def test_a_failing_job_does_not_stop_the_multirun(tmp_path):

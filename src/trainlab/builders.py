@@ -138,7 +138,13 @@ def build_loggers(cfg: DictConfig, resume_from: Path | None) -> list[Any]:
 
 
 def build_trainer(cfg: DictConfig, callbacks: list, loggers: list) -> pl.Trainer:
-    return instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    settings = {}
+    if cfg.trainer.get("enable_progress_bar") is None:
+        # Lightning adds its default bar (redrawn up to 100 times a second) where no callback
+        # draws one: a run whose configured bar was removed (callbacks.rich_progress_bar=null,
+        # e.g. for clean batch-job logs) would get that slower bar instead of none.
+        settings["enable_progress_bar"] = any(isinstance(c, pl.callbacks.ProgressBar) for c in callbacks)
+    return instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False, **settings)
 
 
 def resolve_checkpoint(cfg: DictConfig, run_dir: Path) -> Path | None:

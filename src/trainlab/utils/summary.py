@@ -113,6 +113,7 @@ _BOOKKEEPING = (
     "tags",
     "logger",
     "callbacks.rich_progress_bar",
+    "trainer.enable_progress_bar",
 )
 
 
