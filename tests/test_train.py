@@ -40,6 +40,22 @@ def test_short_run_learns_and_leaves_its_files(make_cfg, tmp_path):
     assert checkpoint["hyper_parameters"]["network"]["model"]["_target_"] == "trainlab.models.mlp.MLP"
 
 
+@pytest.mark.parametrize("lightning_checkpoints", [False, True])
+def test_without_callbacks_no_checkpoint_files_unless_asked(make_cfg, tmp_path, lightning_checkpoints):
+    """callbacks=none: no checkpoint (Lightning's own is added only with enable_checkpointing=true)
+    and the test stage uses the final weights."""
+    asked = ["trainer.enable_checkpointing=true"] if lightning_checkpoints else []
+    summary = train(make_cfg(*TINY_MLP, "callbacks=none", "trainer.max_epochs=1", *asked, quiet=False))
+    assert summary["status"] == "completed" and "test/acc" in summary["metrics"]
+    files = list((tmp_path / "run").rglob("*.ckpt"))
+    assert (
+        (len(files) == 1 and summary["best_checkpoint"] == str(files[0]))
+        if lightning_checkpoints
+        else not files
+    )
+    assert ("best_checkpoint" in summary) == lightning_checkpoints
+
+
 def test_seed_makes_runs_repeatable(make_cfg):
     first = train(make_cfg(*TINY_MLP, "trainer.max_epochs=1", "seed=0", run="a"))
     second = train(make_cfg(*TINY_MLP, "trainer.max_epochs=1", "seed=0", run="b"))
