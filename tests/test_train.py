@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from trainlab.eval import evaluate
+from trainlab.loggers import find_wandb_run_id, wandb_run_id
 from trainlab.train import train
 
 from conftest import read_summary, run_cli
@@ -113,13 +114,10 @@ def test_wandb_offline_files_and_resume_keeps_the_run_id(make_cfg, tmp_path):
     assert (tmp_path / "run" / "csv" / "metrics.csv").is_file()  # CSV is on next to W&B
     train(make_cfg(*overrides, "trainer.max_epochs=2", "logger=wandb", "ckpt_path=last"))
     runs = sorted((tmp_path / "run" / "wandb").glob("offline-run-*"))
-    # offline-run-<date>_<time>-<run id>, with "-1" appended when both runs started in the same
-    # second: the run id is the fourth field
-    assert len(runs) == 2 and len({r.name.split("-")[3] for r in runs}) == 1, "resume started a new W&B run"
+    assert len(runs) == 2 and len({wandb_run_id(r) for r in runs}) == 1, "resume started a new W&B run"
 
 
 def test_the_wandb_run_id_to_resume_survives_two_runs_in_the_same_second(tmp_path):
-    from trainlab.loggers import find_wandb_run_id
 
     wandb_dir = tmp_path / "wandb"
     for name in ("offline-run-20261122_064724-wphswj6q", "offline-run-20261122_064724-wphswj6q-1"):

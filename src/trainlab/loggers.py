@@ -85,9 +85,14 @@ class AppendingCSVLogger(CSVLogger):
         return self._experiment
 
 
+def wandb_run_id(run_directory: Path) -> str:
+    """The run id in the name of a W&B run directory: `[offline-]run-<time>-<id>`, and
+    `...-<id>-1` when a resumed run started in the same second as the one before."""
+    return Path(run_directory).name.split("run-", 1)[1].split("-")[1]
+
+
 def find_wandb_run_id(run_dir: Path) -> str | None:
-    """The id of the newest W&B run stored under `<run_dir>/wandb` (dirs `[offline-]run-<time>-<id>`,
-    and `...-<id>-1` when a resumed run started in the same second as the one before)."""
+    """The id of the newest W&B run stored under `<run_dir>/wandb`."""
     runs = sorted((Path(run_dir) / "wandb").glob("*run-*-*"), key=lambda p: p.name.split("run-", 1)[1])
     runs = [p for p in runs if p.is_dir()]
-    return runs[-1].name.split("run-", 1)[1].split("-")[1] if runs else None
+    return wandb_run_id(runs[-1]) if runs else None
