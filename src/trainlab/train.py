@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import math
+import signal
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -30,35 +31,82 @@ log = logging.getLogger(__name__)
 
 
 def train(cfg: DictConfig) -> dict[str, Any]:
-    """Fit and test one configuration; return the summary written to `summary.json`."""
-    from trainlab.utils.summary import RunSummary, find_completed_run
+    """Fit and test one configuration; return the summary written to `summary.json`.
+
+    Ctrl-C or SIGTERM ends the run as `interrupted` with its last.ckpt saved and is raised on
+    (SIGTERM as SystemExit(143)): in a multirun no further job starts, and the study report of
+    what ran is written on the way out.
+    """
+    from trainlab.utils.summary import RunSummary
     from trainlab.utils.tracking import finish_loggers, hydra_overrides, in_multirun, run_dir
 
     output_dir = run_dir(cfg)
     summary = RunSummary(output_dir, cfg.get("seed"), hydra_overrides())
+    resume_from = None
     if cfg.get("skip_completed"):
-        previous = find_completed_run(Path(cfg.paths.log_dir) / cfg.task_name, summary.data["overrides"])
-        if previous is not None:
-            log.info(
-                f"skip_completed: these overrides already completed in {previous.parent}; not training again."
-            )
-            return summary.copy_completed(previous)
+        earlier = _earlier_runs(cfg, summary.data["overrides"], output_dir)
+        if earlier.completed is not None:
+            log.info(f"skip_completed: already completed in {earlier.completed.parent}; not training again.")
+            return summary.copy_completed(earlier.completed)
+        if earlier.resumable is not None and cfg.get("ckpt_path") is None:
+            resume_from = earlier.resumable
+            log.info(f"skip_completed: resuming the interrupted run from {resume_from}.")
+    summary.start(resumed_from=resume_from)  # replaces any earlier attempt's summary.json here
     loggers: list = []
+    stopped: BaseException | None = None
     try:
         with summary.record():
-            _fit_and_test(cfg, output_dir, summary, loggers)
+            _fit_and_test(cfg, output_dir, summary, loggers, resume_from)
     except Exception:
         if not in_multirun():
             raise
         # A failed job must not end the sweep: it is recorded, and the next job starts.
         log.exception(f"Job failed; recorded in {output_dir / 'summary.json'}. The multirun goes on.")
+    except BaseException as error:  # Ctrl-C, SIGTERM: this run ends, and so does a multirun
+        stopped = error
     finally:
         finish_loggers(loggers, summary.data["status"])
     log.info(f"Run {summary.data['status']}. Results: {output_dir} (summary.json, checkpoints/, csv/)")
+    if stopped is not None:
+        _stop(stopped)
     return summary.data
 
 
-def _fit_and_test(cfg: DictConfig, output_dir: Path, summary: RunSummary, loggers: list) -> None:
+def _earlier_runs(cfg: DictConfig, overrides: list[str], output_dir: Path):
+    """Where skip_completed looks: `logs/<task_name>/`, this run's own sweep (or run) directory,
+    which a re-launch with the same `hydra.sweep.dir` shares, and a directory given as
+    `skip_completed=<dir>`."""
+    from hydra.core.hydra_config import HydraConfig
+
+    from trainlab.utils.summary import find_earlier_runs
+    from trainlab.utils.tracking import in_multirun
+
+    roots = [Path(cfg.paths.log_dir) / cfg.task_name]
+    roots.append(Path(HydraConfig.get().sweep.dir) if in_multirun() else output_dir)
+    if isinstance(cfg.skip_completed, str) and cfg.skip_completed.lower() != "true":
+        roots.append(Path(cfg.skip_completed).expanduser())
+    earlier = find_earlier_runs(roots, overrides)
+    if earlier.completed is None and earlier.resumable is None:
+        searched = ", ".join(str(r) for r in dict.fromkeys(roots))
+        log.info(f"skip_completed: no earlier run with these overrides in {searched}; training.")
+    return earlier
+
+
+def _stop(error: BaseException) -> None:
+    """End the process after an interrupt: the study report of a multirun, a non-zero exit."""
+    from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+    from trainlab.report.hydra_callback import report_stopped_multirun
+
+    report_stopped_multirun()
+    if isinstance(error, SIGTERMException) and not error.code:  # Lightning's has no exit code
+        raise SystemExit(128 + signal.SIGTERM) from error
+    raise error
+
+
+def _fit_and_test(
+    cfg: DictConfig, output_dir: Path, summary: RunSummary, loggers: list, resume_from: Path | None
+) -> None:
     import lightning.pytorch as pl
 
     from trainlab import builders
@@ -74,7 +122,9 @@ def _fit_and_test(cfg: DictConfig, output_dir: Path, summary: RunSummary, logger
     cheap_cuda_checks_without_gpus()
     summary.data["seed"] = pl.seed_everything(cfg.get("seed"), workers=True)
     print_config_tree(cfg, save_to=output_dir / "config_tree.log")
-    checkpoint = builders.resolve_checkpoint(cfg, output_dir)
+    checkpoint = resume_from or builders.resolve_checkpoint(cfg, output_dir)
+    if checkpoint is not None:
+        summary.data["resumed_from"] = str(checkpoint)
 
     datamodule = builders.build_datamodule(cfg)
     model = builders.build_model(cfg, datamodule)
@@ -84,7 +134,7 @@ def _fit_and_test(cfg: DictConfig, output_dir: Path, summary: RunSummary, logger
         summary.data["init_stats"] = init_stats
         for logger in loggers:
             logger.log_metrics({f"init/{k}": v for k, v in init_stats.items()}, step=0)
-    callbacks = builders.build_callbacks(cfg, has_logger=bool(loggers))
+    callbacks = [*builders.build_callbacks(cfg, has_logger=bool(loggers)), summary.heartbeat()]
     trainer = builders.build_trainer(cfg, callbacks, loggers)
     summary.track(trainer)
 
@@ -127,10 +177,25 @@ def _hydra_main(cfg: DictConfig) -> float | None:
     return math.nan if value is None else value  # NaN: the sweeper records a failed trial
 
 
+def _raise_on_sigterm(signum: int, frame: Any) -> None:
+    """SIGTERM outside a trainer's fit or test (building data, between jobs): stop right away.
+
+    During fit and test Lightning's own handler runs first and calls this one too: the
+    trainer then stops at the next step boundary instead, with a checkpoint (InterruptCheckpoint).
+    """
+    if signal.getsignal(signal.SIGTERM) is not _raise_on_sigterm:
+        return
+    from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+    raise SIGTERMException(128 + signum)
+
+
 def main() -> None:
-    """Console entry point; exits 1 if any job of a multirun failed or diverged."""
+    """Console entry point; exits 1 if any job of a multirun failed or diverged, non-zero when
+    stopped by Ctrl-C or SIGTERM (143)."""
     from trainlab.report import hydra_callback
 
+    signal.signal(signal.SIGTERM, _raise_on_sigterm)
     _hydra_main()
     if hydra_callback.FAILED_JOBS:
         sys.exit(1)

@@ -6,6 +6,7 @@ import logging
 from pathlib import Path
 
 import lightning.pytorch as pl
+from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 log = logging.getLogger(__name__)
@@ -15,8 +16,11 @@ class InterruptCheckpoint(pl.Callback):
     """On KeyboardInterrupt or SIGTERM during fit, write `<dirpath>/last.ckpt` before exiting.
 
     Lightning calls `on_exception` while the trainer still holds the model and optimizer
-    state, so the checkpoint resumes exactly from the last finished step. `dirpath` defaults
-    to the ModelCheckpoint callback's directory.
+    state, so the checkpoint resumes exactly from the last finished step. That holds during
+    validation inside fit too: the checkpoint records the validation loop mid-way, and
+    Lightning's resume runs that validation again and then goes on with the next training
+    step, repeating and skipping none (its `restarted_mid_evaluation`). Not during the sanity
+    check (no step yet). `dirpath` defaults to the ModelCheckpoint callback's directory.
     """
 
     def __init__(self, dirpath: str | None = None, filename: str = "last.ckpt") -> None:
@@ -26,7 +30,9 @@ class InterruptCheckpoint(pl.Callback):
     def on_exception(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException
     ) -> None:
-        if not isinstance(exception, KeyboardInterrupt | SIGTERMException) or not trainer.training:
+        if not isinstance(exception, KeyboardInterrupt | SIGTERMException):
+            return
+        if trainer.state.fn != TrainerFn.FITTING or trainer.sanity_checking:
             return
         dirpath = self.dirpath or (
             trainer.checkpoint_callback.dirpath if trainer.checkpoint_callback else None

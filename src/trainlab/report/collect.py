@@ -8,7 +8,10 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-STATUS_FAILED = ("failed", "diverged", "interrupted", "missing")
+from trainlab.utils.run_status import current_status
+
+# `killed`: summary.json still says `running` but its process is gone (SIGKILL, OOM killer)
+STATUS_FAILED = ("failed", "diverged", "interrupted", "killed", "missing")
 # columns of a job row that are not settings (overrides) nor metrics
 FIXED_COLUMNS = ("job", "path", "status", "error", "wall_time_s", "global_step", "started_at", "finished_at")
 
@@ -31,7 +34,8 @@ def job_dirs(multirun_dir: Path) -> list[Path]:
 def load_jobs(multirun_dir: Path) -> pd.DataFrame:
     """A row per job: `job`, one column per overridden key, status, error, wall time, metrics.
 
-    A job that left no summary.json (killed hard) is listed with status `missing`.
+    A job that left no summary.json is listed with status `missing`; one whose summary.json says
+    `running` while its process is gone, as `killed`.
     """
     rows = []
     for job in job_dirs(multirun_dir):
@@ -45,7 +49,7 @@ def load_jobs(multirun_dir: Path) -> pd.DataFrame:
         row = {"job": job.name, "path": str(job)}
         row.update(dict(filter(None, map(_parse_override, summary.get("overrides", [])))))
         row.update(
-            status=summary.get("status"),
+            status=current_status(summary),
             error=summary.get("error"),
             wall_time_s=summary.get("wall_time_s"),
             global_step=summary.get("global_step"),

@@ -2,11 +2,14 @@
 
 Jobs record their failures in summary.json and return normally, so that the sweep goes on;
 this callback reads the summaries once all jobs are done, and `trainlab.train.main` exits
-with status 1 if any job failed, diverged or was interrupted.
+with status 1 if any job failed, diverged or was interrupted. A multirun stopped by Ctrl-C or
+SIGTERM never reaches `on_multirun_end`: its last job writes the report on the way out
+(`report_stopped_multirun`).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -24,10 +27,13 @@ class MultirunReport(Callback):
         self.enabled, self.log_to_wandb = enabled, log_to_wandb
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        self.finish(Path(config.hydra.sweep.dir))
+
+    def finish(self, directory: Path) -> None:
+        """Write the report of the jobs in `directory`, log what was skipped and what failed."""
         from trainlab.report.collect import STATUS_FAILED, load_jobs
         from trainlab.report.study import write_report
 
-        directory = Path(config.hydra.sweep.dir)
         if not directory.is_dir():
             return
         try:
@@ -35,9 +41,53 @@ class MultirunReport(Callback):
         except Exception:  # a broken report must not hide the jobs' own results
             log.exception(f"Could not write the study report of {directory}")
             jobs = load_jobs(directory)
+        _log_skipped(directory, len(jobs))
         failed = jobs[jobs["status"].isin(STATUS_FAILED)] if len(jobs) else jobs
         FAILED_JOBS[:] = [str(p) for p in failed.get("path", [])]
         if FAILED_JOBS:
             log.error(
                 f"{len(FAILED_JOBS)} of {len(jobs)} jobs did not complete: see {directory / 'report.md'}"
             )
+
+
+def _log_skipped(directory: Path, total: int) -> None:
+    """skip_completed=true: say how many jobs were not trained again, and where they had completed."""
+    from trainlab.report.collect import job_dirs
+
+    places = []
+    for job in job_dirs(directory):
+        try:
+            summary = json.loads((job / "summary.json").read_text())
+        except (OSError, ValueError):
+            continue
+        if summary.get("skipped"):
+            places.append(summary.get("completed_in", "?"))
+    if places:
+        where = ", ".join(sorted(set(places))) if len(set(places)) <= 3 else f"{len(set(places))} directories"
+        log.info(f"skip_completed: skipped {len(places)} of {total} jobs (already completed in {where}).")
+
+
+def report_stopped_multirun() -> None:
+    """A multirun of the basic launcher stopped by Ctrl-C or SIGTERM: report the jobs that ran.
+
+    Other launchers run jobs in worker processes, and their parent reaches `on_multirun_end`."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.utils import instantiate
+
+    from trainlab.utils.tracking import in_multirun
+
+    if not in_multirun() or "BasicLauncher" not in str(HydraConfig.get().launcher.get("_target_")):
+        return
+    hydra = HydraConfig.get()
+    settings = next(
+        (
+            c
+            for c in (hydra.callbacks or {}).values()
+            if str(c.get("_target_", "")).endswith(".MultirunReport")
+        ),
+        None,
+    )
+    if settings is None:
+        return
+    log.warning(f"Multirun stopped: no further jobs start. Report of the jobs so far: {hydra.sweep.dir}")
+    instantiate(settings).finish(Path(hydra.sweep.dir))

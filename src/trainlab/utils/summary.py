@@ -4,17 +4,35 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import socket
 import time
 import traceback
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import lightning.pytorch as pl
 import torch
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-COMPLETED, DIVERGED, FAILED, INTERRUPTED = "completed", "diverged", "failed", "interrupted"
+from trainlab.utils.run_status import (
+    COMPLETED,
+    DIVERGED,  # noqa: F401  (re-exported: the statuses a run writes are imported from here)
+    FAILED,
+    INTERRUPTED,
+    RESUMABLE,
+    RUNNING,
+    current_status,
+    process_start,
+)
+
+
+def _now() -> str:
+    return datetime.now().isoformat(timespec="milliseconds")
 
 
 def _number(value: Any) -> float | None:
@@ -39,10 +57,30 @@ class RunSummary:
             "seed": seed,
             "overrides": list(overrides),
             "error": None,
-            "started_at": datetime.now().isoformat(timespec="milliseconds"),
+            "started_at": _now(),
         }
         self.trainer = None
         self._start = time.perf_counter()
+
+    def start(self, resumed_from: Path | None = None) -> None:
+        """Write `running` before anything is built: a run killed without a chance to write
+        its outcome leaves this record (read as `killed` by `current_status`), and it replaces
+        the summary of an earlier attempt in the same directory."""
+        pid = os.getpid()
+        self.data.update(
+            status=RUNNING,
+            pid=pid,
+            hostname=socket.gethostname(),
+            process_started=process_start(pid),
+            updated_at=_now(),
+        )
+        if resumed_from is not None:
+            self.data["resumed_from"] = str(resumed_from)
+        self.write()
+
+    def heartbeat(self) -> pl.Callback:
+        """A callback that refreshes the file at each training epoch end (a few hundred bytes)."""
+        return _Heartbeat(self)
 
     def add_metrics(self, metrics: Mapping[str, Any]) -> None:
         for name, value in metrics.items():
@@ -74,8 +112,11 @@ class RunSummary:
             self.data["status"] = INTERRUPTED
             raise
         except SystemExit as exit_:
-            # Lightning turns Ctrl-C during fit into a graceful shutdown and SystemExit(1).
-            interrupted = self.trainer is not None and self.trainer.interrupted
+            # Lightning turns Ctrl-C during fit into a graceful shutdown and SystemExit(1), and
+            # SIGTERM into SIGTERMException (a SystemExit) at the next step boundary.
+            interrupted = isinstance(exit_, SIGTERMException) or (
+                self.trainer is not None and self.trainer.interrupted
+            )
             self.data["status"] = INTERRUPTED if interrupted else FAILED
             self.data["error"] = None if interrupted else f"SystemExit({exit_.code})"
             raise
@@ -86,7 +127,7 @@ class RunSummary:
         finally:
             self._read_trainer()
             self.data["wall_time_s"] = round(time.perf_counter() - self._start, 3)
-            self.data["finished_at"] = datetime.now().isoformat(timespec="milliseconds")
+            self.data["finished_at"] = self.data["updated_at"] = _now()
             self.write()
 
     def copy_completed(self, previous: Path) -> dict[str, Any]:
@@ -121,14 +162,45 @@ def _same_run_key(overrides: list[str]) -> tuple[str, ...]:
     return tuple(sorted(o for o in overrides if not o.lstrip("+~").startswith(_BOOKKEEPING)))
 
 
-def find_completed_run(log_root: Path, overrides: list[str]) -> Path | None:
-    """The summary.json of an earlier completed run under `log_root` with the same overrides."""
+@dataclass
+class EarlierRuns:
+    """What earlier launches left for a run's overrides (see `find_earlier_runs`)."""
+
+    completed: Path | None = None  # summary.json of a completed run: nothing to train
+    resumable: Path | None = None  # last.ckpt of the latest interrupted or killed run: resume it
+
+
+def find_earlier_runs(roots: Iterable[Path], overrides: list[str]) -> EarlierRuns:
+    """Search the run directories under `roots` for runs with the same overrides."""
     key = _same_run_key(overrides)
-    for path in sorted(Path(log_root).glob("**/summary.json")):
+    found, latest_start = EarlierRuns(), ""
+    paths = sorted({p for root in roots if Path(root).is_dir() for p in Path(root).glob("**/summary.json")})
+    for path in paths:
         try:
             earlier = json.loads(path.read_text())
         except (OSError, json.JSONDecodeError):
             continue
-        if earlier.get("status") == COMPLETED and _same_run_key(earlier.get("overrides", [])) == key:
-            return path
-    return None
+        if _same_run_key(earlier.get("overrides", [])) != key:
+            continue
+        status, checkpoint = current_status(earlier), path.parent / "checkpoints" / "last.ckpt"
+        if status == COMPLETED and found.completed is None:
+            found.completed = path
+        elif status in RESUMABLE and checkpoint.is_file() and earlier.get("started_at", "") >= latest_start:
+            found.resumable, latest_start = checkpoint, earlier.get("started_at", "")
+    return found
+
+
+class _Heartbeat(pl.Callback):
+    """Refreshes summary.json (`updated_at`, steps, epochs, metrics) at each training epoch end."""
+
+    def __init__(self, summary: RunSummary) -> None:
+        self.summary = summary
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if not trainer.is_global_zero:
+            return
+        data = self.summary.data
+        data.update(global_step=int(trainer.global_step), epochs=int(trainer.current_epoch) + 1)
+        data["updated_at"] = _now()
+        self.summary.add_metrics(trainer.callback_metrics)
+        self.summary.write()

@@ -1,0 +1,247 @@
+"""A run's record from start to end: `running` at once, `killed` when its process dies,
+interrupts during validation, SIGTERM (exit code, multirun report), skip_completed."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from trainlab.report.collect import STATUS_FAILED, load_jobs
+from trainlab.report.hydra_callback import MultirunReport
+from trainlab.train import train
+
+from conftest import QUIET, compose_config, read_summary
+
+TINY = ["data=digits", "model=mlp", "model.depth=1", "model.width=32", "logger=csv"]
+TESTS = Path(__file__).resolve().parent
+
+
+def write_summary(job: Path, **fields) -> None:
+    job.mkdir(parents=True, exist_ok=True)
+    (job / "summary.json").write_text(json.dumps({"overrides": [], "metrics": {}, **fields}))
+
+
+def dead_pid() -> int:
+    process = subprocess.Popen(["true"])
+    process.wait()
+    return process.pid
+
+
+def test_a_running_summary_whose_process_is_gone_reads_as_killed(tmp_path):
+    host = socket.gethostname()
+    write_summary(tmp_path / "0", status="running", pid=dead_pid(), hostname=host)
+    write_summary(tmp_path / "1", status="running", pid=os.getpid(), hostname=host)
+    write_summary(tmp_path / "2", status="running", pid=dead_pid(), hostname=f"not-{host}")  # can't tell
+    write_summary(tmp_path / "3", status="completed", pid=dead_pid(), hostname=host)
+    assert list(load_jobs(tmp_path)["status"]) == ["killed", "running", "running", "completed"]
+    assert "killed" in STATUS_FAILED
+
+
+def test_the_summary_says_running_from_the_start_and_replaces_an_earlier_attempt(
+    make_cfg, tmp_path, monkeypatch
+):
+    """A re-run in the same directory must not leave the first attempt's `completed` on disk
+    while it runs: a SIGKILL then would leave a record that lies."""
+    assert train(make_cfg(*TINY, "trainer.max_epochs=1"))["status"] == "completed"
+    from trainlab.models.classifier import Classifier
+
+    seen = {}
+
+    def look_at_the_file(self):
+        seen.update(summary=read_summary(tmp_path / "run"), jobs=load_jobs(tmp_path))
+
+    monkeypatch.setattr(Classifier, "on_train_start", look_at_the_file, raising=False)
+    train(make_cfg(*TINY, "trainer.max_epochs=1"))
+    assert seen["summary"]["status"] == "running" and seen["summary"]["pid"] == os.getpid()
+    assert seen["summary"]["hostname"] == socket.gethostname() and seen["summary"]["updated_at"]
+    assert list(seen["jobs"]["status"]) == ["running"]  # alive: this process
+
+
+def test_heartbeat_refreshes_the_summary_at_each_epoch_end(make_cfg, tmp_path, monkeypatch):
+    from trainlab.models.classifier import Classifier
+
+    seen = []
+    monkeypatch.setattr(
+        Classifier,
+        "on_train_epoch_start",
+        lambda self: seen.append(read_summary(tmp_path / "run")),
+        raising=False,
+    )
+    train(make_cfg(*TINY, "trainer.max_epochs=3"))
+    assert [(s["status"], s["global_step"], s["epochs"]) for s in seen] == [
+        ("running", 0, 0),
+        ("running", 21, 1),
+        ("running", 42, 2),
+    ]
+    assert "val/acc" in seen[-1]["metrics"]
+
+
+def test_interrupt_during_validation_saves_last_and_resumes_to_the_same_step(make_cfg, tmp_path, monkeypatch):
+    from trainlab.models.classifier import Classifier
+
+    def interrupt_in_epoch_1_validation(self, outputs, batch, batch_idx, dataloader_idx=0):
+        if self.trainer.current_epoch == 1 and not self.trainer.sanity_checking and batch_idx == 1:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(Classifier, "on_validation_batch_end", interrupt_in_epoch_1_validation, raising=False)
+    with pytest.raises((KeyboardInterrupt, SystemExit)):
+        train(make_cfg(*TINY, "trainer.max_epochs=3", "seed=0"))
+    assert read_summary(tmp_path / "run")["status"] == "interrupted"
+    last = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=True)
+    assert last["global_step"] == 42  # both training epochs done; before: the epoch-0 checkpoint (21)
+    monkeypatch.undo()
+
+    resumed = train(make_cfg(*TINY, "trainer.max_epochs=3", "seed=0", "ckpt_path=last"))
+    assert resumed["status"] == "completed" and resumed["resumed_from"].endswith("last.ckpt")
+    assert resumed["global_step"] == 63 and resumed["epochs"] == 3  # none skipped, none repeated
+    assert "val/acc" in resumed["metrics"]
+    # a redone epoch 1 would end at 84 (epochs 1 and 2 after the restored 42), a skipped one at 42
+
+
+def test_skip_completed_looks_in_a_run_directory_outside_logs(tmp_path, caplog):
+    elsewhere, logs = tmp_path / "scratch" / "study", tmp_path / "logs"
+    overrides = [*QUIET, *TINY, "trainer.max_epochs=1", "seed=5"]
+    first = train(compose_config(overrides, elsewhere / "0", log_dir=logs))
+    assert first["status"] == "completed"
+    with caplog.at_level(logging.INFO, logger="trainlab.train"):
+        again = train(compose_config([*overrides, "skip_completed=true"], elsewhere / "0", log_dir=logs))
+    assert again["skipped"] and again["completed_in"] == str(elsewhere / "0")
+    assert f"already completed in {elsewhere / '0'}" in caplog.text
+    # a new directory, told where the earlier study is
+    other = train(
+        compose_config([*overrides, f"skip_completed={elsewhere}"], tmp_path / "new" / "0", log_dir=logs)
+    )
+    assert other["skipped"] and other["metrics"] == first["metrics"]
+    assert not (tmp_path / "new" / "0" / "checkpoints").exists()
+
+
+def test_the_multirun_end_says_how_many_jobs_were_skipped(tmp_path, caplog):
+    for num in range(3):
+        write_summary(tmp_path / str(num), status="completed", overrides=[f"seed={num}"])
+    for num in (0, 2):
+        summary = read_summary(tmp_path / str(num))
+        write_summary(tmp_path / str(num), **{**summary, "skipped": True, "completed_in": "/old/study/1"})
+    with caplog.at_level(logging.INFO, logger="trainlab.report.hydra_callback"):
+        MultirunReport(enabled=False).finish(tmp_path)
+    assert "skipped 2 of 3 jobs (already completed in /old/study/1)" in caplog.text
+
+
+# ----- subprocesses: real signals ---------------------------------------------------------------
+
+
+def start_cli(*args: str, cwd: Path) -> subprocess.Popen:
+    env = {
+        **os.environ,
+        "WANDB_MODE": "offline",
+        "HYDRA_FULL_ERROR": "1",
+        "PYTHONUNBUFFERED": "1",
+        "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")]),
+    }
+    return subprocess.Popen(
+        [sys.executable, "-m", "trainlab.train", *args],
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def wait_for(condition, process: subprocess.Popen, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if process.poll() is not None:
+            pytest.fail(f"exited ({process.returncode}) before the signal:\n{process.stdout.read()[-3000:]}")
+        if time.monotonic() > deadline:
+            process.kill()
+            pytest.fail("timed out waiting")
+        time.sleep(0.05)
+
+
+def status_is(run: Path, status: str) -> bool:
+    try:
+        return read_summary(run)["status"] == status
+    except (OSError, ValueError):
+        return False
+
+
+def training_has_stepped(run: Path) -> bool:
+    """summary.json says running and the first epoch's checkpoint exists: steps have run."""
+    return status_is(run, "running") and (run / "checkpoints" / "last.ckpt").is_file()
+
+
+LONG_RUN = [*TINY, *QUIET, "trainer.max_epochs=1000", "data.train_size=256"]
+
+
+@pytest.mark.slow
+def test_sigkill_leaves_running_which_the_report_reads_as_killed(tmp_path):
+    run = tmp_path / "study" / "0"
+    process = start_cli(*LONG_RUN, f"hydra.run.dir={run}", f"paths.log_dir={tmp_path}", cwd=tmp_path)
+    wait_for(lambda: training_has_stepped(run), process)
+    process.send_signal(signal.SIGKILL)
+    process.wait(timeout=60)
+    summary = read_summary(run)
+    assert summary["status"] == "running" and summary["pid"] == process.pid
+    assert list(load_jobs(tmp_path / "study")["status"]) == ["killed"]
+
+
+@pytest.mark.slow
+def test_sigterm_saves_last_marks_interrupted_and_exits_non_zero(tmp_path):
+    run = tmp_path / "run"
+    process = start_cli(*LONG_RUN, f"hydra.run.dir={run}", f"paths.log_dir={tmp_path}", cwd=tmp_path)
+    wait_for(lambda: training_has_stepped(run), process)
+    process.send_signal(signal.SIGTERM)
+    output = process.communicate(timeout=120)[0]
+    assert process.returncode == 128 + signal.SIGTERM, output[-3000:]
+    summary = read_summary(run)
+    assert summary["status"] == "interrupted" and summary["error"] is None
+    last = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
+    assert last["global_step"] == summary["global_step"] > 0  # saved at the step it stopped
+
+
+@pytest.mark.slow
+def test_sigterm_stops_a_multirun_and_the_relaunch_resumes_it(tmp_path):
+    """3 jobs, SIGTERM during job 1: job 0 completed, job 1 interrupted, no job 2, a report,
+    a non-zero exit. The same command with skip_completed=true skips job 0, resumes job 1 from
+    its last.ckpt and runs job 2. The sweep directory is outside paths.log_dir."""
+    sweep, gate = tmp_path / "study", tmp_path / "gate"
+    gate.mkdir()
+    (gate / "1").touch()  # job 1 trains slowly until the re-launch
+    command = [
+        "-m", *TINY, *QUIET, "trainer.max_epochs=4", "data.train_size=256", "seed=0,1,2",
+        "callbacks.layer_stats.plots=false", "+callbacks.throttle._target_=throttle_callback.Throttle",
+        f"+callbacks.throttle.gate={gate}", "+callbacks.throttle.seconds=0.5",
+        f"hydra.sweep.dir={sweep}", f"paths.log_dir={tmp_path / 'logs'}",
+    ]  # fmt: skip
+    process = start_cli(*command, cwd=tmp_path)
+    wait_for(lambda: training_has_stepped(sweep / "1"), process)
+    process.send_signal(signal.SIGTERM)
+    output = process.communicate(timeout=120)[0]
+    assert process.returncode == 128 + signal.SIGTERM, output[-3000:]
+    assert read_summary(sweep / "0")["status"] == "completed"
+    assert read_summary(sweep / "1")["status"] == "interrupted"
+    interrupted_at = torch.load(sweep / "1" / "checkpoints" / "last.ckpt", weights_only=True)["global_step"]
+    assert not (sweep / "2").exists()
+    report = (sweep / "report.md").read_text()
+    assert "**interrupted**" in report
+
+    (gate / "1").unlink()
+    relaunch = start_cli(*command, "skip_completed=true", cwd=tmp_path)
+    output = relaunch.communicate(timeout=300)[0]
+    assert relaunch.returncode == 0, output[-3000:]
+    summaries = [read_summary(sweep / str(n)) for n in range(3)]
+    assert [s["status"] for s in summaries] == ["completed"] * 3
+    assert summaries[0]["skipped"] and not summaries[2].get("skipped")
+    assert summaries[1]["resumed_from"] == str(sweep / "1" / "checkpoints" / "last.ckpt")
+    assert summaries[1]["global_step"] == summaries[2]["global_step"] == 4 * 4 > interrupted_at
+    assert "skipped 1 of 3 jobs (already completed in" in output
