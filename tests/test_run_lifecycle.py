@@ -1,5 +1,5 @@
 """A run's record from start to end: `running` at once, `killed` when its process dies,
-interrupts during validation, SIGTERM (exit code, multirun report), skip_completed."""
+interrupts during validation, SIGTERM (exit code, multirun report), skip_completed, SLURM."""
 
 from __future__ import annotations
 
@@ -134,6 +134,20 @@ def test_the_multirun_end_says_how_many_jobs_were_skipped(tmp_path, caplog):
     with caplog.at_level(logging.INFO, logger="trainlab.report.hydra_callback"):
         MultirunReport(enabled=False).finish(tmp_path)
     assert "skipped 2 of 3 jobs (already completed in /old/study/1)" in caplog.text
+
+
+def test_slurm_trainer_and_launcher_configs(tmp_path):
+    from hydra.utils import instantiate
+    from lightning.pytorch.plugins.environments import SLURMEnvironment
+
+    from trainlab import builders
+
+    cfg = compose_config([*TINY, "trainer=slurm", "hydra/launcher=slurm"], tmp_path / "run")
+    assert cfg.hydra.launcher.additional_parameters.signal == "USR1@90"
+    (plugin,) = [instantiate(p) for p in cfg.trainer.plugins]
+    assert isinstance(plugin, SLURMEnvironment)
+    assert plugin.auto_requeue and plugin.requeue_signal == signal.SIGUSR1
+    builders.check_config(cfg)  # the trainer's arguments, plugins included, pass the checks
 
 
 # ----- subprocesses: real signals ---------------------------------------------------------------
