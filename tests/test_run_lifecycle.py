@@ -259,3 +259,21 @@ def test_sigterm_stops_a_multirun_and_the_relaunch_resumes_it(tmp_path):
     assert summaries[1]["resumed_from"] == str(sweep / "1" / "checkpoints" / "last.ckpt")
     assert summaries[1]["global_step"] == summaries[2]["global_step"] == 4 * 4 > interrupted_at
     assert "skipped 1 of 3 jobs (already completed in" in output
+
+
+def test_other_ranks_resume_the_checkpoint_rank_zero_resumes(make_cfg, tmp_path, monkeypatch):
+    """Rank 0 writes the `running` record (with resumed_from) before the other processes of a
+    multi-device run start; they read it rather than write their own and resume the same file."""
+    from lightning.pytorch.utilities import rank_zero_only
+
+    train(make_cfg(*TINY, "trainer.max_epochs=1"))
+    last = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    write_summary(tmp_path / "run", status="running", pid=os.getpid(), resumed_from=str(last))
+    from trainlab.models.classifier import Classifier
+
+    steps, original = [], Classifier.training_step
+    monkeypatch.setattr(Classifier, "training_step", lambda self, *a: steps.append(1) or original(self, *a))
+    monkeypatch.setattr(rank_zero_only, "rank", 1)
+    summary = train(make_cfg(*TINY, "trainer.max_epochs=2", "skip_completed=true"))
+    assert summary["resumed_from"] == str(last) and summary["global_step"] == 42
+    assert len(steps) == 21  # only the second epoch was trained

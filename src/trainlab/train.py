@@ -37,6 +37,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     (SIGTERM as SystemExit(143)): in a multirun no further job starts, and the study report of
     what ran is written on the way out.
     """
+    from lightning.pytorch.utilities import rank_zero_only
+
     from trainlab.utils.summary import RunSummary
     from trainlab.utils.tracking import finish_loggers, hydra_overrides, in_multirun, run_dir
 
@@ -51,7 +53,10 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         if earlier.resumable is not None and cfg.get("ckpt_path") is None:
             resume_from = earlier.resumable
             log.info(f"skip_completed: resuming the interrupted run from {resume_from}.")
-    summary.start(resumed_from=resume_from)  # replaces any earlier attempt's summary.json here
+    if rank_zero_only.rank == 0:
+        summary.start(resumed_from=resume_from)  # replaces any earlier attempt's summary.json here
+    elif resume_from is None:  # another process of a multi-device run: resume what rank 0 resumes
+        resume_from = summary.resumed_by_rank_zero()
     loggers: list = []
     stopped: BaseException | None = None
     try:

@@ -78,6 +78,16 @@ class RunSummary:
             self.data["resumed_from"] = str(resumed_from)
         self.write()
 
+    def resumed_by_rank_zero(self) -> Path | None:
+        """The checkpoint named by rank 0's `running` record: the other processes of a
+        multi-device run (which do not write the record) resume the same one."""
+        try:
+            record = json.loads(self.path.read_text())
+        except (OSError, ValueError):
+            return None
+        resumed = record.get("resumed_from") if record.get("status") == RUNNING else None
+        return Path(resumed) if resumed else None
+
     def heartbeat(self) -> pl.Callback:
         """A callback that refreshes the file at each training epoch end (a few hundred bytes)."""
         return _Heartbeat(self)
