@@ -277,3 +277,24 @@ def test_other_ranks_resume_the_checkpoint_rank_zero_resumes(make_cfg, tmp_path,
     summary = train(make_cfg(*TINY, "trainer.max_epochs=2", "skip_completed=true"))
     assert summary["resumed_from"] == str(last) and summary["global_step"] == 42
     assert len(steps) == 21  # only the second epoch was trained
+
+
+def test_sigterm_before_training_stops_at_once_with_exit_code_143(make_cfg, tmp_path, monkeypatch):
+    """Outside fit and test Lightning has no SIGTERM handler: the entry point's handler raises."""
+    import trainlab.builders as builders
+    from trainlab.train import _raise_on_sigterm
+
+    def terminated_while_loading(cfg):
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(5)  # the handler raises before this ends
+        pytest.fail("SIGTERM did not stop the run")
+
+    monkeypatch.setattr(builders, "build_datamodule", terminated_while_loading)
+    previous = signal.signal(signal.SIGTERM, _raise_on_sigterm)
+    try:
+        with pytest.raises(SystemExit) as stop:
+            train(make_cfg(*TINY))
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert stop.value.code == 128 + signal.SIGTERM
+    assert read_summary(tmp_path / "run")["status"] == "interrupted"

@@ -4,7 +4,8 @@ Composes the config, builds data -> network (model x norm x activation) -> init 
 policy -> callbacks, loggers -> Trainer, then fits, tests the best checkpoint and writes
 `summary.json` in the run directory, also when the run fails, diverges or is interrupted.
 Inside a multirun a failed job is recorded and the sweep goes on; the multirun's exit code
-says whether any job failed (see trainlab.report.hydra_callback).
+says whether any job failed (see trainlab.report.hydra_callback). Ctrl-C and SIGTERM end the
+run (and a multirun) with a checkpoint to resume from and a non-zero exit code.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from omegaconf import DictConfig
 if TYPE_CHECKING:
     import lightning.pytorch as pl
 
-    from trainlab.utils.summary import RunSummary
+    from trainlab.utils.summary import EarlierRuns, RunSummary
 
 # Only Hydra is imported at module level: `--help` and `--cfg job` need no torch or Lightning
 # (see scripts/bench/startup.py); the training stack is imported when a run starts.
@@ -77,7 +78,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     return summary.data
 
 
-def _earlier_runs(cfg: DictConfig, overrides: list[str], output_dir: Path):
+def _earlier_runs(cfg: DictConfig, overrides: list[str], output_dir: Path) -> EarlierRuns:
     """Where skip_completed looks: `logs/<task_name>/`, this run's own sweep (or run) directory,
     which a re-launch with the same `hydra.sweep.dir` shares, and a directory given as
     `skip_completed=<dir>`."""
