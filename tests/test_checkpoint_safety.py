@@ -63,71 +63,108 @@ def run_eval(make_cfg, path: Path, *overrides: str) -> dict:
     return evaluate(make_cfg(f"ckpt_path={path}", *overrides, run="eval", config_name="eval"))
 
 
-def _set(checkpoint: dict, keys: str, value) -> None:
-    *parents, last = keys.split(".")
-    node = checkpoint
-    for key in parents:
-        node = node[key]
-    node[last] = value
+def at(keys: str, value):
+    """An edit of a checkpoint: set the dotted key path `keys` to `value(tmp)`."""
+
+    def edit(checkpoint: dict, tmp: Path) -> None:
+        *parents, last = keys.split(".")
+        node = checkpoint
+        for key in parents:
+            node = node[key]
+        node[last] = value(tmp)
+
+    return edit
+
+
+def in_old_arguments(checkpoint: dict, tmp: Path) -> None:
+    """The network config under `module_arguments` (Lightning 0.7's key, still merged into the
+    module's arguments), its norm a payload."""
+    network = checkpoint["hyper_parameters"].pop("network")
+    network["norm"] = {"_target_": "builtins.open", "file": str(tmp / "victim.txt"), "mode": "w"}
+    checkpoint["module_arguments"] = {"network": network}
 
 
 # --- payloads in every place trainlab builds from -----------------------------------------------
 
 PAYLOADS = {
-    # (where it goes, the config there, the key path the error names, the target)
+    # (the edit that plants it, the key path the error names, the target)
     "data source runs a shell command": (
-        "datamodule_hyper_parameters.source",
-        lambda tmp: {"_target_": "os.system", "command": f"touch {tmp / 'pwned'}"},
+        at(
+            "datamodule_hyper_parameters.source",
+            lambda tmp: {"_target_": "os.system", "command": f"touch {tmp / 'pwned'}"},
+        ),
         "datamodule_hyper_parameters.source._target_",
         "os.system",
     ),
     "norm truncates a file": (
-        "hyper_parameters.network.norm",
-        lambda tmp: {"_target_": "builtins.open", "file": str(tmp / "victim.txt"), "mode": "w"},
+        at(
+            "hyper_parameters.network.norm",
+            lambda tmp: {"_target_": "builtins.open", "file": str(tmp / "victim.txt"), "mode": "w"},
+        ),
         "hyper_parameters.network.norm._target_",
         "builtins.open",
     ),
     "activation copies a file": (
-        "hyper_parameters.network.activation",
-        lambda tmp: {
-            "_target_": "shutil.copyfile",
-            "src": str(tmp / "victim.txt"),
-            "dst": str(tmp / "pwned"),
-        },
+        at(
+            "hyper_parameters.network.activation",
+            lambda tmp: {
+                "_target_": "shutil.copyfile",
+                "src": str(tmp / "victim.txt"),
+                "dst": str(tmp / "pwned"),
+            },
+        ),
         "hyper_parameters.network.activation._target_",
         "shutil.copyfile",
     ),
     "optimizer partial runs a process": (
-        "hyper_parameters.optimizer",
-        lambda tmp: {"_target_": "subprocess.run", "_partial_": True, "args": ["touch", str(tmp / "pwned")]},
+        at(
+            "hyper_parameters.optimizer",
+            lambda tmp: {
+                "_target_": "subprocess.run",
+                "_partial_": True,
+                "args": ["touch", str(tmp / "pwned")],
+            },
+        ),
         "hyper_parameters.optimizer._target_",
         "subprocess.run",
     ),
     "a transform inside a composition imports a module": (
-        "datamodule_hyper_parameters.augment.transforms",
-        lambda tmp: [{"_target_": "albumentations.OneOf", "transforms": [{"_target_": "evil_mod.Blur"}]}],
+        at(
+            "datamodule_hyper_parameters.augment.transforms",
+            lambda tmp: [{"_target_": "albumentations.OneOf", "transforms": [{"_target_": "evil_mod.Blur"}]}],
+        ),
         "datamodule_hyper_parameters.augment.transforms[0].transforms[0]._target_",
         "evil_mod.Blur",
     ),
     "a trusted module's argument is an interpolation that builds a payload": (
-        "hyper_parameters.network.norm",
-        lambda tmp: {
-            "_target_": "torch.nn.Identity",
-            "_partial_": True,
-            "x": f"${{oc.create:{{_target_: shutil.copyfile, src: '{tmp / 'victim.txt'}', dst: '{tmp / 'pwned'}'}}}}",
-        },
+        at(
+            "hyper_parameters.network.norm",
+            lambda tmp: {
+                "_target_": "torch.nn.Identity",
+                "_partial_": True,
+                "x": f"${{oc.create:{{_target_: shutil.copyfile, src: '{tmp / 'victim.txt'}', dst: '{tmp / 'pwned'}'}}}}",
+            },
+        ),
         "hyper_parameters.network.norm.x",
         "${oc.create:",
     ),
+    "arguments under Lightning 0.7's key, which Lightning still merges in": (
+        in_old_arguments,
+        "module_arguments.network.norm._target_",
+        "builtins.open",
+    ),
+    "LightningCLI's instantiator in the module's arguments": (
+        at("hyper_parameters._instantiator", lambda tmp: "lightning.pytorch.cli.instantiate_module"),
+        "hyper_parameters._instantiator",
+        "instantiate_module",
+    ),
     "module class key names a function": (
-        "trainlab_module",
-        lambda tmp: "os.system",
+        at("trainlab_module", lambda tmp: "os.system"),
         "trainlab_module",
         "os.system",
     ),
     "module class key names a class outside trainlab": (
-        "trainlab_module",
-        lambda tmp: "subprocess.Popen",
+        at("trainlab_module", lambda tmp: "subprocess.Popen"),
         "trainlab_module",
         "subprocess.Popen",
     ),
@@ -162,8 +199,8 @@ def assert_untouched(tmp: Path) -> None:
 
 @pytest.mark.parametrize("name", list(PAYLOADS))
 def test_eval_refuses_a_payload_before_it_runs(name, trained, make_cfg, sandbox):
-    where, value, key, target = PAYLOADS[name]
-    path = craft(trained[0], sandbox / "payload.ckpt", lambda c: _set(c, where, value(sandbox)))
+    plant, key, target = PAYLOADS[name]
+    path = craft(trained[0], sandbox / "payload.ckpt", lambda c: plant(c, sandbox))
     error = raised(lambda: run_eval(make_cfg, path))
     assert_untouched(sandbox)
     assert isinstance(error, ConfigError), error
@@ -171,8 +208,8 @@ def test_eval_refuses_a_payload_before_it_runs(name, trained, make_cfg, sandbox)
 
 
 def test_a_payload_in_a_pretrained_checkpoint_is_refused(trained, make_cfg, sandbox):
-    where, value, key, target = PAYLOADS["data source runs a shell command"]
-    path = craft(trained[0], sandbox / "payload.ckpt", lambda c: _set(c, where, value(sandbox)))
+    plant, key, target = PAYLOADS["data source runs a shell command"]
+    path = craft(trained[0], sandbox / "payload.ckpt", lambda c: plant(c, sandbox))
     error = raised(lambda: train(make_cfg(*TINY, "transfer=finetune", f"model.pretrained_ckpt={path}")))
     assert_untouched(sandbox)
     assert isinstance(error, ConfigError), error
@@ -202,7 +239,7 @@ def test_user_trusted_package_builds(trained, make_cfg, tmp_path, monkeypatch):
     path = craft(
         trained[0],
         tmp_path / "mine.ckpt",
-        lambda c: _set(c, "hyper_parameters.network.activation", activation),
+        lambda c: at("hyper_parameters.network.activation", lambda tmp: activation)(c, tmp_path),
     )
     with pytest.raises(
         ConfigError, match=r"hyper_parameters.network.activation._target_='my_acts.MyReLU' is not a trusted"
@@ -273,7 +310,9 @@ def test_resume_from_a_file_that_is_no_checkpoint(make_cfg, tmp_path):
 
 def test_checkpoint_of_another_network(trained, make_cfg, tmp_path):
     wider = craft(
-        trained[0], tmp_path / "wider.ckpt", lambda c: _set(c, "hyper_parameters.network.model.width", 16)
+        trained[0],
+        tmp_path / "wider.ckpt",
+        lambda c: at("hyper_parameters.network.model.width", lambda tmp: 16)(c, tmp_path),
     )
     with pytest.raises(
         ConfigError, match=r"weights do not fit the network its hyperparameters describe.*size mismatch"

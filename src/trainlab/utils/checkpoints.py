@@ -21,8 +21,13 @@ from trainlab.utils.trusted_targets import check_targets, trusted_object
 
 # The LightningModule class that wrote a checkpoint (trainlab.models.rebuildable).
 CLASS_KEY = "trainlab_module"
-# The configs Lightning stores and rebuilds from: the module's and the DataModule's arguments.
-HYPERPARAMETERS = ("hyper_parameters", "datamodule_hyper_parameters")
+# The configs Lightning rebuilds from: the module's and the DataModule's arguments, and the names
+# Lightning 0.7 gave the module's (`load_from_checkpoint` still merges them into its arguments).
+HYPERPARAMETERS = ("hyper_parameters", "datamodule_hyper_parameters", "hparams", "module_arguments")
+# Lightning calls a callable found here on the arguments (`hparams_type`), and builds a module with
+# the instantiator named in them (LightningCLI's): trainlab writes neither.
+HPARAMS_TYPES = ("hparams_type", "datamodule_hparams_type")
+INSTANTIATOR = "_instantiator"
 EXAMPLE = "logs/train/runs/<time>/checkpoints/last.ckpt"
 
 
@@ -85,6 +90,18 @@ def trusted_checkpoint(
     packages the user trusts, as the `trusted_targets` setting)."""
     checkpoint = read_checkpoint(path, setting)
     origin = f"{_named(setting, Path(path).expanduser())}: "
+    for part in HYPERPARAMETERS:
+        if isinstance(checkpoint.get(part), dict) and INSTANTIATOR in checkpoint[part]:
+            raise ConfigError(
+                f"{origin}{part}.{INSTANTIATOR}={checkpoint[part][INSTANTIATOR]!r}: trainlab builds modules "
+                "from their arguments and never stores an instantiator; this file was not written by trainlab."
+            )
+    for key in HPARAMS_TYPES:
+        if not isinstance(checkpoint.get(key), str | None):
+            raise ConfigError(
+                f"{origin}{key}={checkpoint[key]!r} is not a name: Lightning would call it on the stored "
+                "arguments; this file was not written by trainlab."
+            )
     check_targets(
         {k: checkpoint[k] for k in HYPERPARAMETERS if k in checkpoint}, trusted=trusted, origin=origin
     )
