@@ -342,7 +342,7 @@ def _config_targets() -> list[tuple[str, str]]:
                 if key == "_target_" and isinstance(value, str) and "${" not in value:
                     yield where, value
                 else:
-                    yield from walk(value, f"{where}.{key}")
+                    yield from walk(value, f"{where}.{key}" if where else key)
         elif isinstance(node, list):
             for index, item in enumerate(node):
                 yield from walk(item, f"{where}[{index}]")
@@ -366,9 +366,9 @@ def _config_targets() -> list[tuple[str, str]]:
 def test_every_target_a_shipped_config_stores_in_a_checkpoint_is_trusted():
     found = _config_targets()
     assert len(found) > 60  # the scan sees the configs (sources, models, norms, transforms, ...)
-    assert {"torch.nn.ReLU", "torch.optim.SGD", "albumentations.OneOf", "trainlab.data.sources.digits"} <= {
-        t for _, t in found
-    }
+    shipped = {"torch.nn.ReLU", "torch.optim.SGD", "albumentations.OneOf", "trainlab.data.sources.digits"}
+    shipped.add("trainlab.models.regression.NoisyRegression")  # an experiment's `module`
+    assert shipped <= {t for _, t in found}
     check_targets({where: {"_target_": target} for where, target in found})
 
 
@@ -397,5 +397,8 @@ def test_trusted_names_are_checked_and_resolved():
     with pytest.raises(ConfigError, match="k='collections.OrderedDict' is not a trusted target"):
         trusted_object("collections.OrderedDict", "k")
     assert trusted_object("collections.OrderedDict", "k", trusted=["collections."]) is OrderedDict
+    # what the user trusts is trusted whole, also inside a package trusted only for some kinds
+    init = trusted_object("torch.nn.init.kaiming_normal_", "k", trusted=["torch.nn.init"])
+    assert init is torch.nn.init.kaiming_normal_
     with pytest.raises(ConfigError, match="'my pkg' is not a dotted name"):
         check_targets({}, trusted=["my pkg"])

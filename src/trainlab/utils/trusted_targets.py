@@ -98,7 +98,8 @@ def trusted_rules(extra: Iterable[str] | str | None = None) -> tuple[Trusted, ..
                 f"{SETTING} / {ENV_VAR}: {entry!r} is not a dotted name like my_package or my_package.MyModule."
             )
         rules.append(Trusted(path))
-    return TRUSTED + tuple(rules)
+    # the user's first: what they trust is trusted whole, also inside a package with `bases` here
+    return tuple(rules) + TRUSTED
 
 
 def _allowed_text(rules: tuple[Trusted, ...]) -> str:
@@ -136,9 +137,9 @@ def _resolve(name: str, where: str, rules: tuple[Trusted, ...], origin: str) -> 
         target = get_object(name)
     except Exception as error:
         raise ConfigError(f"{origin}{where}={name!r} cannot be imported: {error}") from error
-    if not (inspect.isclass(target) or inspect.isfunction(target)):
+    if not (inspect.isclass(target) or inspect.isroutine(target)):
         raise _refuse(origin, where, name, "is not a class or a function", rules)
-    home = f"{target.__module__}.{target.__qualname__}"
+    home = f"{getattr(target, '__module__', None)}.{getattr(target, '__qualname__', name)}"
     rule = _rule_for(home, rules)
     if rule is None:  # e.g. a module's import reached as its attribute
         raise _refuse(origin, where, name, f"is {home}, which is not a trusted target", rules)
