@@ -22,6 +22,7 @@ from trainlab.loggers import find_wandb_run_id
 from trainlab.models.classifier import Classifier
 from trainlab.models.factory import network_config
 from trainlab.transfer.pretrained import load_pretrained
+from trainlab.utils.checkpoints import read_checkpoint
 from trainlab.utils.config import STUDY_AXES, ConfigError, check_arguments, flatten, plain
 from trainlab.utils.tracking import in_multirun
 
@@ -170,4 +171,7 @@ def resolve_checkpoint(cfg: DictConfig, run_dir: Path) -> Path | None:
             else "give the path of a .ckpt file, e.g. logs/train/runs/<time>/checkpoints/last.ckpt"
         )
         raise ConfigError(f"ckpt_path={value!r}: no checkpoint at {path}; {hint}.")
+    # Lightning resumes from the current config and reads only the checkpoint's state; reading it
+    # here first (weights_only=True) says what is wrong with a bad file before anything is built
+    read_checkpoint(path, "ckpt_path")
     return path

@@ -24,19 +24,25 @@ log = logging.getLogger(__name__)
 
 
 def load_checkpoint(
-    path: str | Path, data_overrides: dict | None = None
+    path: str | Path, data_overrides: dict | None = None, trusted_targets: list[str] | None = None
 ) -> tuple[pl.LightningModule, ImageDataModule]:
     """The module (the Classifier or a study's own, see `module`) and DataModule of the run that
-    wrote `path`, as that run configured them."""
+    wrote `path`, as that run configured them.
+
+    A checkpoint is data, never code: it is loaded with torch.load(weights_only=True), and its
+    module class and every `_target_` it stores are checked against trainlab's allow-list (plus
+    `trusted_targets`, packages of your own) before anything is imported or built
+    (trainlab.utils.trusted_targets)."""
     from trainlab.data.datamodule import ImageDataModule
     from trainlab.models.rebuildable import module_class
-    from trainlab.utils.config import ConfigError
 
     path = Path(path).expanduser()
-    if not path.is_file():
-        raise ConfigError(f"ckpt_path={str(path)!r} is not a file; give the path of a trainlab .ckpt.")
-    model = module_class(path).load_from_checkpoint(path, map_location="cpu")
-    datamodule = ImageDataModule.load_from_checkpoint(path, map_location="cpu", **(data_overrides or {}))
+    model = module_class(path, trusted_targets).load_from_checkpoint(
+        path, map_location="cpu", trusted_targets=trusted_targets
+    )
+    datamodule = ImageDataModule.load_from_checkpoint(
+        path, map_location="cpu", trusted_targets=trusted_targets, **(data_overrides or {})
+    )
     return model, datamodule
 
 
@@ -58,7 +64,8 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
                 raise ConfigError(f"split={cfg.split!r} is not one of {list(SPLITS)}.")
             summary.data["seed"] = pl.seed_everything(cfg.get("seed"), workers=True)
             data_overrides = {k: v for k, v in (plain(cfg.get("data")) or {}).items() if v is not None}
-            model, datamodule = load_checkpoint(cfg.ckpt_path, data_overrides)
+            trusted = plain(cfg.get("trusted_targets"))
+            model, datamodule = load_checkpoint(cfg.ckpt_path, data_overrides, trusted)
             summary.data["checkpoint"] = str(Path(cfg.ckpt_path).resolve())
             loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c]
             trainer = instantiate(cfg.trainer, logger=loggers or False, callbacks=[])

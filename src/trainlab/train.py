@@ -144,7 +144,9 @@ def _fit_and_test(
     trainer = builders.build_trainer(cfg, callbacks, loggers)
     summary.track(trainer)
 
-    trainer.fit(model, datamodule=datamodule, ckpt_path=checkpoint)
+    # weights_only=True: never unpickle code from a checkpoint (torch's default can be overridden
+    # by TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD, an explicit True cannot)
+    trainer.fit(model, datamodule=datamodule, ckpt_path=checkpoint, weights_only=True)
     summary.add_metrics(trainer.callback_metrics)
     for key, attribute in (("pretrained", "pretrained_report"), ("transfer", "transfer_counts")):
         if getattr(model, attribute, None):  # what was loaded, what was frozen (trainlab.transfer)
@@ -160,7 +162,7 @@ def _fit_and_test(
     if best:
         summary.data["best_checkpoint"] = best
     if cfg.get("test") and not trainer.interrupted:
-        trainer.test(model, datamodule=datamodule, ckpt_path="best" if best else None)
+        trainer.test(model, datamodule=datamodule, ckpt_path="best" if best else None, weights_only=True)
 
 
 def _progress_from_last_checkpoint(trainer: pl.Trainer, summary: RunSummary) -> None:

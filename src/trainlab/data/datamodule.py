@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import os
+from collections.abc import Iterable, Sequence
 
 import lightning.pytorch as pl
 import numpy as np
@@ -22,7 +23,8 @@ from trainlab.data.transforms import (
     eval_pipeline,
     train_pipeline,
 )
-from trainlab.utils.config import plain
+from trainlab.utils.checkpoints import trusted_checkpoint
+from trainlab.utils.config import ConfigError, plain
 
 
 class Subset(Sequence):
@@ -111,6 +113,27 @@ class ImageDataModule(pl.LightningDataModule):
         self.source: ImageSource | None = None
         self.splits: dict[str, tuple[Sequence[np.ndarray], np.ndarray]] | None = None
         self._augment: AugmentSettings | None = None
+
+    @classmethod
+    def load_from_checkpoint(  # type: ignore[override]
+        cls,
+        checkpoint_path: str | os.PathLike,
+        map_location=None,
+        hparams_file: str | os.PathLike | None = None,
+        trusted_targets: Iterable[str] | str | None = None,
+        **kwargs,
+    ) -> ImageDataModule:
+        """Lightning's `load_from_checkpoint`, for checkpoints whose source and transforms are
+        trusted targets (trainlab.utils.trusted_targets; `trusted_targets`: packages of your own
+        to trust too), loaded with weights_only=True: `_loaded` calls the source's `_target_`."""
+        if "datamodule_hyper_parameters" not in trusted_checkpoint(checkpoint_path, trusted=trusted_targets):
+            raise ConfigError(
+                f"ckpt_path={str(checkpoint_path)!r} holds no DataModule settings: it was not written by "
+                "a trainlab run; give the .ckpt a run wrote."
+            )
+        return super().load_from_checkpoint(
+            checkpoint_path, map_location=map_location, hparams_file=hparams_file, weights_only=True, **kwargs
+        )
 
     # --- what models need to know -----------------------------------------------------------
     @property

@@ -41,6 +41,7 @@ from torch import nn
 
 from trainlab.models.factory import network_config
 from trainlab.transfer.stages import Split, resolve_depth, split_network
+from trainlab.utils.checkpoints import trusted_checkpoint
 from trainlab.utils.config import ConfigError, plain
 
 log = logging.getLogger(__name__)
@@ -136,7 +137,7 @@ def load_pretrained(model: nn.Module, cfg: Mapping) -> LoadReport | None:
     split = split_network(net)
     depth = resolve_depth(model_cfg.get("pretrained_depth"), split, "model.pretrained_depth")
     if ckpt:
-        state, source, notes = checkpoint_state(ckpt)
+        state, source, notes = checkpoint_state(ckpt, plain(cfg.get("trusted_targets")))
     else:
         network = model.hparams["network"]
         state, source, notes = timm_state(model_cfg, network["input_shape"], network["num_classes"], file)
@@ -194,16 +195,16 @@ def copy_backbone(
     return report
 
 
-def checkpoint_state(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], str, list[str]]:
-    """The network tensors (`net.` prefix removed) of a trainlab checkpoint."""
+def checkpoint_state(
+    path: str | os.PathLike, trusted_targets: list[str] | None = None
+) -> tuple[dict[str, torch.Tensor], str, list[str]]:
+    """The network tensors (`net.` prefix removed) of a trainlab checkpoint.
+
+    Read like every checkpoint (trainlab.utils.checkpoints): weights_only=True, and refused when
+    it names a target that is not trusted, though only its tensors are used here."""
     path = Path(path).expanduser()
-    if not path.is_file():
-        raise ConfigError(
-            f"model.pretrained_ckpt={str(path)!r} is not a file; give a trainlab checkpoint, "
-            "e.g. logs/train/runs/<time>/checkpoints/last.ckpt."
-        )
-    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    state = checkpoint.get("state_dict", {}) if isinstance(checkpoint, dict) else {}
+    checkpoint = trusted_checkpoint(path, "model.pretrained_ckpt", trusted_targets)
+    state = checkpoint["state_dict"]
     tensors = {k.removeprefix("net."): v for k, v in state.items() if k.startswith("net.")}
     if not tensors:
         raise ConfigError(
