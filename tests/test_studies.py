@@ -134,7 +134,7 @@ def test_skip_completed(make_cfg, tmp_path):
 def test_skip_completed_ignores_what_does_not_change_the_run():
     plain = _same_run_key(["seed=3", "model=mlp"])
     shown = ["model=mlp", "callbacks.rich_progress_bar=null", "trainer.enable_progress_bar=true", "seed=3"]
-    assert _same_run_key([*shown, "logger=csv", "tags=[a]"]) == plain
+    assert _same_run_key([*shown, "logger=csv", "tags=[a]", "trusted_targets=[my_pkg]"]) == plain
     assert _same_run_key(["seed=4", "model=mlp"]) != plain
 
 

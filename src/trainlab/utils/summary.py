@@ -165,6 +165,7 @@ _BOOKKEEPING = (
     "logger",
     "callbacks.rich_progress_bar",
     "trainer.enable_progress_bar",
+    "trusted_targets",
 )
 
 
