@@ -7,7 +7,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
-# extra arguments: make train ARGS="model=mlp trainer.max_epochs=3"; make test PYTEST_ARGS="-m 'not slow'"
+# extra arguments: make train ARGS="model=mlp trainer.max_epochs=3"; make test PYTEST_ARGS="-k resume"
 ARGS ?=
 PYTEST_ARGS ?=
 
@@ -26,11 +26,14 @@ install: $(INSTALLED)  ## create .venv and install trainlab (editable) with dev 
 train: install  ## train the default study (small CNN on the embedded MNIST digits, W&B offline)
 	$(PY) -m trainlab.train $(ARGS)
 
-test: install  ## run the test suite
-	$(PY) -m pytest $(PYTEST_ARGS)
-
-test-fast: install  ## the test suite without the slow tests
+test: install  ## run the test suite, without the tests marked slow (a few minutes on 2 cores)
 	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
+
+test-slow: install  ## only the tests marked slow (whole studies, multiruns, subprocesses, signals)
+	$(PY) -m pytest -m slow $(PYTEST_ARGS)
+
+test-all: install  ## every test, slow ones included (what CI runs, in two steps)
+	$(PY) -m pytest $(PYTEST_ARGS)
 
 lint: install  ## ruff lint and format check
 	$(VENV)/bin/ruff check src tests scripts
@@ -46,4 +49,4 @@ clean-logs:  ## delete every run directory under logs/
 clean: clean-logs  ## delete logs and the virtual environment
 	rm -rf $(VENV) .pytest_cache .ruff_cache
 
-.PHONY: help install train test test-fast lint format clean-logs clean
+.PHONY: help install train test test-slow test-all lint format clean-logs clean

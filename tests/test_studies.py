@@ -138,6 +138,7 @@ def test_skip_completed_ignores_what_does_not_change_the_run():
     assert _same_run_key(["seed=4", "model=mlp"]) != plain
 
 
+@pytest.mark.slow
 def test_a_failing_job_does_not_stop_the_multirun(tmp_path):
     """width=0 raises, lr=1e6 diverges, the one sound job still runs; the exit code says so."""
     result = run_cli(

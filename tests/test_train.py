@@ -57,6 +57,7 @@ def test_without_callbacks_no_checkpoint_files_unless_asked(make_cfg, tmp_path, 
     assert ("best_checkpoint" in summary) == lightning_checkpoints
 
 
+@pytest.mark.slow
 def test_seed_makes_runs_repeatable(make_cfg):
     first = train(make_cfg(*TINY_MLP, "trainer.max_epochs=1", "seed=0", run="a"))
     second = train(make_cfg(*TINY_MLP, "trainer.max_epochs=1", "seed=0", run="b"))
@@ -152,6 +153,7 @@ def test_eval_restores_model_and_data_from_the_checkpoint(make_cfg, tmp_path):
     assert read_summary(tmp_path / "eval")["metrics"]["test/acc"] > 0.9
 
 
+@pytest.mark.slow
 def test_multirun_of_two_jobs(tmp_path):
     result = run_cli(
         "trainlab.train",
