@@ -61,6 +61,20 @@ class Concat(Sequence):
         return self.parts[part][i - start]
 
 
+class TrainLoader(DataLoader):
+    """The training DataLoader. Lightning warns that a mid-epoch resume is unreliable unless the
+    loader has `state_dict`/`load_state_dict`; this one's position (epoch, batches trained) is
+    the DataModule's state instead, because Lightning loads a loader's state only if nothing
+    asked for the training batches before the checkpoint's loops were restored, and a schedule
+    that reads `trainer.estimated_stepping_batches` in `configure_optimizers` does. Both empty."""
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        pass
+
+
 def stratified_split(labels: np.ndarray, size: int | float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Indices (rest, picked): `size` examples (a count or a fraction) with the class mix kept."""
     indices = np.arange(len(labels))
@@ -261,7 +275,7 @@ class ImageDataModule(pl.LightningDataModule):
     def _loader(self, split: str) -> DataLoader:
         workers = self.hparams.num_workers
         dataset = self.dataset(split)
-        return DataLoader(
+        return (TrainLoader if split == "train" else DataLoader)(
             dataset,
             batch_size=self.hparams.batch_size,
             sampler=self._train_sampler(len(dataset)) if split == "train" else None,
@@ -275,12 +289,13 @@ class ImageDataModule(pl.LightningDataModule):
         )
 
     def _train_sampler(self, size: int) -> EpochSampler:
-        """The training order; after `load_state_dict`, the first loader starts where the
-        checkpoint's epoch stopped (Lightning's fit loop asks for it first, before any batch)."""
-        epoch, batches = self._resume_at or (0, 0)
+        """The training order, at the trainer's epoch (a loader asked for during fit, e.g. by
+        PreciseBN, sees the epoch's batches). After `load_state_dict`, the first loader starts
+        where the checkpoint's epoch stopped: Lightning's fit loop asks for it first."""
+        trainer = self.trainer
+        epoch, batches = self._resume_at or (trainer.current_epoch if trainer is not None else 0, 0)
         self._resume_at = None
         start = batches * self.hparams.batch_size
-        trainer = self.trainer
         if start and trainer is not None and trainer.world_size > 1:
             # Lightning shards this sampler's order between processes (DistributedSamplerWrapper)
             log.warning(
