@@ -77,6 +77,11 @@ def runs(tmp_path_factory) -> dict[str, tuple[dict, Path]]:
     last = torch.load(root / "interrupted" / "checkpoints" / "last.ckpt", weights_only=True)
     assert last["global_step"] == INTERRUPT_AT_STEP  # saved at the interrupt, mid-epoch
     results["interrupted"] = run("interrupted", "ckpt_path=last")
+    # with worker processes: the same batches, augmentations and noise as without
+    workers = "data.num_workers=2"
+    with pytest.raises((KeyboardInterrupt, SystemExit)):
+        run("interrupted_workers", workers, interrupt_at=INTERRUPT_AT_STEP)
+    results["interrupted_workers"] = run("interrupted_workers", workers, "ckpt_path=last")
     return results
 
 
@@ -86,7 +91,8 @@ def final_weights(run_dir: Path) -> dict[str, torch.Tensor]:
 
 @pytest.mark.slow
 @pytest.mark.parametrize(
-    ("resumed", "uninterrupted"), [("epoch_end", "full_constant"), ("interrupted", "full")]
+    ("resumed", "uninterrupted"),
+    [("epoch_end", "full_constant"), ("interrupted", "full"), ("interrupted_workers", "full")],
 )
 def test_a_resumed_run_ends_as_the_uninterrupted_one(runs, resumed, uninterrupted):
     (full, full_dir), (summary, run_dir) = runs[uninterrupted], runs[resumed]
