@@ -258,7 +258,7 @@ class ImageDataModule(pl.LightningDataModule):
         return offline_cache.materialise(folder, images, labels, pipeline, settings.copies, material)
 
     def dataset(self, split: str) -> ArrayDataset:
-        """A split as a Dataset. Training: online augmentation (re-seeded per worker), or the
+        """A split as a Dataset. Training: online augmentation (seeded per example), or the
         originals followed by the offline copies; validation and test: resize + normalise."""
         self.setup()
         images, labels = self.splits[split]
