@@ -13,8 +13,11 @@ import lightning.pytorch as pl
 import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
+from lightning.fabric.plugins import CheckpointIO
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from trainlab.callbacks.resume_state import ResumeState
+from trainlab.checkpoint_io import AtomicCheckpointIO
 from trainlab.data.datamodule import ImageDataModule
 from trainlab.data.transforms import AugmentSettings, build_augmentations
 from trainlab.init import apply_init
@@ -148,13 +151,31 @@ _LIGHTNING_DEFAULT_CALLBACKS = {
 }
 
 
+def _plugins(cfg: DictConfig) -> list:
+    """The trainer config's plugins, plus atomic checkpoint writes unless it names a CheckpointIO."""
+    configured = cfg.trainer.get("plugins")
+    if configured is None:
+        plugins = []
+    elif OmegaConf.is_list(configured):
+        plugins = [instantiate(p) if OmegaConf.is_dict(p) else p for p in configured]
+    else:
+        plugins = [instantiate(configured) if OmegaConf.is_dict(configured) else configured]
+    if not any(isinstance(p, CheckpointIO) for p in plugins):
+        plugins.append(AtomicCheckpointIO())
+    return plugins
+
+
 def build_trainer(cfg: DictConfig, callbacks: list, loggers: list) -> pl.Trainer:
     settings = {
         flag: any(isinstance(c, kind) for c in callbacks)
         for flag, kind in _LIGHTNING_DEFAULT_CALLBACKS.items()
         if cfg.trainer.get(flag) is None
     }
-    return instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False, **settings)
+    if not any(isinstance(c, ResumeState) for c in callbacks):  # exact resume: not a study's choice
+        callbacks = [*callbacks, ResumeState()]
+    return instantiate(
+        cfg.trainer, callbacks=callbacks, logger=loggers or False, plugins=_plugins(cfg), **settings
+    )
 
 
 def resolve_checkpoint(cfg: DictConfig, run_dir: Path) -> Path | None:

@@ -54,13 +54,17 @@ def wandb_logger(
 
 
 class _AppendingWriter(ExperimentWriter):
-    """Lightning's CSV writer, but one that keeps the columns of an existing metrics.csv.
+    """Lightning's CSV writer, but one that appends to an existing metrics.csv and keeps its columns.
 
-    Lightning's writer starts with no known columns; when it appends to a file written earlier
-    (a resumed run, or a test stage run in a process other than the fit's, as with ddp_spawn),
-    it rewrites the file with only its own columns and fails on the old rows. Starting from the
-    existing header keeps every column.
+    Lightning's writer deletes the metrics.csv it finds when it starts (a resumed run would lose
+    the rows of the epochs before the checkpoint), and starts with no known columns: when it
+    appends to a file written earlier (a resumed run, or a test stage run in a process other than
+    the fit's, as with ddp_spawn), it rewrites the file with only its own columns and fails on the
+    old rows. Starting from the existing header keeps every column.
     """
+
+    def _check_log_dir_exists(self) -> None:
+        """Lightning's check warns and deletes the existing metrics.csv; keep it to append to."""
 
     def save(self) -> None:
         if self.metrics and self._fs.isfile(self.metrics_file_path):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Iterable, Sequence
 
@@ -9,10 +10,12 @@ import lightning.pytorch as pl
 import numpy as np
 import torch
 from hydra.utils import get_object
+from lightning.pytorch.trainer.states import TrainerFn
 from sklearn.model_selection import train_test_split
 from torch.utils.data import DataLoader
 
 from trainlab.data import offline_cache
+from trainlab.data.sampler import EpochSampler, resume_position
 from trainlab.data.sources import ImageSource
 from trainlab.data.transforms import (
     ArrayDataset,
@@ -25,6 +28,8 @@ from trainlab.data.transforms import (
 )
 from trainlab.utils.checkpoints import trusted_checkpoint
 from trainlab.utils.config import ConfigError, plain
+
+log = logging.getLogger(__name__)
 
 
 class Subset(Sequence):
@@ -56,6 +61,20 @@ class Concat(Sequence):
         part = int(np.searchsorted(self.ends, i, side="right"))
         start = int(self.ends[part - 1]) if part else 0
         return self.parts[part][i - start]
+
+
+class TrainLoader(DataLoader):
+    """The training DataLoader. Lightning warns that a mid-epoch resume is unreliable unless the
+    loader has `state_dict`/`load_state_dict`; this one's position (epoch, batches trained) is
+    the DataModule's state instead, because Lightning loads a loader's state only if nothing
+    asked for the training batches before the checkpoint's loops were restored, and a schedule
+    that reads `trainer.estimated_stepping_batches` in `configure_optimizers` does. Both empty."""
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        pass
 
 
 def stratified_split(labels: np.ndarray, size: int | float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -113,6 +132,8 @@ class ImageDataModule(pl.LightningDataModule):
         self.source: ImageSource | None = None
         self.splits: dict[str, tuple[Sequence[np.ndarray], np.ndarray]] | None = None
         self._augment: AugmentSettings | None = None
+        self._seed: int | None = None  # the data seed a checkpoint recorded (resume)
+        self._resume_at: tuple[int, int] | None = None  # (epoch, batches trained) of a checkpoint
 
     @classmethod
     def load_from_checkpoint(  # type: ignore[override]
@@ -163,10 +184,15 @@ class ImageDataModule(pl.LightningDataModule):
         channels, height, width = self.input_shape
         return height, width, channels
 
+    def data_seed(self) -> int:
+        """The seed of the training order and of augmentation: the run's seed (torch's initial
+        seed, set by seed_everything), or the one of the checkpoint this run resumes."""
+        return self._seed if self._seed is not None else torch.initial_seed()
+
     def augment_seed(self) -> int:
-        """`augment.seed`, else the run's seed (torch's initial seed, set by seed_everything)."""
+        """`augment.seed`, else the data seed."""
         seed = self.augment.seed
-        return int(seed) if seed is not None else torch.initial_seed()
+        return int(seed) if seed is not None else self.data_seed()
 
     def _loaded(self) -> ImageSource:
         if self.source is None:  # called directly, not through Hydra, so its errors reach the user unwrapped
@@ -255,7 +281,7 @@ class ImageDataModule(pl.LightningDataModule):
         return offline_cache.materialise(folder, images, labels, pipeline, settings.copies, material)
 
     def dataset(self, split: str) -> ArrayDataset:
-        """A split as a Dataset. Training: online augmentation (re-seeded per worker), or the
+        """A split as a Dataset. Training: online augmentation (seeded per example), or the
         originals followed by the offline copies; validation and test: resize + normalise."""
         self.setup()
         images, labels = self.splits[split]
@@ -271,15 +297,49 @@ class ImageDataModule(pl.LightningDataModule):
 
     def _loader(self, split: str) -> DataLoader:
         workers = self.hparams.num_workers
-        return DataLoader(
-            self.dataset(split),
+        dataset = self.dataset(split)
+        return (TrainLoader if split == "train" else DataLoader)(
+            dataset,
             batch_size=self.hparams.batch_size,
-            shuffle=split == "train",
+            sampler=self._train_sampler(len(dataset)) if split == "train" else None,
             drop_last=self.hparams.drop_last and split == "train",
             num_workers=workers,
             persistent_workers=workers > 0,
             pin_memory=self.hparams.pin_memory,
+            # the workers' base seed comes from here, not from the global torch generator: loading
+            # data leaves the model's random draws (dropout, noise) as they would be without it
+            generator=torch.Generator().manual_seed(self.data_seed()),
         )
+
+    def _train_sampler(self, size: int) -> EpochSampler:
+        """The training order, at the trainer's epoch (a loader asked for during fit, e.g. by
+        PreciseBN, sees the epoch's batches). After `load_state_dict`, the first loader starts
+        where the checkpoint's epoch stopped: Lightning's fit loop asks for it first."""
+        trainer = self.trainer
+        epoch, batches = self._resume_at or (trainer.current_epoch if trainer is not None else 0, 0)
+        self._resume_at = None
+        start = batches * self.hparams.batch_size
+        if start and trainer is not None and trainer.world_size > 1:
+            # Lightning shards this sampler's order between processes (DistributedSamplerWrapper)
+            log.warning(
+                "Resuming mid-epoch with several processes: this epoch's order starts again "
+                "(only its remaining number of batches is trained)."
+            )
+            start = 0
+        return EpochSampler(size, self.data_seed(), epoch=epoch, start=start)
+
+    # --- checkpoints: where the training order stands ----------------------------------------
+    def state_dict(self) -> dict:
+        trainer = self.trainer
+        if trainer is None or trainer.state.fn != TrainerFn.FITTING:
+            return {}
+        epoch, batches = resume_position(trainer)
+        return {"seed": self.data_seed(), "epoch": epoch, "batches_trained": batches}
+
+    def load_state_dict(self, state: dict) -> None:
+        if state:
+            self._seed = int(state["seed"])
+            self._resume_at = (int(state["epoch"]), int(state["batches_trained"]))
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train")

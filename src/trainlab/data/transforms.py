@@ -17,9 +17,11 @@ images only through the resize and the normalisation.
 Randomness: Albumentations 2.x draws from generators owned by each `Compose`, not from numpy's
 or Python's global state, so seeding the run does not seed augmentation and DataLoader
 workers forked from one process would all replay the same stream. `ArrayDataset` therefore
-re-seeds its pipeline in every process that uses it, from (seed, rank, worker id, the worker's
-torch seed): different in every worker and every time workers are started, identical across
-runs with the same seed.
+seeds its pipeline itself. The training loader's sampler (trainlab.data.sampler) hands it
+(epoch, index) keys, and each example's augmentation is drawn from generators keyed by (seed,
+epoch, index): fresh every epoch, the same whatever the number of workers, and the same in a run
+resumed from a checkpoint, mid-epoch included. Read by a plain index, the dataset draws from one
+stream per process instead, seeded from (seed, rank, worker id, the worker's torch seed).
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ import torch
 from albumentations.core.composition import BaseCompose
 
 from trainlab.data.augment import OnRGB
+from trainlab.data.sampler import SampleKey
 from trainlab.utils.config import ConfigError, plain
 
 MODES = ("online", "offline")
@@ -300,11 +303,10 @@ def _rank() -> int:
 class ArrayDataset(torch.utils.data.Dataset):
     """(image, label) pairs from uint8 HWC images, passed through an Albumentations pipeline.
 
-    With a `seed`, the pipeline's generators are re-seeded in each process that reads the
-    dataset (the main process, or each DataLoader worker), from the seed, the DDP rank, the
-    worker id and the worker's torch seed (which PyTorch draws anew from the seeded main
-    process every time it starts workers). So: the same seed gives the same augmented
-    batches; every worker, every rank and every epoch gets its own augmentations.
+    With a `seed`, the pipeline's random draws are seeded by the dataset (see the module's
+    docstring): read with a `SampleKey` (what `EpochSampler` yields), from (seed, epoch, index);
+    read with a plain index, from one stream per process, re-seeded from the seed, the DDP rank,
+    the worker id and the worker's torch seed (PyTorch draws it anew every time it starts workers).
     """
 
     def __init__(
@@ -316,6 +318,7 @@ class ArrayDataset(torch.utils.data.Dataset):
     ) -> None:
         self.images, self.labels, self.transform, self.seed = images, labels, transform, seed
         self._seeded_for: tuple | None = None
+        self._keyed: tuple[np.random.Philox, random.Random] | None = None
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -325,10 +328,37 @@ class ArrayDataset(torch.utils.data.Dataset):
         stream = (_rank(), worker.id + 1, worker.seed) if worker is not None else (_rank(), 0, 0)
         if stream != self._seeded_for:
             seeded(self.transform, self.seed, *stream)
-            self._seeded_for = stream
+            self._seeded_for, self._keyed = stream, None
 
-    def __getitem__(self, index: int):
-        if self.seed is not None:
+    def _seed_this_example(self, epoch: int, index: int) -> None:
+        """Key the pipeline's generators by (seed, epoch, index), in place: ~8 us per example
+        (Philox is counter-based, so re-keying it is setting two small arrays; Python's Random
+        is re-seeded), against ~30 us to build and hand new generators to every transform."""
+        if self._keyed is None:
+            self._keyed = (np.random.Philox(0), random.Random())
+            self.transform.set_random_state(np.random.Generator(self._keyed[0]), self._keyed[1])
+            self._seeded_for = None
+        philox, python_random = self._keyed
+        seed = int(self.seed) % 2**64
+        philox.state = {
+            "bit_generator": "Philox",
+            "state": {
+                "counter": np.array([0, 0, index, epoch], dtype=np.uint64),
+                "key": np.array([seed, 0], dtype=np.uint64),
+            },
+            "buffer": np.zeros(4, dtype=np.uint64),
+            "buffer_pos": 4,
+            "has_uint32": 0,
+            "uinteger": 0,
+        }
+        python_random.seed((seed << 96) | (epoch << 48) | index)
+
+    def __getitem__(self, key):
+        if isinstance(key, SampleKey):
+            if self.seed is not None:
+                self._seed_this_example(key.epoch, key.index)
+            key = key.index
+        elif self.seed is not None:
             self._seed_this_process()
-        image = self.transform(image=np.asarray(self.images[index]))["image"]
-        return image, int(self.labels[index])
+        image = self.transform(image=np.asarray(self.images[key]))["image"]
+        return image, int(self.labels[key])
