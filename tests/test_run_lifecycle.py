@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from omegaconf import OmegaConf
 
 from trainlab.report.collect import STATUS_FAILED, load_jobs
 from trainlab.report.hydra_callback import MultirunReport
@@ -141,6 +142,7 @@ def test_slurm_trainer_and_launcher_configs(tmp_path):
     from lightning.pytorch.plugins.environments import SLURMEnvironment
 
     from trainlab import builders
+    from trainlab.checkpoint_io import AtomicCheckpointIO
 
     cfg = compose_config([*TINY, "trainer=slurm", "hydra/launcher=slurm"], tmp_path / "run")
     assert cfg.hydra.launcher.additional_parameters.signal == "USR1@90"
@@ -148,6 +150,10 @@ def test_slurm_trainer_and_launcher_configs(tmp_path):
     assert isinstance(plugin, SLURMEnvironment)
     assert plugin.auto_requeue and plugin.requeue_signal == signal.SIGUSR1
     builders.check_config(cfg)  # the trainer's arguments, plugins included, pass the checks
+    # the trainer gets the SLURM environment and keeps trainlab's atomic checkpoint writes
+    trainer = builders.build_trainer(OmegaConf.merge(cfg, {"trainer": {"accelerator": "cpu"}}), [], [])
+    assert isinstance(trainer._accelerator_connector.cluster_environment, SLURMEnvironment)
+    assert isinstance(trainer.strategy.checkpoint_io, AtomicCheckpointIO)
 
 
 # ----- subprocesses: real signals ---------------------------------------------------------------
