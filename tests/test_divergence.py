@@ -37,7 +37,7 @@ def decay(start: float, end: float, steps: int) -> list[float]:
 # --- whole runs ------------------------------------------------------------------------------
 
 
-def test_exploding_run_is_stopped_early_and_marked_diverged(make_cfg):
+def test_exploding_run_is_stopped_early_and_marked_diverged(make_cfg, tmp_path):
     """Its loss goes from 1.9e4 to ~1e9 within 3 steps and stays finite (no NaN, no max_loss)."""
     summary = train(make_cfg(*EXPLODING, *QUICK, "trainer.max_epochs=3"))
     assert summary["status"] == "diverged"
@@ -45,14 +45,16 @@ def test_exploding_run_is_stopped_early_and_marked_diverged(make_cfg):
     assert summary["diverged_at_step"] == 20  # the end of the warm-up, where the rule starts
     assert summary["global_step"] == 20  # of 63: stopped at once (20 is a check step)
     assert "test/acc" not in summary["metrics"]
+    last = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=True)
+    assert last["callbacks"]["DivergenceGuard"]["reason"] == summary["error"]
 
 
 def test_healthy_run_completes_and_checkpoints_the_guard(make_cfg, tmp_path):
     summary = train(make_cfg("data=digits", "model=mlp", *QUICK, "trainer.max_epochs=3"))
     assert summary["status"] == "completed" and "diverged_at_step" not in summary
     last = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=True)
-    [state] = [v for k, v in last["callbacks"].items() if k.startswith("DivergenceGuard")]
-    assert state["steps"] == summary["global_step"] == 63 and not state["bad"]
+    state = last["callbacks"]["DivergenceGuard"]
+    assert state["steps"] == summary["global_step"] == 63 and not state["bad"] and state["reason"] is None
     assert state["best"] < state["start"] and math.isfinite(state["avg"])
 
 
@@ -144,6 +146,24 @@ def test_a_flag_between_checks_is_read_at_the_epoch_end():
     assert trainer.should_stop and guard.diverged_at_step == 13 and "became inf" in guard.reason
 
 
+def test_processes_stop_together_when_one_diverges():
+    """Under DDP, a healthy process stops too when another one's loss diverged (the decision is
+    reduced over the processes at each check, like Lightning's EarlyStopping)."""
+    decisions = []
+
+    def any_process(decision: bool, all: bool = True) -> bool:
+        decisions.append((decision, all))
+        return True  # another process diverged
+
+    guard = DivergenceGuard(check_every_n_steps=5)
+    trainer = SimpleNamespace(
+        global_step=0, should_stop=False, strategy=SimpleNamespace(reduce_boolean_decision=any_process)
+    )
+    feed(guard, [2.0] * 10, trainer)
+    assert decisions == [(False, False)] and trainer.should_stop and guard.diverged_at_step == 5
+    assert guard.reason == "the training loss of another process diverged by step 5"
+
+
 class CountReadBacks(TorchDispatchMode):
     """Counts tensor reads into Python (`.item()`, `bool()`, `.tolist()`): host-device syncs on a GPU."""
 
@@ -202,5 +222,5 @@ def test_state_dict_round_trip_keeps_the_smoothed_history(tmp_path):
 def test_checkpoint_without_guard_state_starts_a_fresh_history():
     guard = DivergenceGuard()
     guard.load_state_dict({})  # a checkpoint written before the guard saved its state
-    assert guard.state_dict() == {"steps": 0}
+    assert guard.state_dict() == {"steps": 0, "diverged_at_step": None, "reason": None}
     assert not feed(guard, [2.0] * 30).should_stop

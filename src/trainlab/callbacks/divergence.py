@@ -101,12 +101,23 @@ class DivergenceGuard(pl.Callback):
         s["bad"] = s["bad"] | (code > 0)
 
     def _stop_if_diverged(self, trainer: pl.Trainer) -> None:
-        """The one read-back: if a rule fired since the last check, stop the fit and say why."""
-        if not self._state or self.diverged_at_step is not None or not bool(self._state["bad"]):
+        """The one read-back: if a rule fired since the last check, stop the fit and say why.
+
+        Under DDP every process decides together (as Lightning's EarlyStopping does): a process
+        that stopped alone would leave the others waiting in the next gradient all-reduce."""
+        if self.diverged_at_step is not None:
             return
-        code, loss, smoothed, best, step = self._state["record"].tolist()
-        self.diverged_at_step = int(step)
-        self.reason = self._explain(int(code), loss, smoothed, best, self.diverged_at_step)
+        here = bool(self._state["bad"]) if self._state else False
+        strategy = getattr(trainer, "strategy", None)  # a Trainer has one; a bare hook call may not
+        if not (here if strategy is None else strategy.reduce_boolean_decision(here, all=False)):
+            return
+        if here:
+            code, loss, smoothed, best, step = self._state["record"].tolist()
+            self.diverged_at_step = int(step)
+            self.reason = self._explain(int(code), loss, smoothed, best, self.diverged_at_step)
+        else:
+            self.diverged_at_step = int(trainer.global_step)
+            self.reason = f"the training loss of another process diverged by step {self.diverged_at_step}"
         trainer.should_stop = True
 
     def _explain(self, code: int, loss: float, smoothed: float, best: float, step: int) -> str:
@@ -124,19 +135,24 @@ class DivergenceGuard(pl.Callback):
     # --- Lightning hooks ---------------------------------------------------------------------
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        loss = outputs["loss"] if isinstance(outputs, dict) else outputs
-        if loss is None or self.diverged_at_step is not None:
+        if self.diverged_at_step is not None:
             return
-        self._observe(loss, trainer.global_step)
-        if trainer.global_step % self.check_every_n_steps == 0:
+        loss = outputs["loss"] if isinstance(outputs, dict) else outputs
+        if loss is not None:  # None: the step was skipped (manual optimisation)
+            self._observe(loss, trainer.global_step)
+        if trainer.global_step % self.check_every_n_steps == 0:  # every process checks here (DDP)
             self._stop_if_diverged(trainer)
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         self._stop_if_diverged(trainer)  # the steps since the last check (once per epoch)
 
     def state_dict(self) -> dict[str, Any]:
+        """The smoothed history, and the outcome for readers of the checkpoint (a run whose fit
+        ran in spawned processes learns it there). A resumed run restores the history only: if
+        the flag was up, its first check stops it again with the same reason."""
         state = {name: value.tolist() for name, value in self._state.items()}
-        return {"steps": self._steps, **state}
+        outcome = {"diverged_at_step": self.diverged_at_step, "reason": self.reason}
+        return {"steps": self._steps, **state, **outcome}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self._steps = int(state_dict.get("steps", 0))  # a checkpoint from before the guard saved state: 0
