@@ -4,6 +4,7 @@ themselves are measured by running the scripts, never in a test; see BENCHMARKS.
 from __future__ import annotations
 
 import json
+import math
 import os
 
 import pytest
@@ -63,10 +64,21 @@ def test_gpu_benchmark_code_path_runs_on_cpu(tmp_path):
     assert "CPU: a check of the script, not a GPU figure" in stdout
 
 
-def test_layer_stats_benchmark_times_a_sample_with_and_without_histograms(tmp_path):
+@pytest.mark.slow
+def test_layer_stats_benchmark_reports_a_sample_cost_with_and_without_histograms(tmp_path):
+    """The script runs and writes one well-formed row per setting. The figures are timings of a
+    loaded machine: each must be a finite number, and each time spent inside a hook cannot be
+    negative; "extra ms per sample" is a difference of two timings (hooked minus bare step), so
+    noise can make it negative, and no test compares one timing with another."""
     out = tmp_path / "layer_stats.json"
     run_script("layer_stats.py", "--repeats", "2", "--out", str(out), "data=digits", "model=mlp")
-    with_histograms, without = json.loads(out.read_text())["rows"]
-    assert with_histograms["W&B histograms"] and not without["W&B histograms"]
-    assert with_histograms["layers"] == without["layers"] == 2  # the MLP's two hidden layers
-    assert with_histograms["histogram ms"] > 0 and without["extra ms per sample"] > 0
+    rows = json.loads(out.read_text())["rows"]
+    assert [row["W&B histograms"] for row in rows] == [True, False]
+    hook_keys = [
+        f"{hook} ms" for hook in ("before_activation", "after_activation", "on_gradient", "histogram")
+    ]
+    for row in rows:
+        assert set(row) == {"W&B histograms", "layers", "extra ms per sample", *hook_keys}
+        assert row["layers"] == 2  # the MLP's two hidden layers
+        assert all(math.isfinite(row[key]) for key in ("extra ms per sample", *hook_keys))
+        assert all(row[key] >= 0 for key in hook_keys)

@@ -91,7 +91,8 @@ def test_divergence_guard_checks_without_a_sync_every_step():
         guard.on_train_batch_end(trainer, None, {"loss": torch.tensor(loss)}, None, step)
         if step < 5:
             assert not trainer.should_stop  # flagged on device, read only every 5 steps
-    assert trainer.should_stop and guard.diverged_at_step == 5 and "max_loss=100" in guard.reason
+    # stopped at the check (step 5); diverged_at_step and the reason name the step of the bad loss
+    assert trainer.should_stop and guard.diverged_at_step == 3 and "max_loss=100 at step 3" in guard.reason
 
 
 def test_interrupted_run_resumes_to_the_same_final_step(make_cfg, tmp_path, monkeypatch):

@@ -1,47 +1,164 @@
-"""Stop a run whose loss has become NaN/inf (or exploded), so a sweep moves on within steps."""
+"""Stop a run whose training loss has become NaN/inf or has exploded, so a sweep moves on within steps."""
 
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import lightning.pytorch as pl
 import torch
+from torch import Tensor
+
+# Which rule caught the loss (bits of the recorded code), for the reason string.
+_NONFINITE, _ABOVE_MAX, _EXPLODED = 1, 2, 4
 
 
 class DivergenceGuard(pl.Callback):
-    """Watches the training loss; on NaN, inf or a loss above `max_loss`, stops the fit.
+    """Watches the training loss and stops the fit when it diverges:
 
-    The check accumulates a flag on the loss's device and reads it back only every
-    `check_every_n_steps` steps, so it adds no host-device synchronisation to the other steps.
-    After a stop, `diverged_at_step` holds the step at which the divergence was seen and
-    `reason` says what happened; the training script marks the run `diverged`.
+    - NaN or inf;
+    - above `max_loss` (optional, absolute);
+    - an explosion: from step `warmup_steps` on, the smoothed loss is above `factor` times its
+      best (lowest) value so far AND above the first batch's loss. The smoothed loss is an
+      exponential moving average that starts at the first loss and gives each later batch the
+      weight 1 - `smoothing` (fastai's LR finder smooths with 0.98 and stops at 4x the best; its
+      average is bias-corrected instead, which gives the first batches a large weight: with
+      it, one early bad batch of bn_mnist below reaches 2.1x its best at step 20).
+      Smoothing keeps one bad batch from counting (at 0.98, a batch would need ~150x the best);
+      the second condition keeps a small loss that grows (over-fitting, a fine-tuning bump,
+      a loss near 0 that doubles) from counting. `factor=null` turns the rule off.
+
+    Why the defaults (factor 4, smoothing 0.98, warm-up 20 steps), measured on 47 healthy runs
+    of 48-600 steps, one seed each: the options of the ready studies' documented sweeps
+    (conf/experiment; augment_compare with none, noise and strong; noise_as_l2 with 4 of its 6),
+    the Yosinski transfer runs, gradual unfreezing and fine-tuning from its base network, and
+    the default study. From step 20 on, where a healthy run's smoothed loss was above its first
+    loss, it was at most 1.37x its best (`bn_mnist norm=batchnorm optimizer.lr=10`, whose second
+    batch's loss is 33, 14x the first), 2.9x below the factor; then 1.18 (the same without BN)
+    and 1.16 (Yosinski BnB+ n=3: fine-tuning that starts at 0.14, with batches up to 0.85);
+    every other run <= 1.09, and most never climb above their first loss (flat losses at
+    chance, plateaus, regressions). A warm-up of 10 steps would give 1.49; smoothing 0.9, 2.2.
+    Explosions: `optimizer=sgd optimizer.lr=10 init=normal init.std=1000 data=digits
+    model=mlp` is stopped at step 20 (1.2e5x its best); `experiment=fixup_vs_norm init=default
+    norm=none` at step 35 (1.4e14x), before its loss becomes NaN at step 40.
+
+    Every rule runs on the loss's device (0-d tensor ops) and the result is read back only every
+    `check_every_n_steps` steps and at the end of each epoch, so the guard adds no host-device
+    synchronisation to the other steps. After a stop, `diverged_at_step` holds the step at
+    which the loss first met a rule and `reason` says what happened; the training script marks
+    the run `diverged`. The smoothed history is saved in checkpoints: a resumed run goes on
+    with it.
     """
 
-    def __init__(self, check_every_n_steps: int = 5, max_loss: float | None = None) -> None:
+    def __init__(
+        self,
+        check_every_n_steps: int = 5,
+        max_loss: float | None = None,
+        factor: float | None = 4.0,
+        smoothing: float = 0.98,
+        warmup_steps: int = 20,
+    ) -> None:
+        name = "callbacks.divergence_guard"
         if check_every_n_steps < 1:
-            raise ValueError(
-                f"callbacks.divergence_guard.check_every_n_steps must be >= 1, got {check_every_n_steps}."
-            )
+            raise ValueError(f"{name}.check_every_n_steps must be >= 1, got {check_every_n_steps}.")
+        if factor is not None and not factor > 1:
+            raise ValueError(f"{name}.factor must be > 1 (or null: no explosion rule), got {factor}.")
+        if not 0 <= smoothing < 1:
+            raise ValueError(f"{name}.smoothing must be in [0, 1) (0: no smoothing), got {smoothing}.")
+        if warmup_steps < 1:
+            raise ValueError(f"{name}.warmup_steps must be >= 1, got {warmup_steps}.")
         self.check_every_n_steps = check_every_n_steps
         self.max_loss = math.inf if max_loss is None else float(max_loss)
+        self.factor = factor
+        self.smoothing = smoothing
+        self.warmup_steps = warmup_steps
         self.diverged_at_step: int | None = None
         self.reason: str | None = None
-        self._bad: torch.Tensor | None = None
+        self._steps = 0  # losses seen: a host counter, no read-back
+        self._state: dict[str, Tensor] = {}  # 0-d tensors on the loss's device
+
+    # --- the rules, on the device ----------------------------------------------------------
+
+    def _observe(self, loss: Tensor, step: int) -> None:
+        """Update the smoothed loss and the flags with one step's loss; no read-back."""
+        loss = loss.detach().float()
+        s = self._state
+        if not s:  # the first loss starts the average (each later batch weighs 1 - smoothing)
+            s.update(avg=loss.clone(), best=loss.clone(), start=loss.clone())
+            s.update(bad=torch.zeros((), dtype=torch.bool, device=loss.device), record=loss.new_zeros(5))
+        elif s["avg"].device != loss.device:  # resumed: the checkpoint's history was loaded on the CPU
+            s.update({name: value.to(loss.device) for name, value in s.items()})
+        self._steps += 1
+        s["avg"] = self.smoothing * s["avg"] + (1 - self.smoothing) * loss
+        s["best"] = torch.minimum(s["best"], s["avg"])
+        code = (~torch.isfinite(loss)) * _NONFINITE + (loss > self.max_loss) * _ABOVE_MAX
+        if self.factor is not None and self._steps >= self.warmup_steps:
+            exploded = (s["avg"] > self.factor * s["best"]) & (s["avg"] > s["start"])
+            code = code + exploded * _EXPLODED
+        # what the first bad step looked like, kept until it is read back
+        now = torch.stack([code.float(), loss, s["avg"], s["best"], torch.zeros_like(loss) + step])
+        s["record"] = torch.where(s["bad"], s["record"], now)
+        s["bad"] = s["bad"] | (code > 0)
+
+    def _stop_if_diverged(self, trainer: pl.Trainer) -> None:
+        """The one read-back: if a rule fired since the last check, stop the fit and say why.
+
+        Under DDP every process decides together (as Lightning's EarlyStopping does): a process
+        that stopped alone would leave the others waiting in the next gradient all-reduce."""
+        if self.diverged_at_step is not None:
+            return
+        here = bool(self._state["bad"]) if self._state else False
+        strategy = getattr(trainer, "strategy", None)  # a Trainer has one; a bare hook call may not
+        if not (here if strategy is None else strategy.reduce_boolean_decision(here, all=False)):
+            return
+        if here:
+            code, loss, smoothed, best, step = self._state["record"].tolist()
+            self.diverged_at_step = int(step)
+            self.reason = self._explain(int(code), loss, smoothed, best, self.diverged_at_step)
+        else:
+            self.diverged_at_step = int(trainer.global_step)
+            self.reason = f"the training loss of another process diverged by step {self.diverged_at_step}"
+        trainer.should_stop = True
+
+    def _explain(self, code: int, loss: float, smoothed: float, best: float, step: int) -> str:
+        if code & _NONFINITE:
+            return f"training loss became {loss} at step {step}"
+        if code & _ABOVE_MAX:
+            return f"training loss {loss:.4g} exceeded max_loss={self.max_loss:g} at step {step}"
+        start = float(self._state["start"])
+        return (
+            f"training loss (smoothed) {smoothed:.3g} is {smoothed / best:.3g}x its best {best:.3g} "
+            f"after {step} steps (callbacks.divergence_guard.factor={self.factor:g}; it started at "
+            f"{start:.3g})"
+        )
+
+    # --- Lightning hooks ---------------------------------------------------------------------
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        loss = outputs["loss"] if isinstance(outputs, dict) else outputs
-        if loss is None:
+        if self.diverged_at_step is not None:
             return
-        loss = loss.detach()
-        bad = ~torch.isfinite(loss) | (loss > self.max_loss)
-        self._bad = bad if self._bad is None else self._bad | bad
-        if trainer.global_step % self.check_every_n_steps == 0 and bool(self._bad):
-            self.diverged_at_step = int(trainer.global_step)
-            value = float(loss)
-            self.reason = (
-                f"training loss became {value} at step {self.diverged_at_step}"
-                if not math.isfinite(value)
-                else f"training loss {value:.4g} exceeded max_loss={self.max_loss:g} at step {self.diverged_at_step}"
-            )
-            trainer.should_stop = True
-            self._bad = None
+        loss = outputs["loss"] if isinstance(outputs, dict) else outputs
+        if loss is not None:  # None: the step was skipped (manual optimisation)
+            self._observe(loss, trainer.global_step)
+        if trainer.global_step % self.check_every_n_steps == 0:  # every process checks here (DDP)
+            self._stop_if_diverged(trainer)
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        self._stop_if_diverged(trainer)  # the steps since the last check (once per epoch)
+
+    def state_dict(self) -> dict[str, Any]:
+        """The smoothed history, and the outcome for readers of the checkpoint (a run whose fit
+        ran in spawned processes learns it there). A resumed run restores the history only: if
+        the flag was up, its first check stops it again with the same reason."""
+        state = {name: value.tolist() for name, value in self._state.items()}
+        outcome = {"diverged_at_step": self.diverged_at_step, "reason": self.reason}
+        return {"steps": self._steps, **state, **outcome}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self._steps = int(state_dict.get("steps", 0))  # a checkpoint from before the guard saved state: 0
+        names = ("avg", "best", "start", "bad", "record")
+        self._state = {}
+        if self._steps and all(name in state_dict for name in names):
+            self._state = {name: torch.tensor(state_dict[name]) for name in names}
+        else:
+            self._steps = 0
