@@ -14,6 +14,8 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from trainlab.callbacks.divergence import DivergenceGuard
 from trainlab.train import train
 
+from conftest import read_summary, run_cli
+
 QUICK = ["logger=none", "callbacks.layer_stats=null", "callbacks.augment_preview=null"]
 EXPLODING = ["optimizer=sgd", "optimizer.lr=10", "init=normal", "init.std=1000", "data=digits", "model=mlp"]
 
@@ -47,6 +49,20 @@ def test_exploding_run_is_stopped_early_and_marked_diverged(make_cfg, tmp_path):
     assert "test/acc" not in summary["metrics"]
     last = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=True)
     assert last["callbacks"]["DivergenceGuard"]["reason"] == summary["error"]
+
+
+@pytest.mark.slow
+def test_exploding_run_fitted_in_spawned_processes_is_marked_diverged(tmp_path):
+    """trainer=ddp_sim fits in 2 spawned processes: the main process learns the outcome from last.ckpt."""
+    result = run_cli(
+        "trainlab.train", "trainer=ddp_sim", *EXPLODING, *QUICK, "callbacks.rich_progress_bar=null",
+        "trainer.max_epochs=3", f"paths.log_dir={tmp_path}", cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    (run,) = (tmp_path / "train" / "runs").iterdir()
+    summary = read_summary(run)
+    assert summary["status"] == "diverged" and summary["diverged_at_step"] == 20
+    assert "training loss (smoothed)" in summary["error"]
 
 
 def test_healthy_run_completes_and_checkpoints_the_guard(make_cfg, tmp_path):

@@ -166,13 +166,22 @@ def _fit_and_test(
 
 
 def _progress_from_last_checkpoint(trainer: pl.Trainer, summary: RunSummary) -> None:
+    """After a fit in spawned processes (ddp_spawn): its progress and outcome, from last.ckpt."""
     import torch
+
+    from trainlab.callbacks.divergence import DivergenceGuard
 
     callback = trainer.checkpoint_callback
     last = Path(callback.dirpath) / "last.ckpt" if callback is not None and callback.dirpath else None
-    if last is not None and last.is_file():
-        state = torch.load(last, map_location="cpu", mmap=True, weights_only=True)
-        summary.data.update(global_step=int(state["global_step"]), epochs=int(state["epoch"]) + 1)
+    if last is None or not last.is_file():
+        return
+    state = torch.load(last, map_location="cpu", mmap=True, weights_only=True)
+    summary.data.update(global_step=int(state["global_step"]), epochs=int(state["epoch"]) + 1)
+    # the divergence guard of the main process saw no step: its outcome is in the checkpoint
+    for callback in trainer.callbacks:
+        saved = state.get("callbacks", {}).get(callback.state_key) or {}
+        if isinstance(callback, DivergenceGuard) and saved.get("diverged_at_step") is not None:
+            callback.diverged_at_step, callback.reason = int(saved["diverged_at_step"]), saved["reason"]
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
