@@ -12,7 +12,7 @@ from typing import Any
 import lightning.pytorch as pl
 import torch
 from hydra.core.hydra_config import HydraConfig
-from hydra.utils import instantiate
+from hydra.utils import get_object, instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from trainlab.data.datamodule import ImageDataModule
@@ -21,13 +21,18 @@ from trainlab.init import apply_init
 from trainlab.loggers import find_wandb_run_id
 from trainlab.models.classifier import Classifier
 from trainlab.models.factory import network_config
+from trainlab.norm.ghost_batchnorm import check_virtual_batches
 from trainlab.transfer.pretrained import load_pretrained
 from trainlab.utils.config import STUDY_AXES, ConfigError, check_arguments, flatten, plain
 from trainlab.utils.tracking import in_multirun
 
+# seed_everything takes 0..2**32-1 and replaces anything else by a random seed with a warning
+MAX_SEED = 2**32 - 1
+
 
 def check_config(cfg: DictConfig) -> None:
     """Check every `_target_` config against its signature before anything is built."""
+    check_seed(cfg.get("seed"))
     if cfg.get("augment") is not None:  # names the bad transform, suggests close names
         build_augmentations(AugmentSettings.from_config(cfg.augment).transforms)
     for group in (
@@ -52,13 +57,54 @@ def check_config(cfg: DictConfig) -> None:
     if position not in ("pre_act", "post_act"):
         raise ConfigError(f"norm.position={position!r} is not one of ['pre_act', 'post_act'].")
     check_arguments(norm, "norm")
+    check_monitors(cfg)
+
+
+def check_seed(seed: Any) -> None:
+    if seed is None:
+        return
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
+        raise ConfigError(
+            f"seed={seed!r} must be an integer from 0 to {MAX_SEED} (e.g. seed=42), or null to draw one."
+        )
+
+
+def module_class(cfg: DictConfig) -> type:
+    """The LightningModule class the run trains: `module._target_`, else the Classifier."""
+    module = cfg.get("module")
+    return get_object(module["_target_"]) if module else Classifier
+
+
+def check_monitors(cfg: DictConfig) -> None:
+    """A callback's `monitor` must be a metric the module logs (its LOGGED_METRICS); otherwise
+    ModelCheckpoint fails after the first epoch and EarlyStopping at its first check."""
+    logged = getattr(module_class(cfg), "LOGGED_METRICS", None)
+    if not logged:  # a module that does not declare its metrics cannot be checked
+        return
+    for name, callback in (plain(cfg.get("callbacks")) or {}).items():
+        monitor = (callback or {}).get("monitor")
+        if monitor is not None and monitor not in logged:
+            raise ConfigError(
+                f"callbacks.{name}.monitor={monitor!r} is not a metric this run logs; "
+                f"{module_class(cfg).__name__} logs: {', '.join(logged)}."
+            )
 
 
 def build_datamodule(cfg: DictConfig) -> ImageDataModule:
     datamodule = instantiate(cfg.data, _recursive_=False)
     datamodule.prepare_data()
     datamodule.setup("fit")  # models need the source's shape and classes before they exist
+    check_data_fits_model(cfg, datamodule)
     return datamodule
+
+
+def check_data_fits_model(cfg: DictConfig, datamodule: ImageDataModule) -> None:
+    """What only the data's size can tell: the batches ghost batch norm must split."""
+    virtual_batch_size = (cfg.get("norm") or {}).get("virtual_batch_size")
+    if virtual_batch_size:
+        _, train_labels = datamodule.splits["train"]
+        hp = datamodule.hparams
+        check_virtual_batches(int(virtual_batch_size), len(train_labels), hp.batch_size, hp.drop_last)
 
 
 def network_spec(cfg: DictConfig, datamodule: ImageDataModule) -> dict[str, Any]:
