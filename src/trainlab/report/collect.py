@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import pandas as pd
 import yaml
+
+log = logging.getLogger(__name__)
 
 STATUS_FAILED = ("failed", "diverged", "interrupted", "missing")
 # columns of a job row that are not settings (overrides) nor metrics
@@ -16,6 +19,22 @@ FIXED_COLUMNS = ("job", "path", "status", "error", "wall_time_s", "global_step",
 def _parse_override(override: str) -> tuple[str, str] | None:
     key, sep, value = override.lstrip("+~").partition("=")
     return (key, value) if sep else None
+
+
+def read_summary(path: Path) -> dict:
+    """A job's summary.json; one that is not valid JSON (a job killed while writing it, a disk
+    that filled up) becomes a `failed` job whose error names the file, and the report goes on."""
+    try:
+        summary = json.loads(path.read_text())
+        if not isinstance(summary, dict):
+            raise ValueError(f"a JSON {type(summary).__name__}, not an object")
+    except (ValueError, UnicodeDecodeError) as error:  # JSONDecodeError is a ValueError
+        message = f"corrupt summary.json ({path}): {error}"
+        log.warning(message)
+        overrides_file = path.parent / ".hydra" / "overrides.yaml"  # the job's settings, still
+        overrides = yaml.safe_load(overrides_file.read_text()) if overrides_file.is_file() else []
+        return {"status": "failed", "overrides": overrides or [], "metrics": {}, "error": message}
+    return summary
 
 
 def job_dirs(multirun_dir: Path) -> list[Path]:
@@ -37,7 +56,7 @@ def load_jobs(multirun_dir: Path) -> pd.DataFrame:
     for job in job_dirs(multirun_dir):
         summary_path = job / "summary.json"
         if summary_path.is_file():
-            summary = json.loads(summary_path.read_text())
+            summary = read_summary(summary_path)
         else:
             overrides_file = job / ".hydra" / "overrides.yaml"
             overrides = yaml.safe_load(overrides_file.read_text()) if overrides_file.is_file() else []
