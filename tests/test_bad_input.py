@@ -12,7 +12,7 @@ from hydra.errors import ConfigCompositionException, MissingConfigException
 
 from test_timm_backbone import cfg_with, timm_classifier
 from trainlab import loggers
-from trainlab.builders import check_monitors
+from trainlab.builders import check_config, check_monitors
 from trainlab.report.__main__ import main as report_main
 from trainlab.report.collect import load_jobs
 from trainlab.train import train
@@ -97,6 +97,39 @@ def test_seed_must_be_an_integer_or_null(make_cfg, tmp_path, seed):
     fails_before_training(
         make_cfg, tmp_path, r"seed=.* must be an integer from 0 to 4294967295 .*or null", f"seed={seed}"
     )
+
+
+@pytest.mark.parametrize(
+    ("overrides", "match"),
+    [
+        (
+            ["optimizer.lr=-0.1"],
+            r"optimizer \(torch.optim.Adam\): Invalid learning rate: -0.1 \(optimizer.lr=-0.1",
+        ),
+        (["optimizer=sgd", "optimizer.momentum=-1"], r"Invalid momentum value: -1 \(.*optimizer.momentum=-1"),
+    ],
+)
+def test_optimizer_values_torch_rejects(make_cfg, tmp_path, overrides, match):
+    # today: torch's "Invalid learning rate: -0.1" when fit builds the optimizer, naming no setting
+    fails_before_training(make_cfg, tmp_path, match, *overrides)
+
+
+@pytest.mark.parametrize(
+    ("override", "match"),
+    [
+        ("data.num_workers=-1", r"data.num_workers=-1 must be >= 0"),  # today: torch's DataLoader message
+        ("model.depth=-1", r"model=mlp needs model.depth >= 0 .*got model.depth=-1"),  # today: "depth=-1"
+    ],
+)
+def test_messages_name_the_setting(make_cfg, tmp_path, override, match):
+    with pytest.raises(Exception, match=match):
+        train(make_cfg(*TINY, override))
+    assert read_summary(tmp_path / "run")["global_step"] == 0
+
+
+def test_max_epochs_0_warns(make_cfg, caplog):
+    check_config(make_cfg(*TINY, "trainer.max_epochs=0"))
+    assert "trainer.max_epochs=0: nothing is trained" in caplog.text
 
 
 def test_warmup_as_long_as_the_run(make_cfg, tmp_path):

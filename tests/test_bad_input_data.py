@@ -28,7 +28,7 @@ def fails_before_training(make_cfg, tmp_path, error, match, *overrides):
     ("override", "match"),
     [
         # today: [] is falsy and trains all ten classes; one class "trains" to accuracy 1.0
-        ("data.classes=[]", r"data.classes=\[\] keeps 0 class: a classifier needs two or more"),
+        ("data.classes=[]", r"data.classes=\[\] keeps no class: a classifier needs two or more"),
         ("data.classes=[3]", r"data.classes=\[3\] keeps 1 class: a classifier needs two or more"),
         ("data.classes=[1,1]", r"data.classes=\[1, 1\]: repeated \[1\]; .*distinct integers in 0..9"),
         ("data.classes=[0,10]", r"data.classes=\[0, 10\]: unknown \[10\]; .*0..9 \(digits: 0, 1"),

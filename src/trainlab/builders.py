@@ -6,6 +6,7 @@ together (the study axes meet in `build_model`).
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,8 @@ from trainlab.norm.ghost_batchnorm import check_virtual_batches
 from trainlab.transfer.pretrained import load_pretrained
 from trainlab.utils.config import STUDY_AXES, ConfigError, check_arguments, flatten, plain
 from trainlab.utils.tracking import in_multirun
+
+log = logging.getLogger(__name__)
 
 # seed_everything takes 0..2**32-1 and replaces anything else by a random seed with a warning
 MAX_SEED = 2**32 - 1
@@ -57,7 +60,11 @@ def check_config(cfg: DictConfig) -> None:
     if position not in ("pre_act", "post_act"):
         raise ConfigError(f"norm.position={position!r} is not one of ['pre_act', 'post_act'].")
     check_arguments(norm, "norm")
+    check_optimizer(cfg)
     check_monitors(cfg)
+    for key in ("max_epochs", "max_steps"):
+        if (cfg.get("trainer") or {}).get(key) == 0:
+            log.warning(f"trainer.{key}=0: nothing is trained; the test uses the initial weights.")
 
 
 def check_seed(seed: Any) -> None:
@@ -67,6 +74,20 @@ def check_seed(seed: Any) -> None:
         raise ConfigError(
             f"seed={seed!r} must be an integer from 0 to {MAX_SEED} (e.g. seed=42), or null to draw one."
         )
+
+
+def check_optimizer(cfg: DictConfig) -> None:
+    """Build the optimizer once on a dummy parameter: torch checks its values (lr >= 0, momentum >= 0,
+    betas in [0, 1), ...) only when the optimizer is built, at the start of fit, and its messages
+    ("Invalid learning rate: -0.1") do not say which setting."""
+    node = plain(cfg.get("optimizer"))
+    if not node:
+        return
+    try:
+        instantiate(node)([torch.nn.Parameter(torch.zeros(1))])
+    except ValueError as error:
+        values = ", ".join(f"optimizer.{k}={v}" for k, v in node.items() if not k.startswith("_"))
+        raise ConfigError(f"optimizer ({node['_target_']}): {error} ({values}).") from error
 
 
 def module_class(cfg: DictConfig) -> type:

@@ -117,6 +117,10 @@ class ImageDataModule(pl.LightningDataModule):
         super().__init__()
         if batch_size < 1:
             raise ValueError(f"data.batch_size must be a positive integer, got {batch_size}.")
+        if num_workers < 0:
+            raise ValueError(
+                f"data.num_workers={num_workers} must be >= 0 (0 loads in the training process)."
+            )
         for name, fraction in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
             if not 0.0 < fraction < 1.0:
                 raise ValueError(f"data.{name} must be between 0 and 1 (exclusive), got {fraction}.")
@@ -236,7 +240,7 @@ class ImageDataModule(pl.LightningDataModule):
             )
         if len(classes) < 2:
             raise ConfigError(
-                f"data.classes={list(classes)} keeps {len(classes)} class: a classifier needs two or more "
+                f"data.classes={list(classes)} keeps {len(classes) or 'no'} class: a classifier needs two or more "
                 f"(every prediction would be right). List at least two of 0..{known - 1}, or "
                 "data.classes=null for all classes."
             )
