@@ -50,6 +50,16 @@ def test_train_size_below_the_number_of_classes(make_cfg, tmp_path):
     )
 
 
+def test_train_size_just_below_the_pool():
+    from trainlab.data.datamodule import ImageDataModule
+
+    # 1,293 training digits: keeping 1,290 leaves out 3, too few to stratify (today sklearn's error)
+    datamodule = ImageDataModule(source={"_target_": "trainlab.data.sources.digits"}, train_size=1290)
+    datamodule.setup()
+    images, labels = datamodule.splits["train"]
+    assert len(images) == 1290 and len(np.unique(labels)) == 10
+
+
 def test_split_fraction_too_small_for_the_classes(make_cfg, tmp_path):
     fails_before_training(
         make_cfg,

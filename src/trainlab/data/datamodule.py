@@ -198,11 +198,15 @@ class ImageDataModule(pl.LightningDataModule):
                     f"data.train_size={hp.train_size} must be between {classes} (one example of each of "
                     f"the {classes} classes) and the {len(train)} training examples of {source.name}."
                 )
-            if hp.train_size < len(train):
+            if len(train) - hp.train_size >= classes:
                 _, kept = stratified_split(
                     pool_labels[train], int(hp.train_size), hp.split_seed, "data.train_size"
                 )
                 train = train[kept]
+            elif hp.train_size < len(train):  # fewer left out than classes: cannot stratify what is
+                # dropped, and keeping nearly all keeps the class mix anyway
+                kept = np.random.default_rng(hp.split_seed).choice(len(train), hp.train_size, replace=False)
+                train = train[np.sort(kept)]
         self.splits = {
             "train": (Subset(pool_images, train), pool_labels[train]),
             "val": (Subset(pool_images, val), pool_labels[val]),
