@@ -122,7 +122,7 @@ def test_block_computes_shortcut_plus_branch():
 
 
 def test_bad_arguments():
-    with pytest.raises(ValueError, match="model=resnet needs depth, width and stages >= 1"):
+    with pytest.raises(ValueError, match="model=resnet needs model.depth, model.width and model.stages >= 1"):
         ResNet((1, 8, 8), 10, none, nn.ReLU, depth=0)
     with pytest.raises(ValueError, match=r"norm.position='middle' is not one of \['pre_act', 'post_act'\]"):
         ResNet((1, 8, 8), 10, batchnorm, nn.ReLU, position="middle")

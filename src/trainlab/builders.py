@@ -6,13 +6,14 @@ together (the study axes meet in `build_model`).
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
 import torch
 from hydra.core.hydra_config import HydraConfig
-from hydra.utils import instantiate
+from hydra.utils import get_object, instantiate
 from lightning.fabric.plugins import CheckpointIO
 from omegaconf import DictConfig, OmegaConf, open_dict
 
@@ -24,14 +25,21 @@ from trainlab.init import apply_init
 from trainlab.loggers import find_wandb_run_id
 from trainlab.models.classifier import Classifier
 from trainlab.models.factory import network_config
+from trainlab.norm.ghost_batchnorm import check_virtual_batches
 from trainlab.transfer.pretrained import load_pretrained
 from trainlab.utils.checkpoints import read_checkpoint
 from trainlab.utils.config import STUDY_AXES, ConfigError, check_arguments, flatten, plain
 from trainlab.utils.tracking import in_multirun
 
+log = logging.getLogger(__name__)
+
+# seed_everything takes 0..2**32-1 and replaces anything else by a random seed with a warning
+MAX_SEED = 2**32 - 1
+
 
 def check_config(cfg: DictConfig) -> None:
     """Check every `_target_` config against its signature before anything is built."""
+    check_seed(cfg.get("seed"))
     if cfg.get("augment") is not None:  # names the bad transform, suggests close names
         build_augmentations(AugmentSettings.from_config(cfg.augment).transforms)
     for group in (
@@ -56,13 +64,72 @@ def check_config(cfg: DictConfig) -> None:
     if position not in ("pre_act", "post_act"):
         raise ConfigError(f"norm.position={position!r} is not one of ['pre_act', 'post_act'].")
     check_arguments(norm, "norm")
+    check_optimizer(cfg)
+    check_monitors(cfg)
+    for key in ("max_epochs", "max_steps"):
+        if (cfg.get("trainer") or {}).get(key) == 0:
+            log.warning(f"trainer.{key}=0: nothing is trained; the test uses the initial weights.")
+
+
+def check_seed(seed: Any) -> None:
+    if seed is None:
+        return
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
+        raise ConfigError(
+            f"seed={seed!r} must be an integer from 0 to {MAX_SEED} (e.g. seed=42), or null to draw one."
+        )
+
+
+def check_optimizer(cfg: DictConfig) -> None:
+    """Build the optimizer once on a dummy parameter: torch checks its values (lr >= 0, momentum >= 0,
+    betas in [0, 1), ...) only when the optimizer is built, at the start of fit, and its messages
+    ("Invalid learning rate: -0.1") do not say which setting."""
+    node = plain(cfg.get("optimizer"))
+    if not node:
+        return
+    try:
+        instantiate(node)([torch.nn.Parameter(torch.zeros(1))])
+    except ValueError as error:
+        values = ", ".join(f"optimizer.{k}={v}" for k, v in node.items() if not k.startswith("_"))
+        raise ConfigError(f"optimizer ({node['_target_']}): {error} ({values}).") from error
+
+
+def module_class(cfg: DictConfig) -> type:
+    """The LightningModule class the run trains: `module._target_`, else the Classifier."""
+    module = cfg.get("module")
+    return get_object(module["_target_"]) if module else Classifier
+
+
+def check_monitors(cfg: DictConfig) -> None:
+    """A callback's `monitor` must be a metric the module logs (its LOGGED_METRICS); otherwise
+    ModelCheckpoint fails after the first epoch and EarlyStopping at its first check."""
+    logged = getattr(module_class(cfg), "LOGGED_METRICS", None)
+    if not logged:  # a module that does not declare its metrics cannot be checked
+        return
+    for name, callback in (plain(cfg.get("callbacks")) or {}).items():
+        monitor = (callback or {}).get("monitor")
+        if monitor is not None and monitor not in logged:
+            raise ConfigError(
+                f"callbacks.{name}.monitor={monitor!r} is not a metric this run logs; "
+                f"{module_class(cfg).__name__} logs: {', '.join(logged)}."
+            )
 
 
 def build_datamodule(cfg: DictConfig) -> ImageDataModule:
     datamodule = instantiate(cfg.data, _recursive_=False)
     datamodule.prepare_data()
     datamodule.setup("fit")  # models need the source's shape and classes before they exist
+    check_data_fits_model(cfg, datamodule)
     return datamodule
+
+
+def check_data_fits_model(cfg: DictConfig, datamodule: ImageDataModule) -> None:
+    """What only the data's size can tell: the batches ghost batch norm must split."""
+    virtual_batch_size = (cfg.get("norm") or {}).get("virtual_batch_size")
+    if virtual_batch_size:
+        _, train_labels = datamodule.splits["train"]
+        hp = datamodule.hparams
+        check_virtual_batches(int(virtual_batch_size), len(train_labels), hp.batch_size, hp.drop_last)
 
 
 def network_spec(cfg: DictConfig, datamodule: ImageDataModule) -> dict[str, Any]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import logging
 import netrc
 import os
 from pathlib import Path
@@ -12,20 +13,41 @@ from lightning.pytorch.loggers import CSVLogger, WandbLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 from lightning.pytorch.loggers.logger import rank_zero_experiment
 
+from trainlab.utils import network
+from trainlab.utils.network import host_reachable
+
+log = logging.getLogger(__name__)
+
+
+DEFAULT_WANDB_URL = "https://api.wandb.ai"
+
 
 def wandb_logged_in() -> bool:
-    """True when W&B can upload: WANDB_MODE=online, an API key in the environment or ~/.netrc.
+    """True when W&B can upload: WANDB_MODE=online, an API key in the environment or ~/.netrc,
+    and the W&B host (WANDB_BASE_URL) answering within a few seconds.
 
     WANDB_MODE=offline/disabled wins over a stored key; no key means offline, never a prompt.
+    A key with no network means offline with a warning: W&B itself would retry for about two
+    minutes and then stop the run.
     """
     mode = os.environ.get("WANDB_MODE", "").lower()
     if mode in ("offline", "disabled", "dryrun"):
         return False
-    if mode == "online" or os.environ.get("WANDB_API_KEY"):
-        return True
-    host = urlparse(os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai")).hostname
+    url = os.environ.get("WANDB_BASE_URL", DEFAULT_WANDB_URL)
+    if not (mode == "online" or os.environ.get("WANDB_API_KEY") or _netrc_has_key(url)):
+        return False
+    if not host_reachable(url):
+        log.warning(
+            f"W&B: logged in, but {url} does not answer within {network.PROBE_TIMEOUT_S:g} s: logging "
+            "offline instead (upload later with `wandb sync <run dir>/wandb/offline-run-*`)."
+        )
+        return False
+    return True
+
+
+def _netrc_has_key(url: str) -> bool:
     try:
-        return netrc.netrc().authenticators(host) is not None
+        return netrc.netrc().authenticators(urlparse(url).hostname) is not None
     except (FileNotFoundError, netrc.NetrcParseError, OSError):
         return False
 

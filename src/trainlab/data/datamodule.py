@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import os
 from collections.abc import Iterable, Sequence
 
@@ -77,11 +78,25 @@ class TrainLoader(DataLoader):
         pass
 
 
-def stratified_split(labels: np.ndarray, size: int | float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Indices (rest, picked): `size` examples (a count or a fraction) with the class mix kept."""
+def stratified_split(
+    labels: np.ndarray, size: int | float, seed: int, setting: str = "the split"
+) -> tuple[np.ndarray, np.ndarray]:
+    """Indices (rest, picked): `size` examples (a count or a fraction) with the class mix kept.
+
+    Both parts must hold at least one example of each class (what a stratified split needs);
+    otherwise a ConfigError names `setting`, the setting that sized the split.
+    """
     indices = np.arange(len(labels))
     counts = np.bincount(labels)
+    classes = int((counts > 0).sum())
     stratify = labels if counts[counts > 0].min() >= 2 else None  # a singleton class cannot be split
+    picked_count = int(size) if isinstance(size, int) else math.ceil(size * len(labels))
+    if stratify is not None and min(picked_count, len(labels) - picked_count) < classes:
+        raise ConfigError(
+            f"{setting}={size} splits {len(labels)} examples into {picked_count} and "
+            f"{len(labels) - picked_count}, but each part needs at least one example of each of the "
+            f"{classes} classes: choose a {setting} that leaves {classes} or more examples on both sides."
+        )
     rest, picked = train_test_split(indices, test_size=size, random_state=seed, stratify=stratify)
     return np.sort(rest), np.sort(picked)
 
@@ -123,6 +138,10 @@ class ImageDataModule(pl.LightningDataModule):
         super().__init__()
         if batch_size < 1:
             raise ValueError(f"data.batch_size must be a positive integer, got {batch_size}.")
+        if num_workers < 0:
+            raise ValueError(
+                f"data.num_workers={num_workers} must be >= 0 (0 loads in the training process)."
+            )
         for name, fraction in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
             if not 0.0 < fraction < 1.0:
                 raise ValueError(f"data.{name} must be between 0 and 1 (exclusive), got {fraction}.")
@@ -165,7 +184,7 @@ class ImageDataModule(pl.LightningDataModule):
     def class_names(self) -> list[str]:
         classes = self.hparams.classes
         names = self._loaded().class_names
-        return [names[c] for c in classes] if classes else list(names)
+        return [names[c] for c in classes] if classes is not None else list(names)
 
     @property
     def num_classes(self) -> int:
@@ -211,24 +230,32 @@ class ImageDataModule(pl.LightningDataModule):
         hp, source = self.hparams, self._loaded()
         pool_images, pool_labels = source.train_images, source.train_labels
         test_images, test_labels = source.test_images, source.test_labels
-        if hp.classes:
+        self._check_classes(source)
+        if hp.classes is not None:
             pool_images, pool_labels = self._keep_classes(pool_images, pool_labels)
             if test_images is not None:
                 test_images, test_labels = self._keep_classes(test_images, test_labels)
         if test_images is None:
-            rest, test = stratified_split(pool_labels, hp.test_fraction, hp.split_seed)
+            rest, test = stratified_split(pool_labels, hp.test_fraction, hp.split_seed, "data.test_fraction")
             test_images, test_labels = Subset(pool_images, test), pool_labels[test]
             pool_images, pool_labels = Subset(pool_images, rest), pool_labels[rest]
-        train, val = stratified_split(pool_labels, hp.val_fraction, hp.split_seed)
+        train, val = stratified_split(pool_labels, hp.val_fraction, hp.split_seed, "data.val_fraction")
         if hp.train_size is not None:
-            if not 0 < hp.train_size <= len(train):
-                raise ValueError(
-                    f"data.train_size={hp.train_size} must be between 1 and the {len(train)} "
-                    f"training examples of {source.name}."
+            classes = len(np.unique(pool_labels[train]))
+            if not classes <= hp.train_size <= len(train):
+                raise ConfigError(
+                    f"data.train_size={hp.train_size} must be between {classes} (one example of each of "
+                    f"the {classes} classes) and the {len(train)} training examples of {source.name}."
                 )
-            if hp.train_size < len(train):
-                _, kept = stratified_split(pool_labels[train], int(hp.train_size), hp.split_seed)
+            if len(train) - hp.train_size >= classes:
+                _, kept = stratified_split(
+                    pool_labels[train], int(hp.train_size), hp.split_seed, "data.train_size"
+                )
                 train = train[kept]
+            elif hp.train_size < len(train):  # fewer left out than classes: cannot stratify what is
+                # dropped, and keeping nearly all keeps the class mix anyway
+                kept = np.random.default_rng(hp.split_seed).choice(len(train), hp.train_size, replace=False)
+                train = train[np.sort(kept)]
         self.splits = {
             "train": (Subset(pool_images, train), pool_labels[train]),
             "val": (Subset(pool_images, val), pool_labels[val]),
@@ -244,12 +271,36 @@ class ImageDataModule(pl.LightningDataModule):
         if transforms and len(images):
             check_augmentations(transforms, np.asarray(images[0]))
 
+    def _check_classes(self, source: ImageSource) -> None:
+        """A classifier needs two classes or more: `data.classes` must pick them, distinct and known."""
+        classes, known = self.hparams.classes, source.num_classes
+        if classes is None:
+            if known < 2:
+                raise ConfigError(
+                    f"{source.name} has {known} class ({', '.join(source.class_names)}): a classifier needs "
+                    "two classes or more. For data=folder put one sub-folder per class under "
+                    "data.source.root."
+                )
+            return
+        bad = [c for c in classes if isinstance(c, bool) or not isinstance(c, int) or not 0 <= c < known]
+        duplicates = sorted({c for c in classes if list(classes).count(c) > 1}, key=str)
+        if bad or duplicates:
+            problem = f"unknown {bad}" if bad else f"repeated {duplicates}"
+            raise ConfigError(
+                f"data.classes={list(classes)}: {problem}; class indices must be distinct integers in "
+                f"0..{known - 1} ({source.name}: {', '.join(source.class_names[:10])}"
+                f"{', ...' if known > 10 else ''})."
+            )
+        if len(classes) < 2:
+            raise ConfigError(
+                f"data.classes={list(classes)} keeps {len(classes) or 'no'} class: a classifier needs two or more "
+                f"(every prediction would be right). List at least two of 0..{known - 1}, or "
+                "data.classes=null for all classes."
+            )
+
     def _keep_classes(self, images, labels):
         classes = list(self.hparams.classes)
         known = self._loaded().num_classes
-        bad = [c for c in classes if not 0 <= c < known]
-        if bad or len(set(classes)) != len(classes):
-            raise ValueError(f"data.classes={classes}: class indices must be distinct and in 0..{known - 1}.")
         relabel = np.full(known, -1, dtype=np.int64)
         relabel[classes] = np.arange(len(classes))
         kept = np.flatnonzero(relabel[labels] >= 0)

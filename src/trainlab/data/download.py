@@ -7,25 +7,13 @@ with a short timeout, and only then let torchvision download.
 
 from __future__ import annotations
 
-import socket
 from urllib.parse import urlparse
 
-PROBE_TIMEOUT_S = 3.0
+from trainlab.utils.network import host_reachable
 
 
 class DatasetUnavailableError(RuntimeError):
     """The dataset is not on disk and cannot be downloaded from here."""
-
-
-def host_reachable(url: str, timeout: float = PROBE_TIMEOUT_S) -> bool:
-    """True when a TCP connection to the URL's host opens within `timeout` seconds."""
-    parsed = urlparse(url)
-    port = parsed.port or (443 if parsed.scheme == "https" else 80)
-    try:
-        with socket.create_connection((parsed.hostname, port), timeout=timeout):
-            return True
-    except OSError:
-        return False
 
 
 def _download_urls(dataset_class) -> list[str]:

@@ -196,6 +196,32 @@ def _scan_class_folders(root: Path, class_names: list[str] | None = None):
     return class_names, paths, np.asarray(labels, dtype=np.int64)
 
 
+def unreadable_images(paths: Sequence[Path]) -> list[tuple[Path, str]]:
+    """(file, why) for each file PIL cannot open or whose data fail its check (`verify`: the
+    header, and for PNG the chunks' checksums), without decoding the pixels."""
+    from PIL import Image
+
+    bad = []
+    for path in paths:
+        try:
+            with Image.open(path) as image:
+                image.verify()
+        except Exception as error:  # PIL raises many kinds (OSError, SyntaxError, ValueError, ...)
+            bad.append((path, f"{type(error).__name__}: {error}"))
+    return bad
+
+
+def _check_images(paths: Sequence[Path], root: str) -> None:
+    bad = unreadable_images(paths)
+    if bad:
+        shown = "; ".join(f"{path} ({why})" for path, why in bad[:5])
+        more = f" (and {len(bad) - 5} more)" if len(bad) > 5 else ""
+        raise ValueError(
+            f"data=folder: {len(bad)} of the {len(paths)} image files under data.source.root={root!r} "
+            f"cannot be read: {shown}{more}. Remove or replace them."
+        )
+
+
 def folder(root: str, image_size: int = 64, channels: int = 3) -> ImageSource:
     """Images in one sub-folder per class: `root/<class>/*.png`.
 
@@ -217,10 +243,18 @@ def folder(root: str, image_size: int = 64, channels: int = 3) -> ImageSource:
         raise FileNotFoundError(
             f"data=folder: no images found under data.source.root={root!r} ({suffixes}); {layout}."
         )
+    if len(class_names) < 2:
+        raise ValueError(
+            f"data=folder: data.source.root={root!r} holds {len(class_names)} class folder "
+            f"({', '.join(class_names)}): a classifier needs two classes or more; {layout}."
+        )
     test_images = test_labels = None
+    test_paths: list[Path] = []
     if has_splits:
         _, test_paths, test_labels = _scan_class_folders(base / "test", class_names)
         test_images = ImageFiles(test_paths, image_size, channels)
+    # every file, now: a bad one would otherwise stop the run when a batch first reads it
+    _check_images(train_paths + test_paths, root)
     return ImageSource(
         f"folder:{base.name}",
         ImageFiles(train_paths, image_size, channels),

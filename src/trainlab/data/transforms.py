@@ -177,7 +177,25 @@ def build_transform(spec: Any, where: str) -> Transform:
         if any(word in message.lower() for word in FIXED_UP):  # Albumentations "fixed" a bad value
             raise ConfigError(f"{label}: bad argument: {message}")
         warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
+    _check_kernel_sizes(transform, label)
     return transform
+
+
+def _check_kernel_sizes(transform: Transform, label: str) -> None:
+    """Blur kernels are 0 (sized from sigma) or odd. Blur, MedianBlur and MotionBlur warn about an
+    even size and round it up (caught above); GaussianBlur (Albumentations 2.0.8) checks only that
+    its range is non-negative and increasing, and then rounds an even size up to the next odd one
+    where it draws it, with no warning at all."""
+    limit = getattr(transform, "blur_limit", None)
+    if not isinstance(limit, tuple | list) or not all(isinstance(v, int) for v in limit):
+        return
+    even = [v for v in limit if v and v % 2 == 0]
+    if even:
+        raise ConfigError(
+            f"{label}: bad argument: blur_limit={list(limit)}: kernel sizes must be 0 or odd, got "
+            f"{even[0]} (it would silently become {even[0] + 1}); write blur_limit: "
+            f"[{', '.join(str(v + 1 if v and v % 2 == 0 else v) for v in limit)}] or use odd values."
+        )
 
 
 def build_augmentations(

@@ -26,6 +26,18 @@ class Classifier(RebuildableModule):
         scheduler: a partial schedule config called with (optimizer, total_steps), or None.
     """
 
+    # What this module logs, i.e. what a callback's `monitor` may name (checked before training).
+    LOGGED_METRICS = (
+        "train/loss",
+        "train/loss_step",
+        "train/loss_epoch",
+        "train/acc",
+        "val/loss",
+        "val/acc",
+        "test/loss",
+        "test/acc",
+    )
+
     def __init__(self, network: Mapping, optimizer: Mapping, scheduler: Mapping | None = None) -> None:
         super().__init__()
         # logger=False: the training script logs the whole resolved config itself, flattened.

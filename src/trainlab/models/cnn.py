@@ -29,7 +29,8 @@ class CNN(nn.Module):
         super().__init__()
         if depth < 1 or width < 1 or convs_per_block < 1:
             raise ValueError(
-                f"model=cnn needs depth, width and convs_per_block >= 1, got {depth}, {width}, {convs_per_block}."
+                f"model=cnn needs model.depth, model.width and model.convs_per_block >= 1, got model.depth={depth}, "
+                f"model.width={width}, model.convs_per_block={convs_per_block}."
             )
         channels, height, _ = input_shape
         blocks = []

@@ -25,7 +25,9 @@ class MLP(nn.Module):
     ) -> None:
         super().__init__()
         if depth < 0 or width < 1:
-            raise ValueError(f"model=mlp needs depth >= 0 and width >= 1, got depth={depth}, width={width}.")
+            raise ValueError(
+                f"model=mlp needs model.depth >= 0 and model.width >= 1, got model.depth={depth}, model.width={width}."
+            )
         features = math.prod(input_shape)
         blocks = []
         for _ in range(depth):

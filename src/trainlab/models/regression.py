@@ -70,6 +70,24 @@ class NoisyRegression(RebuildableModule):
     ||W - W*|| / ||W*||.
     """
 
+    # What this module logs, i.e. what a callback's `monitor` may name (checked before training).
+    LOGGED_METRICS = (
+        "train/loss",
+        "train/loss_step",
+        "train/loss_epoch",
+        "train/mse",
+        "val/mse",
+        "val/loss",
+        "val/acc",
+        "val/objective",
+        "test/mse",
+        "test/loss",
+        "test/acc",
+        "weights/norm",
+        "weights/ridge_norm",
+        "weights/distance_to_ridge",
+    )
+
     def __init__(
         self,
         network: Mapping,

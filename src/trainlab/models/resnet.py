@@ -112,7 +112,8 @@ class ResNet(nn.Module):
         super().__init__()
         if depth < 1 or width < 1 or stages < 1:
             raise ValueError(
-                f"model=resnet needs depth, width and stages >= 1, got depth={depth}, width={width}, stages={stages}."
+                f"model=resnet needs model.depth, model.width and model.stages >= 1, got model.depth={depth}, "
+                f"model.width={width}, model.stages={stages}."
             )
         channels, height, _ = input_shape
         stem = lambda out, bias: conv3x3(channels, out, bias=bias)  # noqa: E731

@@ -17,6 +17,34 @@ from __future__ import annotations
 from torch import Tensor
 
 from trainlab.norm.batchnorm_scratch import BatchNormScratch, batch_moments, full_precision
+from trainlab.utils.config import ConfigError
+
+DIVIDE_EVERY_BATCH = (
+    "ghost batch norm splits every training batch into whole virtual batches. Choose a virtual_batch_size "
+    "that divides data.batch_size and also the last, smaller batch of an epoch (the number of training "
+    "examples modulo data.batch_size), set data.train_size to a multiple of data.batch_size, or drop "
+    "the last batch with data.drop_last=true."
+)
+
+
+def check_virtual_batches(
+    virtual_batch_size: int, train_examples: int, batch_size: int, drop_last: bool
+) -> None:
+    """Before training: every training batch of an epoch (the last, smaller one too, unless dropped)
+    must split into whole virtual batches, or the forward pass fails at the end of the first epoch."""
+    sizes = {min(batch_size, train_examples)}
+    last = train_examples % batch_size
+    if last and not drop_last and train_examples > batch_size:
+        sizes.add(last)
+    if drop_last and train_examples < batch_size:
+        sizes = set()  # no batch at all: Lightning says so itself
+    bad = sorted(size for size in sizes if size % virtual_batch_size)
+    if bad:
+        raise ConfigError(
+            f"norm.virtual_batch_size={virtual_batch_size} does not divide the training batches of "
+            f"{', '.join(map(str, bad))} examples ({train_examples} training examples in batches of "
+            f"data.batch_size={batch_size}, data.drop_last={str(drop_last).lower()}): {DIVIDE_EVERY_BATCH}"
+        )
 
 
 class GhostBatchNorm(BatchNormScratch):
@@ -50,11 +78,8 @@ class GhostBatchNorm(BatchNormScratch):
         batch, size = x.size(0), self.virtual_batch_size
         if batch % size:
             raise ValueError(
-                f"norm.virtual_batch_size={size} does not divide this batch of {batch} examples: ghost batch "
-                "norm splits every training batch into whole virtual batches. Choose a virtual_batch_size "
-                "that divides data.batch_size and also the last, smaller batch of an epoch (the number of "
-                "training examples modulo data.batch_size), or set data.train_size to a multiple of "
-                "data.batch_size."
+                f"norm.virtual_batch_size={size} does not divide this batch of {batch} examples: "
+                f"{DIVIDE_EVERY_BATCH}"
             )
         per_channel = size * (x.numel() // (batch * x.size(1)))  # values per channel in one ghost batch
         if per_channel < 2:

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import pandas as pd
 import yaml
 
 from trainlab.utils.run_status import current_status
+
+log = logging.getLogger(__name__)
 
 # `killed`: summary.json still says `running` but its process is gone (SIGKILL, OOM killer)
 STATUS_FAILED = ("failed", "diverged", "interrupted", "killed", "missing")
@@ -19,6 +22,26 @@ FIXED_COLUMNS = ("job", "path", "status", "error", "wall_time_s", "global_step",
 def _parse_override(override: str) -> tuple[str, str] | None:
     key, sep, value = override.lstrip("+~").partition("=")
     return (key, value) if sep else None
+
+
+def _job_overrides(job: Path) -> list[str]:
+    """The job's own overrides, as Hydra recorded them (for jobs without a readable summary)."""
+    overrides_file = job / ".hydra" / "overrides.yaml"
+    return (yaml.safe_load(overrides_file.read_text()) if overrides_file.is_file() else None) or []
+
+
+def read_summary(path: Path) -> dict:
+    """A job's summary.json; one that is not valid JSON (a job killed while writing it, a disk
+    that filled up) becomes a `failed` job whose error names the file, and the report goes on."""
+    try:
+        summary = json.loads(path.read_text())
+        if not isinstance(summary, dict):
+            raise ValueError(f"a JSON {type(summary).__name__}, not an object")
+    except (ValueError, UnicodeDecodeError) as error:  # JSONDecodeError is a ValueError
+        message = f"corrupt summary.json ({path}): {error}"
+        log.warning(message)
+        return {"status": "failed", "overrides": _job_overrides(path.parent), "metrics": {}, "error": message}
+    return summary
 
 
 def job_dirs(multirun_dir: Path) -> list[Path]:
@@ -41,11 +64,14 @@ def load_jobs(multirun_dir: Path) -> pd.DataFrame:
     for job in job_dirs(multirun_dir):
         summary_path = job / "summary.json"
         if summary_path.is_file():
-            summary = json.loads(summary_path.read_text())
+            summary = read_summary(summary_path)
         else:
-            overrides_file = job / ".hydra" / "overrides.yaml"
-            overrides = yaml.safe_load(overrides_file.read_text()) if overrides_file.is_file() else []
-            summary = {"status": "missing", "overrides": overrides, "metrics": {}, "error": "no summary.json"}
+            summary = {
+                "status": "missing",
+                "overrides": _job_overrides(job),
+                "metrics": {},
+                "error": "no summary.json",
+            }
         row = {"job": job.name, "path": str(job)}
         row.update(dict(filter(None, map(_parse_override, summary.get("overrides", [])))))
         row.update(

@@ -27,8 +27,6 @@ from __future__ import annotations
 
 import logging
 import os
-import socket
-import threading
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
@@ -43,11 +41,11 @@ from trainlab.models.factory import network_config
 from trainlab.transfer.stages import Split, resolve_depth, split_network
 from trainlab.utils.checkpoints import trusted_checkpoint
 from trainlab.utils.config import ConfigError, plain
+from trainlab.utils.network import host_reachable
 
 log = logging.getLogger(__name__)
 
 DEFAULT_HF_ENDPOINT = "https://huggingface.co"
-PROBE_TIMEOUT_S = 3.0
 
 
 @dataclass
@@ -249,7 +247,41 @@ def timm_state(
                 f"timm could not load the weights of {name!r} from {source}: {error}"
             ) from error
     notes = [f"timm: {m}" for m in messages]
-    return net.state_dict(), f"{source} (timm {name})", notes
+    state = net.state_dict()
+    if file:  # timm loads a file non-strictly: keep only the tensors the file really holds
+        state, file_notes = _tensors_from_file(state, weights, f"model.pretrained_file={file!r}")
+        notes += file_notes
+    return state, f"{source} (timm {name})", notes
+
+
+def _tensors_from_file(
+    state: dict[str, torch.Tensor], path: str, setting: str
+) -> tuple[dict[str, torch.Tensor], list[str]]:
+    """The network's tensors whose names are in the weights file at `path`, as timm loaded them,
+    plus the file's tensors that have no place in the network.
+
+    timm drops a file's old classifier and then loads with strict=False, so a file of another
+    network loads nothing, silently: every tensor would keep its random initialisation. The
+    file's keys (read with timm's own reader: `state_dict`/`module.` wrappers removed) are
+    compared with the network's; none in common is an error that shows both.
+    """
+    from timm.models import load_state_dict
+
+    file_state = load_state_dict(path)
+    file_keys = list(file_state)
+    matched = {k: v for k, v in state.items() if k in file_state}
+    extra = [k for k in file_keys if k not in state]
+    if not matched:
+        raise ConfigError(
+            f"{setting}: none of its {len(file_keys)} tensors has the name of one of this network's "
+            f"{len(state)} (the file's first keys: {', '.join(file_keys[:3])}; this network's: "
+            f"{', '.join(list(state)[:3])}). Is it the weights file of model.name, saved as timm names them?"
+        )
+    notes = [f"the file holds {len(file_keys)} tensors; {len(matched)} match this network by name"]
+    if extra:
+        notes.append(f"in the file but not in this network: {_some(extra)}")
+    # the file's other tensors stay in the state, so that the report lists them as unused
+    return {**matched, **{k: file_state[k] for k in extra}}, notes
 
 
 def hub_weights(name: str) -> tuple[str | None, str]:
@@ -313,25 +345,7 @@ def hub_reachable(endpoint: str = DEFAULT_HF_ENDPOINT, huggingface: bool = True)
     when one is set). HF_HUB_OFFLINE=1 means no for the Hugging Face hub, without trying."""
     if huggingface and _hf_offline_env():
         return False
-    proxy = os.environ.get("HTTPS_PROXY") or os.environ.get("https_proxy")
-    target = urlparse(proxy if proxy else endpoint)
-    host, port = target.hostname, target.port or (80 if target.scheme == "http" else 443)
-    if not host:
-        return False
-    answer: list[bool] = []
-
-    def connect() -> None:
-        try:
-            with socket.create_connection((host, port), timeout=PROBE_TIMEOUT_S):
-                answer.append(True)
-        except OSError:
-            answer.append(False)
-
-    # a thread bounds the wait also where name resolution hangs (socket timeouts do not cover it)
-    probe = threading.Thread(target=connect, daemon=True)
-    probe.start()
-    probe.join(PROBE_TIMEOUT_S + 1.0)
-    return bool(answer and answer[0])
+    return host_reachable(endpoint)
 
 
 @contextmanager
