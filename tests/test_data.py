@@ -117,12 +117,16 @@ def test_download_offline_fails_fast_with_a_fix(tmp_path, monkeypatch):
 
 def test_unreachable_host_probe_is_bounded(monkeypatch):
     """The probe hands its timeout to the connection and answers False when it runs out."""
+    from trainlab.utils import network
+
+    for proxy in ("HTTPS_PROXY", "https_proxy"):
+        monkeypatch.delenv(proxy, raising=False)
     attempts = []
 
     def never_answers(address, timeout=None):
         attempts.append((address, timeout))
         raise TimeoutError("timed out")
 
-    monkeypatch.setattr(download.socket, "create_connection", never_answers)
-    assert not download.host_reachable("http://192.0.2.1/", timeout=0.5)
+    monkeypatch.setattr(network.socket, "create_connection", never_answers)
+    assert not network.host_reachable("http://192.0.2.1/", timeout=0.5)
     assert attempts == [(("192.0.2.1", 80), 0.5)]

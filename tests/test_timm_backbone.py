@@ -141,6 +141,8 @@ def test_hub_probe_is_bounded_and_honours_hf_hub_offline(monkeypatch):
     import socket
     import threading
 
+    from trainlab.utils import network
+
     for proxy in ("HTTPS_PROXY", "https_proxy", "HF_HUB_OFFLINE"):
         monkeypatch.delenv(proxy, raising=False)
     release = threading.Event()
@@ -152,7 +154,7 @@ def test_hub_probe_is_bounded_and_honours_hf_hub_offline(monkeypatch):
         raise TimeoutError("timed out")
 
     monkeypatch.setattr(socket, "create_connection", hangs)
-    monkeypatch.setattr(pretrained, "PROBE_TIMEOUT_S", 0.01)
+    monkeypatch.setattr(network, "PROBE_TIMEOUT_S", 0.01)
     try:
         assert pretrained.hub_reachable() is False  # the probe's thread gives up waiting
     finally:
