@@ -11,9 +11,9 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from torch import nn
 
+from trainlab.activations import Maxout
 from trainlab.init import core, schemes
 from trainlab.models.factory import build_network
-from trainlab.nn import Maxout
 from trainlab.utils.config import check_arguments
 
 CONF = Path(__file__).resolve().parents[1] / "conf"

@@ -15,10 +15,10 @@ from PIL import Image
 from torch.utils.data import DataLoader
 
 from trainlab.callbacks.augment_preview import AugmentPreview
-from trainlab.data.augment import OnRGB, PadAndRandomCrop
 from trainlab.data.datamodule import ImageDataModule
+from trainlab.data.pipelines import ArrayDataset, seeded, train_pipeline
 from trainlab.data.sources import ImageSource, digits, folder, mnist5k
-from trainlab.data.transforms import ArrayDataset, seeded, train_pipeline
+from trainlab.data.transforms import OnRGB, PadAndRandomCrop
 from trainlab.train import train
 from trainlab.utils.config import ConfigError, plain
 
@@ -281,7 +281,7 @@ def test_on_rgb_runs_colour_transforms_on_grey_images():
         ),
         (
             {"_target_": "albumentations.RandomFog", "p": 0.2},
-            r"augment.transforms\[1\] \(RandomFog\) fails on images of shape \(8, 8, 1\).*trainlab.data.augment.OnRGB",
+            r"augment.transforms\[1\] \(RandomFog\) fails on images of shape \(8, 8, 1\).*trainlab.data.transforms.OnRGB",
         ),
         (
             {"_target_": "albumentations.ToRGB", "p": 1.0},

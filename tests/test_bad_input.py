@@ -11,10 +11,10 @@ import torch
 from hydra.errors import ConfigCompositionException, MissingConfigException
 
 from test_timm_backbone import cfg_with, timm_classifier
-from trainlab import loggers
 from trainlab.builders import check_config, check_monitors
 from trainlab.report.__main__ import main as report_main
 from trainlab.report.collect import load_jobs
+from trainlab.run import loggers
 from trainlab.train import train
 from trainlab.transfer import load_pretrained
 from trainlab.utils import network

@@ -21,9 +21,10 @@ import torch
 from hydra.core.global_hydra import GlobalHydra
 
 from trainlab.eval import evaluate, load_checkpoint
+from trainlab.run.checkpoints import upgrade
+from trainlab.run.trusted_targets import ENV_VAR, check_targets, trusted_object
 from trainlab.train import train
 from trainlab.utils.config import ConfigError
-from trainlab.utils.trusted_targets import ENV_VAR, check_targets, trusted_object
 
 from conftest import CONFIG_DIR, QUIET, compose_config
 
@@ -402,3 +403,35 @@ def test_trusted_names_are_checked_and_resolved():
     assert init is torch.nn.init.kaiming_normal_
     with pytest.raises(ConfigError, match="'my pkg' is not a dotted name"):
         check_targets({}, trusted=["my pkg"])
+
+
+def test_a_checkpoint_naming_modules_that_have_moved_still_evaluates(trained, tmp_path, make_cfg):
+    """Checkpoints written before trainlab.nn, trainlab.data.augment and trainlab.models.schedulers
+    moved name their old paths: they are upgraded on reading and evaluate as before."""
+    checkpoint, summary = trained
+
+    def old_paths(ckpt: dict) -> None:
+        hparams = ckpt["hyper_parameters"]
+        assert hparams["scheduler"]["_target_"] == "trainlab.optim.schedulers.cosine"
+        hparams["scheduler"]["_target_"] = "trainlab.models.schedulers.cosine"
+        transforms = ckpt["datamodule_hyper_parameters"]["augment"]["transforms"]
+        transforms.append({"_target_": "trainlab.data.augment.PadAndRandomCrop", "padding": 0.1})
+
+    old = craft(checkpoint, tmp_path / "old.ckpt", old_paths)
+    model, datamodule = load_checkpoint(old)
+    assert model.hparams.scheduler["_target_"] == "trainlab.optim.schedulers.cosine"
+    assert datamodule.augment.transforms[-1]["_target_"] == "trainlab.data.transforms.PadAndRandomCrop"
+    result = run_eval(make_cfg, old)
+    assert result["metrics"]["test/acc"] == pytest.approx(summary["metrics"]["test/acc"], abs=1e-6)
+    stored = {"network": {"activation": {"_target_": "trainlab.nn.maxout.Maxout", "pieces": 2}}}
+    assert upgrade(ckpt := {"hyper_parameters": stored}) and ckpt["hyper_parameters"]["network"] == {
+        "activation": {"_target_": "trainlab.activations.maxout.Maxout", "pieces": 2}
+    }
+
+
+def test_a_config_naming_a_moved_module_is_told_the_new_path(make_cfg):
+    from trainlab import builders
+
+    cfg = make_cfg(*TINY[:4], "activation=maxout", "activation._target_=trainlab.nn.maxout.Maxout")
+    with pytest.raises(ConfigError, match=r"it moved: use _target_: trainlab\.activations\.maxout\.Maxout"):
+        builders.check_config(cfg)

@@ -6,7 +6,7 @@ import lightning.pytorch  # noqa: F401  (sets PYTORCH_NVML_BASED_CUDA_CHECK=1 on
 import pytest
 import torch
 
-from trainlab.utils.resources import NVML_CUDA_CHECK, cheap_cuda_checks_without_gpus
+from trainlab.run.resources import NVML_CUDA_CHECK, cheap_cuda_checks_without_gpus
 
 
 def test_lightning_asks_nvml_and_without_gpus_the_runtime_answers_again(monkeypatch):

@@ -142,7 +142,7 @@ def test_slurm_trainer_and_launcher_configs(tmp_path):
     from lightning.pytorch.plugins.environments import SLURMEnvironment
 
     from trainlab import builders
-    from trainlab.checkpoint_io import AtomicCheckpointIO
+    from trainlab.run.checkpoint_io import AtomicCheckpointIO
 
     cfg = compose_config([*TINY, "trainer=slurm", "hydra/launcher=slurm"], tmp_path / "run")
     assert cfg.hydra.launcher.additional_parameters.signal == "USR1@90"

@@ -14,8 +14,8 @@ from trainlab.callbacks.divergence import DivergenceGuard
 from trainlab.report.__main__ import main as report_main
 from trainlab.report.collect import load_jobs, varied_axes
 from trainlab.report.tables import aggregate
+from trainlab.run.summary import _same_run_key
 from trainlab.train import train
-from trainlab.utils.summary import _same_run_key
 
 from conftest import read_summary, run_cli
 

@@ -97,7 +97,7 @@ def plain_run(overrides: list[str], steps: int, workdir: Path, index: int) -> li
     from hydra.utils import instantiate
 
     import trainlab.builders as builders
-    from trainlab.utils.resources import cheap_cuda_checks_without_gpus
+    from trainlab.run.resources import cheap_cuda_checks_without_gpus
 
     # A hand-written loop's process never imports Lightning, whose import makes every CUDA check
     # of torch.optim slow on a machine without GPUs; trainlab.train undoes that, and so does this.

@@ -18,18 +18,18 @@ from lightning.fabric.plugins import CheckpointIO
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from trainlab.callbacks.resume_state import ResumeState
-from trainlab.checkpoint_io import AtomicCheckpointIO
 from trainlab.data.datamodule import ImageDataModule
-from trainlab.data.transforms import AugmentSettings, build_augmentations
+from trainlab.data.pipelines import AugmentSettings, build_augmentations
 from trainlab.init import apply_init
-from trainlab.loggers import find_wandb_run_id
 from trainlab.models.classifier import Classifier
 from trainlab.models.factory import network_config
 from trainlab.norm.ghost_batchnorm import check_virtual_batches
+from trainlab.run.checkpoint_io import AtomicCheckpointIO
+from trainlab.run.checkpoints import read_checkpoint
+from trainlab.run.loggers import find_wandb_run_id
+from trainlab.run.tracking import in_multirun
 from trainlab.transfer.pretrained import load_pretrained
-from trainlab.utils.checkpoints import read_checkpoint
 from trainlab.utils.config import STUDY_AXES, ConfigError, check_arguments, flatten, plain
-from trainlab.utils.tracking import in_multirun
 
 log = logging.getLogger(__name__)
 

@@ -13,12 +13,13 @@ from typing import TYPE_CHECKING, Any
 import hydra
 from omegaconf import DictConfig
 
+from trainlab import CONFIG_DIR
+
 if TYPE_CHECKING:
     import lightning.pytorch as pl
 
     from trainlab.data.datamodule import ImageDataModule
 
-CONFIG_DIR = str(Path(__file__).resolve().parents[2] / "conf")
 SPLITS = ("test", "val")
 log = logging.getLogger(__name__)
 
@@ -32,7 +33,7 @@ def load_checkpoint(
     A checkpoint is data, never code: it is loaded with torch.load(weights_only=True), and its
     module class and every `_target_` it stores are checked against trainlab's allow-list (plus
     `trusted_targets`, packages of your own) before anything is imported or built
-    (trainlab.utils.trusted_targets)."""
+    (trainlab.run.trusted_targets)."""
     from trainlab.data.datamodule import ImageDataModule
     from trainlab.models.rebuildable import module_class
 
@@ -50,9 +51,9 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     import lightning.pytorch as pl
     from hydra.utils import instantiate
 
+    from trainlab.run.summary import RunSummary
+    from trainlab.run.tracking import finish_loggers, hydra_overrides, run_dir
     from trainlab.utils.config import ConfigError, plain, require_values
-    from trainlab.utils.summary import RunSummary
-    from trainlab.utils.tracking import finish_loggers, hydra_overrides, run_dir
 
     output_dir = run_dir(cfg)
     summary = RunSummary(output_dir, cfg.get("seed"), hydra_overrides())

@@ -13,11 +13,10 @@ import hydra
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
+from trainlab import CONFIG_DIR
+from trainlab.data.pipelines import AugmentSettings, build_augmentations
 from trainlab.data.preview_grid import preview_image, save_png
-from trainlab.data.transforms import AugmentSettings, build_augmentations
 from trainlab.utils.config import check_arguments, require_values
-
-CONFIG_DIR = str(Path(__file__).resolve().parents[2] / "conf")
 
 
 def preview(cfg: DictConfig) -> Path:

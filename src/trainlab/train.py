@@ -20,14 +20,15 @@ from typing import TYPE_CHECKING, Any
 import hydra
 from omegaconf import DictConfig
 
+from trainlab import CONFIG_DIR
+
 if TYPE_CHECKING:
     import lightning.pytorch as pl
 
-    from trainlab.utils.summary import EarlierRuns, RunSummary
+    from trainlab.run.summary import EarlierRuns, RunSummary
 
 # Only Hydra is imported at module level: `--help` and `--cfg job` need no torch or Lightning
 # (see scripts/bench/startup.py); the training stack is imported when a run starts.
-CONFIG_DIR = str(Path(__file__).resolve().parents[2] / "conf")
 log = logging.getLogger(__name__)
 
 
@@ -40,8 +41,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     """
     from lightning.pytorch.utilities import rank_zero_only
 
-    from trainlab.utils.summary import RunSummary
-    from trainlab.utils.tracking import finish_loggers, hydra_overrides, in_multirun, run_dir
+    from trainlab.run.summary import RunSummary
+    from trainlab.run.tracking import finish_loggers, hydra_overrides, in_multirun, run_dir
 
     output_dir = run_dir(cfg)
     summary = RunSummary(output_dir, cfg.get("seed"), hydra_overrides())
@@ -84,8 +85,8 @@ def _earlier_runs(cfg: DictConfig, overrides: list[str], output_dir: Path) -> Ea
     `skip_completed=<dir>`."""
     from hydra.core.hydra_config import HydraConfig
 
-    from trainlab.utils.summary import find_earlier_runs
-    from trainlab.utils.tracking import in_multirun
+    from trainlab.run.summary import find_earlier_runs
+    from trainlab.run.tracking import in_multirun
 
     roots = [Path(cfg.paths.log_dir) / cfg.task_name]
     roots.append(Path(HydraConfig.get().sweep.dir) if in_multirun() else output_dir)
@@ -117,10 +118,10 @@ def _fit_and_test(
 
     from trainlab import builders
     from trainlab.callbacks.divergence import DivergenceGuard
+    from trainlab.run.resources import cheap_cuda_checks_without_gpus, configure_threads
+    from trainlab.run.summary import DIVERGED
     from trainlab.utils.config import require_values
     from trainlab.utils.printing import print_config_tree
-    from trainlab.utils.resources import cheap_cuda_checks_without_gpus, configure_threads
-    from trainlab.utils.summary import DIVERGED
 
     require_values(cfg)
     builders.check_config(cfg)

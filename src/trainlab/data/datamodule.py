@@ -16,9 +16,7 @@ from sklearn.model_selection import train_test_split
 from torch.utils.data import DataLoader
 
 from trainlab.data import offline_cache
-from trainlab.data.sampler import EpochSampler, resume_position
-from trainlab.data.sources import ImageSource
-from trainlab.data.transforms import (
+from trainlab.data.pipelines import (
     ArrayDataset,
     AugmentSettings,
     augmentation_pipeline,
@@ -27,7 +25,9 @@ from trainlab.data.transforms import (
     eval_pipeline,
     train_pipeline,
 )
-from trainlab.utils.checkpoints import trusted_checkpoint
+from trainlab.data.sampler import EpochSampler, resume_position
+from trainlab.data.sources import ImageSource
+from trainlab.run.checkpoints import loadable
 from trainlab.utils.config import ConfigError, plain
 
 log = logging.getLogger(__name__)
@@ -115,7 +115,7 @@ class ImageDataModule(pl.LightningDataModule):
         split_seed: seed of the splits, apart from `seed` so that all runs of a study
             see the same validation and test examples.
         augment: the `augment` config group: train-time Albumentations transforms, online
-            (fresh every epoch) or offline (copies cached on disk); see data/transforms.py.
+            (fresh every epoch) or offline (copies cached on disk); see data/pipelines.py.
         pin_memory: page-locked batches, for faster copies to a GPU.
         drop_last: drop the last, smaller training batch of each epoch (ghost batch norm needs
             every batch to split into whole virtual batches).
@@ -164,15 +164,16 @@ class ImageDataModule(pl.LightningDataModule):
         **kwargs,
     ) -> ImageDataModule:
         """Lightning's `load_from_checkpoint`, for checkpoints whose source and transforms are
-        trusted targets (trainlab.utils.trusted_targets; `trusted_targets`: packages of your own
+        trusted targets (trainlab.run.trusted_targets; `trusted_targets`: packages of your own
         to trust too), loaded with weights_only=True: `_loaded` calls the source's `_target_`."""
-        if "datamodule_hyper_parameters" not in trusted_checkpoint(checkpoint_path, trusted=trusted_targets):
+        checkpoint, source = loadable(checkpoint_path, trusted=trusted_targets)
+        if "datamodule_hyper_parameters" not in checkpoint:
             raise ConfigError(
                 f"ckpt_path={str(checkpoint_path)!r} holds no DataModule settings: it was not written by "
                 "a trainlab run; give the .ckpt a run wrote."
             )
         return super().load_from_checkpoint(
-            checkpoint_path, map_location=map_location, hparams_file=hparams_file, weights_only=True, **kwargs
+            source, map_location=map_location, hparams_file=hparams_file, weights_only=True, **kwargs
         )
 
     # --- what models need to know -----------------------------------------------------------

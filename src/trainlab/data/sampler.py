@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 
 class SampleKey(NamedTuple):
     """What the sampler yields: the example's index and the epoch, so that the dataset can seed
-    the example's augmentation from them (trainlab.data.transforms.ArrayDataset)."""
+    the example's augmentation from them (trainlab.data.pipelines.ArrayDataset)."""
 
     epoch: int
     index: int

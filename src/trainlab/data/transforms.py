@@ -1,382 +1,160 @@
-"""Albumentations pipelines: the configured augmentations, then the source's normalisation.
+"""trainlab's own Albumentations transforms, for what Albumentations cannot say in YAML alone.
 
-The `augment` config group is a plain mapping (it is stored in checkpoints as data):
+- `PadAndRandomCrop`: the classic "pad by k pixels, crop back at a random place" with k given
+  as a fraction of the image side, so one pipeline fits 8x8 digits, 28x28 MNIST and 32x32
+  CIFAR (Albumentations' own PadIfNeeded/RandomCrop take absolute sizes).
+- `OnRGB`: runs colour transforms (fog, snow, rain, sun flare, hue/saturation) on grey images
+  by expanding them to RGB first and converting the result back to one channel, so that the
+  model's input channels stay those of the source.
 
-    name: basic                   # for humans: preview titles, cache folder names
-    mode: online                  # online: fresh augmentations every epoch; offline: see offline_cache.py
-    copies: 1                     # offline: augmented copies of the training set
-    seed: null                    # null: the run's seed (torch's, as set by seed_everything)
-    cache_dir: data/augment_cache # offline: where the copies are stored
-    transforms:                   # any Albumentations transform by name, with its arguments and `p`
-      - {_target_: albumentations.HorizontalFlip, p: 0.5}
-
-Training images go through `transforms`, a resize back to the source's image size (a no-op
-unless a transform changed the size) and the source's normalisation; validation and test
-images only through the resize and the normalisation.
-
-Randomness: Albumentations 2.x draws from generators owned by each `Compose`, not from numpy's
-or Python's global state, so seeding the run does not seed augmentation and DataLoader
-workers forked from one process would all replay the same stream. `ArrayDataset` therefore
-seeds its pipeline itself. The training loader's sampler (trainlab.data.sampler) hands it
-(epoch, index) keys, and each example's augmentation is drawn from generators keyed by (seed,
-epoch, index): fresh every epoch, the same whatever the number of workers, and the same in a run
-resumed from a checkpoint, mid-epoch included. Read by a plain index, the dataset draws from one
-stream per process instead, seeded from (seed, rank, worker id, the worker's torch seed).
+Both are ordinary Albumentations transforms: they draw their randomness from the generators
+that the enclosing `Compose` hands them, so they are seeded like every other transform.
 """
 
 from __future__ import annotations
 
-import difflib
-import importlib
-import inspect
-import random
-import warnings
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, Literal
 
 import albumentations as A
 import cv2
 import numpy as np
-import torch
 from albumentations.core.composition import BaseCompose
+from albumentations.core.type_definitions import Targets
 
-from trainlab.data.augment import OnRGB
-from trainlab.data.sampler import SampleKey
-from trainlab.utils.config import ConfigError, plain
-
-MODES = ("online", "offline")
-# Albumentations replaces some invalid values (an even or reversed kernel range, ...) with a
-# warning; in a pipeline written in YAML that is a mistake to report, not to fix silently.
-FIXED_UP = ("invalid", "adjusted", "not valid")
-Transform = A.BasicTransform | BaseCompose
-
-
-# --- the `augment` config group ---------------------------------------------------------------
+# OpenCV border modes (what Albumentations' `border_mode` arguments take) as numpy.pad modes
+NUMPY_PAD_MODES = {
+    cv2.BORDER_CONSTANT: "constant",
+    cv2.BORDER_REPLICATE: "edge",
+    cv2.BORDER_REFLECT: "symmetric",
+    cv2.BORDER_WRAP: "wrap",
+    cv2.BORDER_REFLECT_101: "reflect",
+}
 
 
-@dataclass(frozen=True)
-class AugmentSettings:
-    """The `augment` config group, checked. See the module docstring for each key."""
-
-    name: str = "custom"
-    transforms: tuple[Any, ...] = ()
-    mode: str = "online"
-    copies: int = 1
-    seed: int | None = None
-    cache_dir: str = "data/augment_cache"
-
-    @classmethod
-    def from_config(cls, augment: Mapping | None) -> AugmentSettings:
-        values = dict(plain(augment) or {})
-        known = list(cls.__dataclass_fields__)
-        unknown = sorted(set(values) - set(known))
-        if unknown:
-            raise ConfigError(
-                f"augment.{unknown[0]}: unknown key; the augment group has: {', '.join(known)}."
-            )
-        settings = cls(**{**values, "transforms": tuple(values.get("transforms") or ())})
-        if settings.mode not in MODES:
-            raise ConfigError(f"augment.mode={settings.mode!r} is not one of {list(MODES)}.")
-        if not isinstance(settings.copies, int) or isinstance(settings.copies, bool) or settings.copies < 1:
-            raise ConfigError(f"augment.copies={settings.copies!r} must be a positive integer.")
-        if settings.seed is not None and (not isinstance(settings.seed, int) or settings.seed < 0):
-            raise ConfigError(
-                f"augment.seed={settings.seed!r} must be null (the run's seed) or an integer >= 0."
-            )
-        return settings
-
-    @property
-    def offline(self) -> bool:
-        """Offline mode with something to materialise (offline `none` is just `none`)."""
-        return self.mode == "offline" and bool(self.transforms)
+def pixels(size: int | float, side: int) -> int:
+    """A size in pixels: an int is pixels, a float in (0, 1) is a fraction of `side` (>= 1 px)."""
+    if isinstance(size, float) and 0.0 < size < 1.0:
+        return max(1, round(size * side))
+    return int(size)
 
 
-# --- building transforms from their YAML, with errors that name them -------------------------
+class PadAndRandomCrop(A.DualTransform):
+    """Pad each side by `padding`, then crop a random window of the original size.
 
+    The crop shifts the image by up to `padding` pixels in each direction and fills the
+    uncovered border with `fill` (zero-padding: He et al. 2016 on CIFAR used 4 px on 32x32,
+    i.e. `padding=0.125`). A float `padding` in (0, 1) is a fraction of the image side:
+    0.125 gives 4 px on 32x32, 4 px on 28x28 (3.5 rounded) and 1 px on 8x8.
 
-def _locate(target: str) -> Any:
-    """`package.module.Name` -> the object (Hydra's get_object also logs an error line)."""
-    module_name, _, attribute = target.rpartition(".")
-    if not module_name:
-        raise ImportError(f"{target!r} is not a dotted path like albumentations.HorizontalFlip")
-    return getattr(importlib.import_module(module_name), attribute)
-
-
-def _close_names(target: str) -> str:
-    module, _, name = target.rpartition(".")
-    if module not in ("albumentations", "A", ""):
-        return ""
-    candidates = [n for n in dir(A) if n[:1].isupper()]
-    matches = difflib.get_close_matches(name, candidates, n=3, cutoff=0.6)
-    matches = matches or [n for n in candidates if len(name) >= 4 and name[:4].lower() in n.lower()][:3]
-    return f" Did you mean {' or '.join('albumentations.' + m for m in matches)}?" if matches else ""
-
-
-def _short(error: BaseException) -> str:
-    """An exception's message without pydantic's boilerplate lines."""
-    lines = [line for line in str(error).splitlines() if "errors.pydantic.dev" not in line]
-    return " ".join(line.strip() for line in lines if line.strip())
-
-
-def _validates_strictly(cls: type) -> bool:
-    """Whether Albumentations' metaclass wrapped this class's __init__ (it then takes `strict`).
-
-    Without `strict=True` Albumentations only *warns* about unknown arguments and, for some
-    invalid values, silently falls back to the defaults: a pipeline must not do that quietly.
+    Args:
+        padding: pixels (int) or a fraction of the height/width (float in (0, 1)).
+        border_mode: OpenCV border mode of the padding (0: constant `fill`, 1: replicate,
+            2: reflect, 3: wrap, 4: reflect 101).
+        fill: the padding value, for `border_mode=0`.
+        p: probability of applying the transform.
     """
-    owner = next(c for c in cls.__mro__ if "__init__" in c.__dict__)
-    return "InitSchema" in owner.__dict__
 
-
-def build_transform(spec: Any, where: str) -> Transform:
-    """One transform from its config (`_target_` + arguments); nested `transforms` lists too."""
-    if isinstance(spec, A.BasicTransform | BaseCompose):
-        return spec
-    if not isinstance(spec, Mapping) or "_target_" not in spec:
-        raise ConfigError(
-            f"{where}={spec!r} is not a transform: write a mapping with `_target_: albumentations.<Name>`, "
-            "its arguments and `p`."
-        )
-    target = spec["_target_"]
-    label = f"{where} ({target})"
-    try:
-        cls = _locate(target)
-    except Exception as error:
-        raise ConfigError(f"{label}: no such transform ({_short(error)}).{_close_names(target)}") from error
-    if not (inspect.isclass(cls) and issubclass(cls, A.BasicTransform | BaseCompose)):
-        raise ConfigError(f"{label} is not an Albumentations transform (BasicTransform or a composition).")
-    parameters = inspect.signature(cls).parameters
-    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
-    kwargs: dict[str, Any] = {}
-    for key, value in spec.items():
-        if key == "_target_":
-            continue
-        if key.startswith("_"):
-            raise ConfigError(f"{label}: {key} is not supported in augmentation pipelines.")
-        if key not in parameters and not takes_any:
-            valid = ", ".join(n for n in parameters if n not in ("self", "strict"))
-            raise ConfigError(f"{label} has no argument {key!r}; valid arguments: {valid}.")
-        if key == "transforms" and issubclass(cls, BaseCompose):
-            value = [
-                build_transform(child, f"{where}.transforms[{j}]") for j, child in enumerate(value or [])
-            ]
-        kwargs[key] = value
-    if _validates_strictly(cls):
-        kwargs["strict"] = True
-    try:
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            transform = cls(**kwargs)
-    except ConfigError:
-        raise
-    except Exception as error:
-        raise ConfigError(f"{label}: bad argument: {_short(error)}") from error
-    for warning in caught:
-        message = str(warning.message)
-        if any(word in message.lower() for word in FIXED_UP):  # Albumentations "fixed" a bad value
-            raise ConfigError(f"{label}: bad argument: {message}")
-        warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
-    _check_kernel_sizes(transform, label)
-    return transform
-
-
-def _check_kernel_sizes(transform: Transform, label: str) -> None:
-    """Blur kernels are 0 (sized from sigma) or odd. Blur, MedianBlur and MotionBlur warn about an
-    even size and round it up (caught above); GaussianBlur (Albumentations 2.0.8) checks only that
-    its range is non-negative and increasing, and then rounds an even size up to the next odd one
-    where it draws it, with no warning at all."""
-    limit = getattr(transform, "blur_limit", None)
-    if not isinstance(limit, tuple | list) or not all(isinstance(v, int) for v in limit):
-        return
-    even = [v for v in limit if v and v % 2 == 0]
-    if even:
-        raise ConfigError(
-            f"{label}: bad argument: blur_limit={list(limit)}: kernel sizes must be 0 or odd, got "
-            f"{even[0]} (it would silently become {even[0] + 1}); write blur_limit: "
-            f"[{', '.join(str(v + 1 if v and v % 2 == 0 else v) for v in limit)}] or use odd values."
-        )
-
-
-def build_augmentations(
-    transforms: Sequence[Any] | None, where: str = "augment.transforms"
-) -> list[Transform]:
-    """Instantiate a YAML list of Albumentations transforms (mappings with `_target_`)."""
-    return [build_transform(spec, f"{where}[{index}]") for index, spec in enumerate(transforms or [])]
-
-
-def _is_grey(image: np.ndarray) -> bool:
-    return image.ndim == 2 or image.shape[-1] == 1
-
-
-def check_augmentations(
-    transforms: Sequence[Transform], image: np.ndarray, where: str = "augment.transforms"
-) -> None:
-    """Apply every transform alone (forced, whatever its `p`) to a real image of the source.
-
-    Catches what only shows on the data: a transform that needs RGB on a grey source, sizes
-    that do not fit the images, a transform that changes the number of channels.
-    """
-    for index, transform in enumerate(transforms):
-        _check_one(transform, image, f"{where}[{index}]")
-
-
-def _check_one(transform: Transform, image: np.ndarray, where: str) -> None:
-    name = type(transform).__name__
-    if isinstance(transform, BaseCompose):
-        inner = image
-        if isinstance(transform, OnRGB) and _is_grey(image):
-            if transform.grey == "skip":
-                return
-            inner = np.ascontiguousarray(np.repeat(image.reshape(*image.shape[:2], 1), 3, axis=-1))
-        for j, child in enumerate(transform.transforms):
-            _check_one(child, inner, f"{where}.transforms[{j}]")
-        return
-    try:
-        out = transform(image=image.copy(), force_apply=True)["image"]
-    except Exception as error:
-        hint = ""
-        if _is_grey(image) and ("channel" in str(error).lower() or "rgb" in str(error).lower()):
-            hint = (
-                " It needs RGB: wrap it in `_target_: trainlab.data.augment.OnRGB` (grey: expand) "
-                "to run it on an RGB copy of the grey image."
-            )
-        raise ConfigError(
-            f"{where} ({name}) fails on images of shape {image.shape}: {_short(error)}.{hint}"
-        ) from error
-    channels = 1 if out.ndim == 2 else out.shape[-1]
-    if channels != image.shape[-1] or out.dtype != image.dtype:
-        raise ConfigError(
-            f"{where} ({name}) turns {image.shape[-1]}-channel {image.dtype} images into {channels}-channel "
-            f"{out.dtype} ones; the model expects the source's. For colour transforms on grey images use "
-            "`trainlab.data.augment.OnRGB`."
-        )
-
-
-# --- pipelines ---------------------------------------------------------------------------------
-
-
-def normalise_and_tensor(mean: Sequence[float], std: Sequence[float]) -> list[A.BasicTransform]:
-    from albumentations.pytorch import ToTensorV2
-
-    return [A.Normalize(mean=tuple(mean), std=tuple(std), max_pixel_value=255.0), ToTensorV2()]
-
-
-def fit_size(image_shape: Sequence[int] | None) -> list[A.BasicTransform]:
-    """Resize to the source's (H, W, ...) size: a no-op unless a transform changed it."""
-    if image_shape is None:
-        return []
-    height, width = int(image_shape[0]), int(image_shape[1])
-    return [A.Resize(height, width, interpolation=cv2.INTER_LINEAR, area_for_downscale="image")]
-
-
-def seeded(pipeline: A.Compose, *entropy: int) -> A.Compose:
-    """Give the pipeline one numpy and one Python generator, seeded from `entropy`, shared by
-    all its transforms.
-
-    Not `Compose(seed=...)`: that seeds every transform with the *same* seed, so that e.g.
-    HorizontalFlip(p=0.5) and VerticalFlip(p=0.5) always fire together (Albumentations 2.0.8).
-    """
-    sequence = np.random.SeedSequence([int(e) % 2**64 for e in entropy])
-    python_seed = int.from_bytes(sequence.generate_state(2, np.uint64).tobytes(), "little")
-    pipeline.set_random_state(np.random.default_rng(sequence), random.Random(python_seed))
-    return pipeline
-
-
-def augmentation_pipeline(
-    augment: Mapping | AugmentSettings | None, image_shape: Sequence[int] | None = None, seed: int = 0
-) -> A.Compose:
-    """uint8 -> uint8: the augmentations and the resize back to `image_shape` (previews, offline)."""
-    settings = augment if isinstance(augment, AugmentSettings) else AugmentSettings.from_config(augment)
-    return seeded(A.Compose([*build_augmentations(settings.transforms), *fit_size(image_shape)]), seed)
-
-
-def train_pipeline(
-    augment: Mapping | AugmentSettings | None,
-    mean: Sequence[float],
-    std: Sequence[float],
-    image_shape: Sequence[int] | None = None,
-) -> A.Compose:
-    """The augmentations, the resize to the source's size, normalisation, HWC uint8 -> CHW float32."""
-    settings = augment if isinstance(augment, AugmentSettings) else AugmentSettings.from_config(augment)
-    augmentations = build_augmentations(settings.transforms)
-    return A.Compose([*augmentations, *fit_size(image_shape), *normalise_and_tensor(mean, std)])
-
-
-def eval_pipeline(
-    mean: Sequence[float], std: Sequence[float], image_shape: Sequence[int] | None = None
-) -> A.Compose:
-    return A.Compose([*fit_size(image_shape), *normalise_and_tensor(mean, std)])
-
-
-# --- datasets ----------------------------------------------------------------------------------
-
-
-def _rank() -> int:
-    from lightning.fabric.utilities.rank_zero import rank_zero_only
-
-    return int(getattr(rank_zero_only, "rank", 0) or 0)
-
-
-class ArrayDataset(torch.utils.data.Dataset):
-    """(image, label) pairs from uint8 HWC images, passed through an Albumentations pipeline.
-
-    With a `seed`, the pipeline's random draws are seeded by the dataset (see the module's
-    docstring): read with a `SampleKey` (what `EpochSampler` yields), from (seed, epoch, index);
-    read with a plain index, from one stream per process, re-seeded from the seed, the DDP rank,
-    the worker id and the worker's torch seed (PyTorch draws it anew every time it starts workers).
-    """
+    _targets = (Targets.IMAGE, Targets.MASK)
 
     def __init__(
         self,
-        images: Sequence[np.ndarray],
-        labels: np.ndarray,
-        transform: A.Compose,
-        seed: int | None = None,
+        padding: int | float = 0.125,
+        border_mode: int = cv2.BORDER_CONSTANT,
+        fill: float = 0,
+        p: float = 1.0,
     ) -> None:
-        self.images, self.labels, self.transform, self.seed = images, labels, transform, seed
-        self._seeded_for: tuple | None = None
-        self._keyed: tuple[np.random.Philox, random.Random] | None = None
+        super().__init__(p=p)
+        if not (isinstance(padding, int) and padding >= 0) and not (
+            isinstance(padding, float) and 0.0 < padding < 1.0
+        ):
+            raise ValueError(
+                f"padding={padding!r} must be a number of pixels (int >= 0) or a fraction of the "
+                "image side (float between 0 and 1)."
+            )
+        if border_mode not in NUMPY_PAD_MODES:
+            raise ValueError(
+                f"border_mode={border_mode!r} must be one of {sorted(NUMPY_PAD_MODES)} (OpenCV's)."
+            )
+        self.padding, self.border_mode, self.fill = padding, border_mode, fill
 
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def _seed_this_process(self) -> None:
-        worker = torch.utils.data.get_worker_info()
-        stream = (_rank(), worker.id + 1, worker.seed) if worker is not None else (_rank(), 0, 0)
-        if stream != self._seeded_for:
-            seeded(self.transform, self.seed, *stream)
-            self._seeded_for, self._keyed = stream, None
-
-    def _seed_this_example(self, epoch: int, index: int) -> None:
-        """Key the pipeline's generators by (seed, epoch, index), in place: ~8 us per example
-        (Philox is counter-based, so re-keying it is setting two small arrays; Python's Random
-        is re-seeded), against ~30 us to build and hand new generators to every transform."""
-        if self._keyed is None:
-            self._keyed = (np.random.Philox(0), random.Random())
-            self.transform.set_random_state(np.random.Generator(self._keyed[0]), self._keyed[1])
-            self._seeded_for = None
-        philox, python_random = self._keyed
-        seed = int(self.seed) % 2**64
-        philox.state = {
-            "bit_generator": "Philox",
-            "state": {
-                "counter": np.array([0, 0, index, epoch], dtype=np.uint64),
-                "key": np.array([seed, 0], dtype=np.uint64),
-            },
-            "buffer": np.zeros(4, dtype=np.uint64),
-            "buffer_pos": 4,
-            "has_uint32": 0,
-            "uinteger": 0,
+    def get_params_dependent_on_data(self, params: dict[str, Any], data: dict[str, Any]) -> dict[str, Any]:
+        height, width = params["shape"][:2]
+        pad_y, pad_x = pixels(self.padding, height), pixels(self.padding, width)
+        return {
+            "pad_y": pad_y,
+            "pad_x": pad_x,
+            "top": self.py_random.randint(0, 2 * pad_y),
+            "left": self.py_random.randint(0, 2 * pad_x),
         }
-        python_random.seed((seed << 96) | (epoch << 48) | index)
 
-    def __getitem__(self, key):
-        if isinstance(key, SampleKey):
-            if self.seed is not None:
-                self._seed_this_example(key.epoch, key.index)
-            key = key.index
-        elif self.seed is not None:
-            self._seed_this_process()
-        image = self.transform(image=np.asarray(self.images[key]))["image"]
-        return image, int(self.labels[key])
+    def apply(
+        self, img: np.ndarray, pad_y: int, pad_x: int, top: int, left: int, **params: Any
+    ) -> np.ndarray:
+        height, width = img.shape[:2]
+        if self.border_mode == cv2.BORDER_CONSTANT:  # the common case, 15x faster than np.pad
+            padded = np.full(
+                (height + 2 * pad_y, width + 2 * pad_x, *img.shape[2:]), self.fill, dtype=img.dtype
+            )
+            padded[pad_y : pad_y + height, pad_x : pad_x + width] = img
+        else:
+            widths = ((pad_y, pad_y), (pad_x, pad_x)) + ((0, 0),) * (img.ndim - 2)
+            padded = np.pad(img, widths, mode=NUMPY_PAD_MODES[self.border_mode])
+        return np.ascontiguousarray(padded[top : top + height, left : left + width])
+
+    def apply_to_mask(self, mask: np.ndarray, **params: Any) -> np.ndarray:
+        return self.apply(mask, **params)
+
+    def get_transform_init_args_names(self) -> tuple[str, ...]:
+        return ("padding", "border_mode", "fill")
+
+
+class OnRGB(BaseCompose):
+    """Apply `transforms` to an RGB version of a grey image, then convert back to grey.
+
+    Some transforms need three channels (RandomFog, RandomSnow, RandomRain, RandomSunFlare
+    raise on one), others are meaningless on grey (hue and saturation of a grey pixel are
+    zero). Wrap them:
+
+        - _target_: trainlab.data.transforms.OnRGB
+          grey: expand          # or `skip`: leave grey images alone
+          transforms:
+            - _target_: albumentations.RandomFog
+              p: 0.2
+
+    `grey=expand` repeats the channel three times, applies the transforms and converts back
+    with the ITU-R 601 luma weights (exact for pixels the transforms left grey). RGB images
+    pass straight through the transforms.
+
+    Args:
+        transforms: the transforms to apply (built by trainlab from the YAML list).
+        grey: what to do with one-channel images: `expand` to RGB and back, or `skip`.
+        p: probability of applying the group.
+    """
+
+    def __init__(
+        self, transforms: Sequence[Any], grey: Literal["expand", "skip"] = "expand", p: float = 1.0
+    ) -> None:
+        if grey not in ("expand", "skip"):
+            raise ValueError(f"grey={grey!r} must be 'expand' (RGB and back) or 'skip' (leave grey images).")
+        super().__init__(list(transforms), p=p)
+        self.grey = grey
+
+    def __call__(self, *args: Any, force_apply: bool = False, **data: Any) -> dict[str, Any]:
+        if not (force_apply or self.py_random.random() < self.p):
+            return data
+        image = data["image"]
+        is_grey = image.ndim == 2 or image.shape[-1] == 1
+        if is_grey and self.grey == "skip":
+            return data
+        if is_grey:
+            data["image"] = np.ascontiguousarray(np.repeat(image.reshape(*image.shape[:2], 1), 3, axis=-1))
+        for transform in self.transforms:
+            data = transform(**data, force_apply=force_apply)
+        if is_grey:
+            grey = cv2.cvtColor(data["image"], cv2.COLOR_RGB2GRAY)
+            data["image"] = grey.reshape(image.shape)
+        return data
+
+    def to_dict_private(self) -> dict[str, Any]:
+        return {**super().to_dict_private(), "grey": self.grey}

@@ -2,7 +2,7 @@
 module a run trained (the Classifier, or a study's own module such as NoisyRegression).
 
 A checkpoint is data, never code: the class it names and every `_target_` of its stored configs
-must be trusted (trainlab.utils.trusted_targets) before anything is imported or built, and it
+must be trusted (trainlab.run.trusted_targets) before anything is imported or built, and it
 is read with `torch.load(weights_only=True)`.
 """
 
@@ -16,9 +16,9 @@ from typing import Any
 
 import lightning.pytorch as pl
 
-from trainlab.utils.checkpoints import CLASS_KEY, trusted_checkpoint
+from trainlab.run.checkpoints import CLASS_KEY, loadable, trusted_checkpoint
+from trainlab.run.trusted_targets import trusted_object
 from trainlab.utils.config import ConfigError
-from trainlab.utils.trusted_targets import trusted_object
 
 DEFAULT_CLASS = "trainlab.models.classifier.Classifier"  # checkpoints written before the key existed
 __all__ = ["CLASS_KEY", "DEFAULT_CLASS", "RebuildableModule", "module_class"]
@@ -44,10 +44,10 @@ class RebuildableModule(pl.LightningModule):
     ):
         """Lightning's `load_from_checkpoint`, for checkpoints whose targets are all trusted
         (`trusted_targets`: packages of your own to trust too), loaded with weights_only=True."""
-        trusted_checkpoint(checkpoint_path, trusted=trusted_targets)
+        _, source = loadable(checkpoint_path, trusted=trusted_targets)
         try:
             return super().load_from_checkpoint(
-                checkpoint_path,
+                source,
                 map_location=map_location,
                 hparams_file=hparams_file,
                 strict=strict,

@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from trainlab.utils.run_status import current_status
+from trainlab.run.status import current_status
 
 log = logging.getLogger(__name__)
 

@@ -74,7 +74,7 @@ def report_stopped_multirun() -> None:
     from hydra.core.hydra_config import HydraConfig
     from hydra.utils import instantiate
 
-    from trainlab.utils.tracking import in_multirun
+    from trainlab.run.tracking import in_multirun
 
     if not in_multirun() or "BasicLauncher" not in str(HydraConfig.get().launcher.get("_target_")):
         return

@@ -52,7 +52,7 @@ def _log_to_wandb(report: StudyReport) -> None:
     """The table and plots as one W&B run (job_type `report`) in the multirun's group."""
     import wandb
 
-    from trainlab.loggers import wandb_logged_in
+    from trainlab.run.loggers import wandb_logged_in
 
     table = report.jobs.drop(columns=["path"]).rename(columns=lambda c: c.removeprefix("metric:"))
     run = wandb.init(

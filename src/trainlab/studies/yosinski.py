@@ -36,11 +36,11 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig, OmegaConf
 
+from trainlab import CONFIG_DIR
 from trainlab.utils.config import ConfigError
 from trainlab.utils.resolvers import register as register_resolvers
 from trainlab.utils.resolvers import timestamp
 
-CONFIG_DIR = str(Path(__file__).resolve().parents[3] / "conf")
 EXPERIMENT = "experiment=yosinski_transfer"
 KINDS = ("AnB", "AnB+", "BnB", "BnB+")
 # keys each job gets from the study; the user sets them through study.* (or not at all)
@@ -222,7 +222,7 @@ def report_study(study_dir: Path, cfg: DictConfig) -> None:
     print(f"Report: {report.files['md']}, {report.files['csv']}, {report.files['png']}", flush=True)
     wandb_cfg = (cfg.get("logger") or {}).get("wandb")
     if wandb_cfg:
-        from trainlab.loggers import wandb_logged_in
+        from trainlab.run.loggers import wandb_logged_in
 
         offline = wandb_cfg.get("offline")
         offline = not wandb_logged_in() if offline is None else offline

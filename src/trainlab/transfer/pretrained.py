@@ -38,8 +38,8 @@ import torch
 from torch import nn
 
 from trainlab.models.factory import network_config
+from trainlab.run.checkpoints import trusted_checkpoint
 from trainlab.transfer.stages import Split, resolve_depth, split_network
-from trainlab.utils.checkpoints import trusted_checkpoint
 from trainlab.utils.config import ConfigError, plain
 from trainlab.utils.network import host_reachable
 
@@ -198,7 +198,7 @@ def checkpoint_state(
 ) -> tuple[dict[str, torch.Tensor], str, list[str]]:
     """The network tensors (`net.` prefix removed) of a trainlab checkpoint.
 
-    Read like every checkpoint (trainlab.utils.checkpoints): weights_only=True, and refused when
+    Read like every checkpoint (trainlab.run.checkpoints): weights_only=True, and refused when
     it names a target that is not trusted, though only its tensors are used here."""
     path = Path(path).expanduser()
     checkpoint = trusted_checkpoint(path, "model.pretrained_ckpt", trusted_targets)

@@ -15,7 +15,7 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict
 
-CONFIG_DIR = Path(__file__).resolve().parents[3] / "conf"
+from trainlab import CONFIG_DIR
 
 
 def compose_run_config(
@@ -28,7 +28,7 @@ def compose_run_config(
     `log_dir` (default: its parent)."""
     output_dir = Path(output_dir)
     GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
         cfg = compose(config_name=config_name, overrides=list(overrides), return_hydra_config=True)
     with open_dict(cfg):
         cfg.paths.output_dir = cfg.hydra.runtime.output_dir = str(output_dir)

@@ -20,6 +20,23 @@ class ConfigError(ValueError):
     """A config value that cannot work; the message names the key and the valid choices."""
 
 
+# Modules that moved, old name -> new name: checkpoints written before the move are upgraded on
+# reading (trainlab.run.checkpoints), and a config that names an old path is told the new one.
+MOVED_MODULES = {
+    "trainlab.nn": "trainlab.activations",
+    "trainlab.data.augment": "trainlab.data.transforms",
+    "trainlab.models.schedulers": "trainlab.optim.schedulers",
+}
+
+
+def moved_target(name: str) -> str | None:
+    """The current dotted path of `name` if it names something in a module that moved, else None."""
+    for old, new in MOVED_MODULES.items():
+        if name.startswith(old + "."):
+            return new + name[len(old) :]
+    return None
+
+
 def plain(value: Any) -> Any:
     """OmegaConf nodes -> plain dicts/lists, resolved (checkpoints and W&B want plain data)."""
     if isinstance(value, DictConfig | ListConfig):
@@ -125,7 +142,9 @@ def check_arguments(node: Any, where: str) -> None:
     try:
         target = get_object(target_path)
     except Exception as error:
-        raise ConfigError(f"{where}._target_={target_path!r} cannot be imported: {error}") from error
+        moved = moved_target(str(target_path))
+        hint = f"; it moved: use _target_: {moved}" if moved else ""
+        raise ConfigError(f"{where}._target_={target_path!r} cannot be imported: {error}{hint}") from error
     signature, hints = _signature(target)
     parameters = signature.parameters
     takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())

@@ -4,11 +4,12 @@ Every checkpoint trainlab reads (`trainlab.eval`, `model.pretrained_ckpt`, a res
 `ckpt_path`) is read by `read_checkpoint`: `torch.load(weights_only=True)`, so unpickling runs no
 code, with errors that name the setting, the file and the fix. What rebuilds from a checkpoint's
 contents reads it with `trusted_checkpoint`, which also refuses any `_target_` outside the
-allow-list (trainlab.utils.trusted_targets) before anything is imported or built.
+allow-list (trainlab.run.trusted_targets) before anything is imported or built.
 """
 
 from __future__ import annotations
 
+import io
 import os
 import pickle
 import zipfile
@@ -16,8 +17,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from trainlab.utils.config import ConfigError
-from trainlab.utils.trusted_targets import check_targets, trusted_object
+from trainlab.run.trusted_targets import check_targets, trusted_object
+from trainlab.utils.config import ConfigError, moved_target
 
 # The LightningModule class that wrote a checkpoint (trainlab.models.rebuildable).
 CLASS_KEY = "trainlab_module"
@@ -82,13 +83,63 @@ def read_checkpoint(path: str | os.PathLike, setting: str = "ckpt_path") -> dict
     return checkpoint
 
 
+def _upgrade_targets(node: Any) -> Any:
+    """A copy of a stored config tree with every `_target_` in a moved module renamed."""
+    if isinstance(node, dict):
+        return {
+            key: (moved_target(value) or value)
+            if key == "_target_" and isinstance(value, str)
+            else _upgrade_targets(value)
+            for key, value in node.items()
+        }
+    if isinstance(node, list):
+        return [_upgrade_targets(item) for item in node]
+    return node
+
+
+def upgrade(checkpoint: dict[str, Any]) -> bool:
+    """Rename, in place, the `_target_`s of modules that moved since the checkpoint was written
+    (utils.config.MOVED_MODULES); True if anything changed."""
+    changed = False
+    for part in HYPERPARAMETERS:
+        if isinstance(checkpoint.get(part), dict):
+            upgraded = _upgrade_targets(checkpoint[part])
+            changed |= upgraded != checkpoint[part]
+            checkpoint[part] = upgraded
+    return changed
+
+
+def loadable(
+    path: str | os.PathLike, trusted: Iterable[str] | str | None = None
+) -> tuple[dict[str, Any], str | os.PathLike | io.BytesIO]:
+    """`trusted_checkpoint`, and what to hand Lightning's `load_from_checkpoint`: the file itself,
+    or the upgraded contents in memory when modules it names have moved since it was written."""
+    checkpoint, upgraded = _trusted(path, "ckpt_path", trusted)
+    if not upgraded:
+        return checkpoint, path
+    import torch
+
+    buffer = io.BytesIO()
+    torch.save(checkpoint, buffer)
+    buffer.seek(0)
+    return checkpoint, buffer
+
+
 def trusted_checkpoint(
     path: str | os.PathLike, setting: str = "ckpt_path", trusted: Iterable[str] | str | None = None
 ) -> dict[str, Any]:
     """`read_checkpoint`, then refuse it (ConfigError naming the key path and the target) if its
     module class or any `_target_` of its stored configs is not trusted (`trusted`: extra
-    packages the user trusts, as the `trusted_targets` setting)."""
+    packages the user trusts, as the `trusted_targets` setting). Targets in modules that moved
+    since the file was written are renamed first (`upgrade`)."""
+    return _trusted(path, setting, trusted)[0]
+
+
+def _trusted(
+    path: str | os.PathLike, setting: str, trusted: Iterable[str] | str | None
+) -> tuple[dict[str, Any], bool]:
     checkpoint = read_checkpoint(path, setting)
+    upgraded = upgrade(checkpoint)  # old module paths -> today's, before the check
     origin = f"{_named(setting, Path(path).expanduser())}: "
     for part in HYPERPARAMETERS:
         if isinstance(checkpoint.get(part), dict) and INSTANTIATOR in checkpoint[part]:
@@ -107,4 +158,4 @@ def trusted_checkpoint(
     )
     if CLASS_KEY in checkpoint:
         trusted_object(checkpoint[CLASS_KEY], CLASS_KEY, trusted, origin)
-    return checkpoint
+    return checkpoint, upgraded

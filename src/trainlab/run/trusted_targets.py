@@ -6,9 +6,9 @@ and building a config calls the callables its `_target_`s name. A checkpoint tha
 source, `builtins.open` as a norm), so every target in a checkpoint is checked against an
 allow-list before anything is imported or called:
 
-- trainlab's own building blocks: the packages that hold networks, study modules and schedules
-  (trainlab.models), norms (trainlab.norm), activations (trainlab.nn), data sources
-  (trainlab.data.sources) and transforms (trainlab.data.augment); not the rest of trainlab,
+- trainlab's own building blocks: the packages that hold networks and study modules
+  (trainlab.models), schedules (trainlab.optim), norms (trainlab.norm), activations (trainlab.activations), data sources
+  (trainlab.data.sources) and transforms (trainlab.data.transforms); not the rest of trainlab,
   some of which writes files (summaries, reports) where its arguments say;
 - from libraries, only the kinds of object the shipped configs name: torch.nn modules,
   torch.optim optimizers and LR schedulers, Albumentations transforms (not, e.g.,
@@ -57,10 +57,11 @@ class Trusted:
 
 TRUSTED = (
     Trusted("trainlab.models"),
+    Trusted("trainlab.optim"),
     Trusted("trainlab.norm"),
-    Trusted("trainlab.nn"),
+    Trusted("trainlab.activations"),
     Trusted("trainlab.data.sources"),
-    Trusted("trainlab.data.augment"),
+    Trusted("trainlab.data.transforms"),
     Trusted("torch.nn", ("torch.nn.Module",), "torch.nn modules"),
     Trusted(
         "torch.optim",

@@ -1,5 +1,5 @@
 """Activation functions that torch does not ship (torch's own are used by name in conf/activation)."""
 
-from trainlab.nn.maxout import Maxout
+from trainlab.activations.maxout import Maxout
 
 __all__ = ["Maxout"]

@@ -19,7 +19,7 @@ import lightning.pytorch as pl
 import torch
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-from trainlab.utils.run_status import (
+from trainlab.run.status import (
     COMPLETED,
     DIVERGED,  # noqa: F401  (re-exported: the statuses a run writes are imported from here)
     FAILED,

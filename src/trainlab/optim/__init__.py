@@ -1,0 +1,1 @@
+"""Optimisation pieces that torch.optim does not ship: learning-rate schedules (conf/scheduler)."""
