@@ -36,12 +36,12 @@ test-all: install  ## every test, slow ones included (what CI runs, in two steps
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 lint: install  ## ruff lint and format check
-	$(VENV)/bin/ruff check src tests scripts
-	$(VENV)/bin/ruff format --check src tests scripts
+	$(VENV)/bin/ruff check src tests scripts examples
+	$(VENV)/bin/ruff format --check src tests scripts examples
 
 format: install  ## ruff autofix and format
-	$(VENV)/bin/ruff check --fix src tests scripts
-	$(VENV)/bin/ruff format src tests scripts
+	$(VENV)/bin/ruff check --fix src tests scripts examples
+	$(VENV)/bin/ruff format src tests scripts examples
 
 clean-logs:  ## delete every run directory under logs/
 	rm -rf logs/

@@ -11,6 +11,7 @@ from hydra.errors import InstantiationException
 from omegaconf import OmegaConf
 from torch import nn
 
+from trainlab import builders
 from trainlab.data.sources import digits
 from trainlab.models.factory import build_network
 from trainlab.norm import BatchNormScratch, GhostBatchNorm, groupnorm, instancenorm
@@ -183,3 +184,21 @@ def test_virtual_batch_size_not_dividing_the_batch_is_a_clear_error():
     net = network("mlp", "ghost_batchnorm", virtual_batch_size=8)
     with pytest.raises(ValueError, match=r"norm.virtual_batch_size=8 does not divide this batch of 12"):
         net(torch.randn(12, 1, 8, 8))
+
+
+@pytest.mark.parametrize("group", ["norm", "activation", "init"])
+def test_a_config_without_partial_is_a_clear_error_before_anything_is_built(group, make_cfg):
+    cfg = make_cfg("data=digits", "model=mlp", f"~{group}._partial_")
+    with pytest.raises(
+        ConfigError, match=rf"^{group} config '[\w.]+' needs `_partial_: true`: .* conf/{group}/"
+    ):
+        builders.check_config(cfg)
+
+
+def test_a_norm_without_partial_is_a_clear_error_where_the_network_is_built():
+    norm = norm_config("batchnorm")
+    del norm["_partial_"]  # Hydra would call batchnorm() right away, without num_features
+    with pytest.raises(
+        ConfigError, match=r"norm config 'trainlab.norm.batchnorm' needs `_partial_: true`: a norm factory"
+    ):
+        build_network(MODELS["mlp"], norm, {"_target_": "torch.nn.ReLU", "_partial_": True}, (1, 8, 8), 10)

@@ -29,7 +29,15 @@ from trainlab.run.checkpoints import read_checkpoint
 from trainlab.run.loggers import find_wandb_run_id
 from trainlab.run.tracking import in_multirun
 from trainlab.transfer.pretrained import load_pretrained
-from trainlab.utils.config import STUDY_AXES, ConfigError, check_arguments, flatten, plain
+from trainlab.utils.config import (
+    CALLED_LATER,
+    STUDY_AXES,
+    ConfigError,
+    check_arguments,
+    flatten,
+    plain,
+    require_partial,
+)
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +48,8 @@ MAX_SEED = 2**32 - 1
 def check_config(cfg: DictConfig) -> None:
     """Check every `_target_` config against its signature before anything is built."""
     check_seed(cfg.get("seed"))
+    for group in CALLED_LATER:  # init, norm, activation: functions trainlab calls later
+        require_partial(group, cfg.get(group))
     if cfg.get("augment") is not None:  # names the bad transform, suggests close names
         build_augmentations(AugmentSettings.from_config(cfg.augment).transforms)
     for group in (

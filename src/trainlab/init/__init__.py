@@ -18,7 +18,7 @@ from hydra.utils import instantiate
 from torch import nn
 
 from trainlab.init.core import fan_in_and_fan_out, gain, variance_scaling_, weight_layers
-from trainlab.utils.config import ConfigError
+from trainlab.utils.config import ConfigError, require_partial
 
 log = logging.getLogger(__name__)
 
@@ -45,11 +45,7 @@ def apply_init(network: nn.Module, init_cfg: Mapping | Callable | None, datamodu
     """
     if init_cfg is None:
         return {}
-    if isinstance(init_cfg, Mapping) and not init_cfg.get("_partial_"):
-        raise ConfigError(
-            f"init config {init_cfg.get('_target_')!r} needs `_partial_: true`: a scheme is called "
-            f"with the network once it is built."
-        )
+    require_partial("init", init_cfg)
     scheme = init_cfg if callable(init_cfg) else instantiate(init_cfg)
     name = (
         init_cfg.get("_target_", "")

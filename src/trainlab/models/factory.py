@@ -9,6 +9,8 @@ from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from torch import nn
 
+from trainlab.utils.config import require_partial
+
 # Keys of the `model` config that say where weights come from, not how the network is built.
 # The network is built without them (also when a checkpoint is reloaded: the checkpoint has the
 # weights); trainlab.transfer.pretrained.load_pretrained loads them once, after the init scheme.
@@ -35,6 +37,8 @@ def build_network(
     rebuild the very same network from its hyperparameters. No weights are loaded here (see
     WEIGHT_SOURCES).
     """
+    require_partial("norm", norm)
+    require_partial("activation", activation)
     norm = dict(norm)
     position = norm.pop("position", "pre_act")
     try:

@@ -66,6 +66,25 @@ def require_values(cfg: DictConfig) -> None:
         )
 
 
+# Groups whose option is a function that trainlab calls later, so their config must be a partial
+# (`_partial_: true`): Hydra then returns the function with its knobs bound instead of calling it.
+CALLED_LATER = {
+    "init": "a scheme is called with the network once it is built",
+    "norm": "a norm factory is called with each normalised layer's number of features",
+    "activation": "an activation is built anew for every layer of the network",
+}
+
+
+def require_partial(group: str, node: Any) -> None:
+    """Fail clearly when a `CALLED_LATER` group's `_target_` config lacks `_partial_: true`
+    (Hydra would call the function right away, without the arguments trainlab gives it later)."""
+    if isinstance(node, Mapping) and node.get("_target_") and not node.get("_partial_"):
+        raise ConfigError(
+            f"{group} config {node['_target_']!r} needs `_partial_: true`: {CALLED_LATER[group]}. "
+            f"Add `_partial_: true` to its YAML in conf/{group}/ (or +{group}._partial_=true on the command line)."
+        )
+
+
 # --- argument checking against the target's signature ---------------------------------------
 
 
