@@ -3,9 +3,9 @@
 Composes the config, builds data -> network (model x norm x activation) -> init -> transfer
 policy -> callbacks, loggers -> Trainer, then fits, tests the best checkpoint and writes
 `summary.json` in the run directory, also when the run fails, diverges or is interrupted.
-Inside a multirun a failed job is recorded and the sweep goes on; the multirun's exit code
-says whether any job failed (see trainlab.report.hydra_callback). Ctrl-C and SIGTERM end the
-run (and a multirun) with a checkpoint to resume from and a non-zero exit code.
+Inside a multirun a failed job is recorded and the sweep goes on; when the sweep ends,
+trainlab.report.hydra_callback sets the exit code: 1 if any job failed. Ctrl-C and SIGTERM
+end the run (and a multirun) with a checkpoint to resume from and a non-zero exit code.
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ from __future__ import annotations
 import logging
 import math
 import signal
-import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -209,14 +208,11 @@ def _raise_on_sigterm(signum: int, frame: Any) -> None:
 
 
 def main() -> None:
-    """Console entry point; exits 1 if any job of a multirun failed or diverged, non-zero when
+    """Console entry point; exits 1 if any job of a multirun failed or diverged (the multirun's
+    report callback, trainlab.report.hydra_callback, says so when the sweep ends), non-zero when
     stopped by Ctrl-C or SIGTERM (143)."""
-    from trainlab.report import hydra_callback
-
     signal.signal(signal.SIGTERM, _raise_on_sigterm)
     _hydra_main()
-    if hydra_callback.FAILED_JOBS:
-        sys.exit(1)
 
 
 if __name__ == "__main__":
