@@ -12,6 +12,7 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from trainlab.callbacks.divergence import DivergenceGuard
+from trainlab.run.summary import RunSummary
 from trainlab.train import train
 
 from conftest import read_summary, run_cli
@@ -233,6 +234,30 @@ def test_state_dict_round_trip_keeps_the_smoothed_history(tmp_path):
     assert resumed.reason == original.reason
     fresh = DivergenceGuard()
     assert not feed(fresh, after, first_step=101).should_stop
+
+
+def test_the_outcome_of_a_fit_in_other_processes_is_read_from_its_checkpoint(tmp_path):
+    """ddp_spawn: the guard of the main process saw no step. The summary gives it the state saved
+    in last.ckpt, and the guard offers the outcome, also one decided by another process."""
+    spawned = DivergenceGuard(check_every_n_steps=5)
+    another_diverged = SimpleNamespace(reduce_boolean_decision=lambda decision, all=True: True)
+    feed(spawned, [2.0] * 10, SimpleNamespace(global_step=0, should_stop=False, strategy=another_diverged))
+    checkpoints = tmp_path / "checkpoints"
+    checkpoints.mkdir()
+    saved = {"global_step": 5, "epoch": 0, "callbacks": {spawned.state_key: spawned.state_dict()}}
+    torch.save(saved, checkpoints / "last.ckpt")
+
+    guard = DivergenceGuard(check_every_n_steps=5)
+    assert guard.summary_items(None) == {}
+    trainer = SimpleNamespace(
+        checkpoint_callback=SimpleNamespace(dirpath=str(checkpoints)), callbacks=[guard]
+    )
+    summary = RunSummary(tmp_path, seed=0, overrides=[])
+    summary.read_last_checkpoint(trainer)
+    summary.collect(trainer)
+    assert (summary.data["status"], summary.data["diverged_at_step"]) == ("diverged", 5)
+    assert summary.data["error"] == "the training loss of another process diverged by step 5"
+    assert (summary.data["global_step"], summary.data["epochs"]) == (5, 1)
 
 
 def test_checkpoint_without_guard_state_starts_a_fresh_history():

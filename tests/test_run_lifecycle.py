@@ -137,6 +137,19 @@ def test_the_multirun_end_says_how_many_jobs_were_skipped(tmp_path, caplog):
     assert "skipped 2 of 3 jobs (already completed in /old/study/1)" in caplog.text
 
 
+def test_the_multirun_verdict_is_the_exit_status(tmp_path):
+    """When the sweep ends (in the launching process, whichever the launcher), the report callback
+    ends the process with status 1 if a job did not complete; Hydra returns nothing to `main`."""
+    sweep = OmegaConf.create({"hydra": {"sweep": {"dir": str(tmp_path)}}})
+    write_summary(tmp_path / "0", status="completed", overrides=["seed=0"])
+    MultirunReport(enabled=False).on_multirun_end(sweep)  # all completed: no exit
+    write_summary(tmp_path / "1", status="diverged", overrides=["seed=1"])
+    with pytest.raises(SystemExit) as exit_:
+        MultirunReport(enabled=False).on_multirun_end(sweep)
+    assert exit_.value.code == 1
+    assert MultirunReport(enabled=False).finish(tmp_path) == [str(tmp_path / "1")]
+
+
 def test_slurm_trainer_and_launcher_configs(tmp_path):
     from hydra.utils import instantiate
     from lightning.pytorch.plugins.environments import SLURMEnvironment

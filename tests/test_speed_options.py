@@ -23,7 +23,7 @@ def test_channels_last_sets_the_weights_layout(make_cfg):
     import trainlab.builders as builders
 
     cfg = make_cfg(*SMALL_CNN, "channels_last=true")
-    model = builders.build_model(cfg, builders.build_datamodule(cfg))
+    model, _ = builders.build_model(cfg, builders.build_datamodule(cfg))
     # (with one input channel the two layouts coincide: look at a conv with several)
     conv = next(m for m in model.net.modules() if isinstance(m, torch.nn.Conv2d) and m.in_channels > 1)
     assert conv.weight.is_contiguous(memory_format=torch.channels_last) and not conv.weight.is_contiguous()

@@ -105,6 +105,7 @@ def test_interrupted_run_is_marked(make_cfg, tmp_path, monkeypatch):
         train(make_cfg(*TINY_MLP, "trainer.max_epochs=2"))
     summary = read_summary(tmp_path / "run")
     assert summary["status"] == "interrupted" and summary["global_step"] == 3
+    assert summary["interrupt_checkpoint"] == str(tmp_path / "run" / "checkpoints" / "last.ckpt")
 
 
 def test_wandb_offline_files_and_resume_keeps_the_run_id(make_cfg, tmp_path):

@@ -330,3 +330,6 @@ def test_linear_probe_through_the_training_entry_point(make_cfg, tmp_path):
     assert checkpoint["hyper_parameters"]["network"]["model"]["_target_"] == "trainlab.models.cnn.CNN"
     metrics = (tmp_path / "run" / "csv" / "metrics.csv").read_text()
     assert "transfer/frozen_params" in metrics and "transfer/trainable_params" in metrics
+    counts = read_summary(tmp_path / "run")["transfer"]  # summary.json: what the policy froze
+    assert counts == summary["transfer"] and counts["frozen_params"] > 0 and counts["trainable_params"] > 0
+    assert "pretrained" not in summary  # no weights were named: nothing loaded

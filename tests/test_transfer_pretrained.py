@@ -149,3 +149,6 @@ def test_source_run_feeds_a_linear_probe_through_the_entry_point(make_cfg, tmp_p
     for key in backbone:  # loaded, then frozen (BN statistics included) for the whole run
         assert_close(target_state[key], source_state[key])
     assert not torch.equal(target_state["net.head.weight"], source_state["net.head.weight"])
+    # summary.json: the weights loaded (the build's report) and the parameters the policy froze
+    assert target["pretrained"]["source"].startswith(ckpt) and target["pretrained"]["loaded"]
+    assert target["transfer"]["frozen_params"] > 0 and target["transfer"]["trainable_params"] > 0

@@ -36,7 +36,7 @@ def model_rate(cfg, steps: int = 60) -> float:
     import trainlab.builders as builders
 
     datamodule = builders.build_datamodule(cfg)
-    network = builders.build_model(cfg, datamodule).net.train()
+    network = builders.build_model(cfg, datamodule)[0].net.train()
     optimizer = instantiate(cfg.optimizer)(network.parameters())
     images, labels = next(iter(datamodule.train_dataloader()))
     for step in range(steps + 5):

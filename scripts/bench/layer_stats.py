@@ -68,7 +68,7 @@ def main() -> None:
 
     cfg = compose(["trainer.accelerator=cpu", *args.overrides], Path(tempfile.mkdtemp()))
     datamodule = builders.build_datamodule(cfg)
-    model = builders.build_model(cfg, datamodule)
+    model, _ = builders.build_model(cfg, datamodule)
     net = model.net
     datamodule.setup("fit")
     images, labels = next(iter(datamodule.train_dataloader()))

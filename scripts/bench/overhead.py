@@ -112,7 +112,7 @@ def plain_run(overrides: list[str], steps: int, workdir: Path, index: int) -> li
     autocast_dtype = torch.bfloat16 if "bf16" in str(cfg.trainer.precision) else None
     layout = torch.channels_last if cfg.get("channels_last") else torch.contiguous_format
     datamodule = builders.build_datamodule(cfg)
-    network = builders.build_model(cfg, datamodule).net.to(device)
+    network = builders.build_model(cfg, datamodule)[0].net.to(device)
     optimizer = instantiate(cfg.optimizer)(network.parameters())
     scheduler = instantiate(cfg.scheduler)(optimizer, total_steps=steps + WARMUP) if cfg.scheduler else None
     loader = datamodule.train_dataloader()

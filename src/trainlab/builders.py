@@ -1,12 +1,13 @@
 """Build a run's pieces from the composed config: data, model, callbacks, loggers, trainer.
 
 Every piece is a `_target_` config instantiated by Hydra; this module only wires them
-together (the study axes meet in `build_model`).
+together (the study axes meet in `build_model`, which also reports what it did).
 """
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -153,9 +154,23 @@ def network_spec(cfg: DictConfig, datamodule: ImageDataModule) -> dict[str, Any]
     }
 
 
-def build_model(cfg: DictConfig, datamodule: ImageDataModule) -> pl.LightningModule:
+@dataclass
+class BuildReport:
+    """What building the model did, as plain data: the run records it in summary.json."""
+
+    init: dict[str, float] = field(default_factory=dict)  # the init scheme's statistics (LSUV's variances)
+    pretrained: dict[str, Any] | None = None  # the weights loaded (trainlab.transfer.pretrained's report)
+
+    def summary_items(self) -> dict[str, Any]:
+        """The entries of summary.json that hold something: `init_stats`, `pretrained`."""
+        entries = {"init_stats": self.init, "pretrained": self.pretrained}
+        return {key: value for key, value in entries.items() if value}
+
+
+def build_model(cfg: DictConfig, datamodule: ImageDataModule) -> tuple[pl.LightningModule, BuildReport]:
     """The Classifier, or the LightningModule a study names in `module` (e.g. experiment=noise_as_l2:
-    a squared-error regression), built from the same network, optimizer and schedule configs."""
+    a squared-error regression), built from the same network, optimizer and schedule configs;
+    and what its init scheme and weight source did."""
     arguments = {
         "network": network_spec(cfg, datamodule),
         "optimizer": plain(cfg.optimizer),
@@ -164,13 +179,20 @@ def build_model(cfg: DictConfig, datamodule: ImageDataModule) -> pl.LightningMod
     module = cfg.get("module")
     # _recursive_=False: the network, optimizer and schedule are built by the module itself
     model = instantiate(module, **arguments, _recursive_=False) if module else Classifier(**arguments)
-    apply_init(model.net, cfg.init, datamodule)
-    load_pretrained(model, cfg)  # after init: the weights replace it where they exist; not on resume
+    init_stats = apply_init(model.net, cfg.init, datamodule)
+    loaded = load_pretrained(model, cfg)  # after init: the weights replace it where they exist; not on resume
     if cfg.get("channels_last"):  # NHWC kernels (tensor cores); conv outputs follow the weights' layout
         model.net.to(memory_format=torch.channels_last)
     if cfg.get("compile"):  # in place: the state_dict keeps its keys, checkpoints stay portable
         model.net.compile()
-    return model
+    return model, BuildReport(init=init_stats, pretrained=loaded.as_dict() if loaded else None)
+
+
+def transfer_report(model: pl.LightningModule) -> dict[str, Any]:
+    """What the transfer policy did, for summary.json once fit has started: `transfer` (the
+    parameters it trains and freezes, counted by the policy when training starts)."""
+    counts = getattr(model, "transfer_counts", None)  # set by trainlab.transfer.policy
+    return {"transfer": counts} if counts else {}
 
 
 def build_callbacks(cfg: DictConfig, has_logger: bool) -> list[pl.Callback]:

@@ -3,9 +3,9 @@
 Composes the config, builds data -> network (model x norm x activation) -> init -> transfer
 policy -> callbacks, loggers -> Trainer, then fits, tests the best checkpoint and writes
 `summary.json` in the run directory, also when the run fails, diverges or is interrupted.
-Inside a multirun a failed job is recorded and the sweep goes on; the multirun's exit code
-says whether any job failed (see trainlab.report.hydra_callback). Ctrl-C and SIGTERM end the
-run (and a multirun) with a checkpoint to resume from and a non-zero exit code.
+Inside a multirun a failed job is recorded and the sweep goes on; when the sweep ends,
+trainlab.report.hydra_callback sets the exit code: 1 if any job failed. Ctrl-C and SIGTERM
+end the run (and a multirun) with a checkpoint to resume from and a non-zero exit code.
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ from __future__ import annotations
 import logging
 import math
 import signal
-import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -23,8 +22,6 @@ from omegaconf import DictConfig
 from trainlab import CONFIG_DIR
 
 if TYPE_CHECKING:
-    import lightning.pytorch as pl
-
     from trainlab.run.summary import EarlierRuns, RunSummary
 
 # Only Hydra is imported at module level: `--help` and `--cfg job` need no torch or Lightning
@@ -117,7 +114,6 @@ def _fit_and_test(
     import lightning.pytorch as pl
 
     from trainlab import builders
-    from trainlab.callbacks.divergence import DivergenceGuard
     from trainlab.run.resources import cheap_cuda_checks_without_gpus, configure_threads
     from trainlab.run.summary import DIVERGED
     from trainlab.utils.config import require_values
@@ -134,13 +130,12 @@ def _fit_and_test(
         summary.data["resumed_from"] = str(checkpoint)
 
     datamodule = builders.build_datamodule(cfg)
-    model = builders.build_model(cfg, datamodule)
+    model, built = builders.build_model(cfg, datamodule)
+    summary.data.update(built.summary_items())  # init_stats, pretrained
     loggers.extend(builders.build_loggers(cfg, resume_from=checkpoint))
-    init_stats = getattr(model.net, "init_stats", None)  # e.g. LSUV's per-layer variances
-    if init_stats:
-        summary.data["init_stats"] = init_stats
+    if built.init:  # e.g. LSUV's per-layer variances
         for logger in loggers:
-            logger.log_metrics({f"init/{k}": v for k, v in init_stats.items()}, step=0)
+            logger.log_metrics({f"init/{k}": v for k, v in built.init.items()}, step=0)
     callbacks = [*builders.build_callbacks(cfg, has_logger=bool(loggers)), summary.heartbeat()]
     trainer = builders.build_trainer(cfg, callbacks, loggers)
     summary.track(trainer)
@@ -149,40 +144,18 @@ def _fit_and_test(
     # by TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD, an explicit True cannot)
     trainer.fit(model, datamodule=datamodule, ckpt_path=checkpoint, weights_only=True)
     summary.add_metrics(trainer.callback_metrics)
-    for key, attribute in (("pretrained", "pretrained_report"), ("transfer", "transfer_counts")):
-        if getattr(model, attribute, None):  # what was loaded, what was frozen (trainlab.transfer)
-            summary.data[key] = getattr(model, attribute)
-    if trainer.global_step == 0:  # fit ran in spawned workers (ddp_spawn): read the progress back
-        _progress_from_last_checkpoint(trainer, summary)
-    guard = next((c for c in trainer.callbacks if isinstance(c, DivergenceGuard)), None)
-    if guard is not None and guard.diverged_at_step is not None:
-        summary.data.update(status=DIVERGED, error=guard.reason, diverged_at_step=guard.diverged_at_step)
-        log.warning(f"Run diverged: {guard.reason}.")
+    summary.data.update(builders.transfer_report(model))
+    if trainer.global_step == 0:  # fit ran in spawned workers (ddp_spawn): read its outcome back
+        summary.read_last_checkpoint(trainer)
+    summary.collect(trainer)  # what the callbacks offer, e.g. the divergence guard's outcome
+    if summary.data["status"] == DIVERGED:
+        log.warning(f"Run diverged: {summary.data['error']}.")
         return
     best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
     if best:
         summary.data["best_checkpoint"] = best
     if cfg.get("test") and not trainer.interrupted:
         trainer.test(model, datamodule=datamodule, ckpt_path="best" if best else None, weights_only=True)
-
-
-def _progress_from_last_checkpoint(trainer: pl.Trainer, summary: RunSummary) -> None:
-    """After a fit in spawned processes (ddp_spawn): its progress and outcome, from last.ckpt."""
-    import torch
-
-    from trainlab.callbacks.divergence import DivergenceGuard
-
-    callback = trainer.checkpoint_callback
-    last = Path(callback.dirpath) / "last.ckpt" if callback is not None and callback.dirpath else None
-    if last is None or not last.is_file():
-        return
-    state = torch.load(last, map_location="cpu", mmap=True, weights_only=True)
-    summary.data.update(global_step=int(state["global_step"]), epochs=int(state["epoch"]) + 1)
-    # the divergence guard of the main process saw no step: its outcome is in the checkpoint
-    for callback in trainer.callbacks:
-        saved = state.get("callbacks", {}).get(callback.state_key) or {}
-        if isinstance(callback, DivergenceGuard) and saved.get("diverged_at_step") is not None:
-            callback.diverged_at_step, callback.reason = int(saved["diverged_at_step"]), saved["reason"]
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
@@ -209,14 +182,11 @@ def _raise_on_sigterm(signum: int, frame: Any) -> None:
 
 
 def main() -> None:
-    """Console entry point; exits 1 if any job of a multirun failed or diverged, non-zero when
+    """Console entry point; exits 1 if any job of a multirun failed or diverged (the multirun's
+    report callback, trainlab.report.hydra_callback, says so when the sweep ends), non-zero when
     stopped by Ctrl-C or SIGTERM (143)."""
-    from trainlab.report import hydra_callback
-
     signal.signal(signal.SIGTERM, _raise_on_sigterm)
     _hydra_main()
-    if hydra_callback.FAILED_JOBS:
-        sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -9,6 +9,8 @@ import lightning.pytorch as pl
 import torch
 from torch import Tensor
 
+from trainlab.run.status import DIVERGED
+
 # Which rule caught the loss (bits of the recorded code), for the reason string.
 _NONFINITE, _ABOVE_MAX, _EXPLODED = 1, 2, 4
 
@@ -45,9 +47,9 @@ class DivergenceGuard(pl.Callback):
     Every rule runs on the loss's device (0-d tensor ops) and the result is read back only every
     `check_every_n_steps` steps and at the end of each epoch, so the guard adds no host-device
     synchronisation to the other steps. After a stop, `diverged_at_step` holds the step at
-    which the loss first met a rule and `reason` says what happened; the training script marks
-    the run `diverged`. The smoothed history is saved in checkpoints: a resumed run goes on
-    with it.
+    which the loss first met a rule and `reason` says what happened; the guard offers them to
+    the run's summary (`summary_items`), which marks the run `diverged`. The smoothed history
+    is saved in checkpoints: a resumed run goes on with it.
     """
 
     def __init__(
@@ -74,6 +76,8 @@ class DivergenceGuard(pl.Callback):
         self.warmup_steps = warmup_steps
         self.diverged_at_step: int | None = None
         self.reason: str | None = None
+        # (step, reason) of a fit that diverged in other processes, read from their checkpoint
+        self._checkpoint_outcome: tuple[int, str] | None = None
         self._steps = 0  # losses seen: a host counter, no read-back
         self._state: dict[str, Tensor] = {}  # 0-d tensors on the loss's device
 
@@ -146,6 +150,17 @@ class DivergenceGuard(pl.Callback):
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         self._stop_if_diverged(trainer)  # the steps since the last check (once per epoch)
 
+    def summary_items(self, trainer: pl.Trainer) -> dict[str, Any]:
+        """The run's outcome for summary.json (trainlab.run.summary.SummaryContributor):
+        `diverged`, with the step and the reason, or nothing while the loss is sound."""
+        if self.diverged_at_step is not None:
+            step, reason = self.diverged_at_step, self.reason
+        elif self._checkpoint_outcome is not None:
+            step, reason = self._checkpoint_outcome
+        else:
+            return {}
+        return {"status": DIVERGED, "error": reason, "diverged_at_step": step}
+
     def state_dict(self) -> dict[str, Any]:
         """The smoothed history, and the outcome for readers of the checkpoint (a run whose fit
         ran in spawned processes learns it there). A resumed run restores the history only: if
@@ -156,6 +171,8 @@ class DivergenceGuard(pl.Callback):
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self._steps = int(state_dict.get("steps", 0))  # a checkpoint from before the guard saved state: 0
+        step = state_dict.get("diverged_at_step")
+        self._checkpoint_outcome = None if step is None else (int(step), state_dict.get("reason"))
         names = ("avg", "best", "start", "bad", "record")
         self._state = {}
         if self._steps and all(name in state_dict for name in names):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any
 
 import lightning.pytorch as pl
 from lightning.pytorch.trainer.states import TrainerFn
@@ -21,6 +22,7 @@ class InterruptCheckpoint(pl.Callback):
     Lightning's resume runs that validation again and then goes on with the next training
     step, repeating and skipping none (its `restarted_mid_evaluation`). Not during the sanity
     check (no step yet). `dirpath` defaults to the ModelCheckpoint callback's directory.
+    The run's summary.json names the file it wrote (`interrupt_checkpoint`).
     """
 
     def __init__(self, dirpath: str | None = None, filename: str = "last.ckpt") -> None:
@@ -44,3 +46,7 @@ class InterruptCheckpoint(pl.Callback):
         log.warning(
             f"Interrupted at step {trainer.global_step}: saved {self.saved_path}; resume with ckpt_path=last."
         )
+
+    def summary_items(self, trainer: pl.Trainer) -> dict[str, Any]:
+        """Where the run can be resumed from, for summary.json (trainlab.run.summary.SummaryContributor)."""
+        return {"interrupt_checkpoint": str(self.saved_path)} if self.saved_path is not None else {}

@@ -4,7 +4,8 @@ A scheme is a function `scheme(network, **knobs)` named by `conf/init/<name>.yam
 (`_target_` + `_partial_: true` + knobs). A scheme that needs data declares it by name:
 a parameter `batches` receives the training DataLoader (batches of (inputs, targets)), a
 parameter `datamodule` the set-up DataModule. A scheme may return a dict of numbers (e.g.
-LSUV's per-layer variances); they are logged and kept on `network.init_stats`.
+LSUV's per-layer variances); `apply_init` returns them, and the run records them in its
+summary.json (`init_stats`) and loggers (`init/...`).
 """
 
 from __future__ import annotations
@@ -54,6 +55,5 @@ def apply_init(network: nn.Module, init_cfg: Mapping | Callable | None, datamodu
     )
     stats = scheme(network, **_data_arguments(scheme, datamodule, name)) or {}
     if stats:
-        network.init_stats = dict(stats)
         log.info(f"init {name}: " + ", ".join(f"{k}={v:.4g}" for k, v in stats.items()))
     return dict(stats)

@@ -1,10 +1,11 @@
-"""Hydra callback: when a multirun ends, write its study report and note failed jobs.
+"""Hydra callback: when a multirun ends, write its study report and give the sweep's verdict.
 
 Jobs record their failures in summary.json and return normally, so that the sweep goes on;
-this callback reads the summaries once all jobs are done, and `trainlab.train.main` exits
-with status 1 if any job failed, diverged or was interrupted. A multirun stopped by Ctrl-C or
-SIGTERM never reaches `on_multirun_end`: its last job writes the report on the way out
-(`report_stopped_multirun`).
+this callback reads the summaries once all jobs are done (in the launching process, whichever
+the launcher: basic, joblib, submitit) and ends the process with exit status 1 if any job
+failed, diverged or was interrupted. A multirun stopped by Ctrl-C or SIGTERM never reaches
+`on_multirun_end`: its last job writes the report on the way out (`report_stopped_multirun`)
+and the stop sets the exit status (143 for SIGTERM).
 """
 
 from __future__ import annotations
@@ -18,8 +19,6 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 log = logging.getLogger(__name__)
-# Jobs of the last multirun of this process that did not complete (read by trainlab.train.main).
-FAILED_JOBS: list[str] = []
 
 
 class MultirunReport(Callback):
@@ -27,15 +26,21 @@ class MultirunReport(Callback):
         self.enabled, self.log_to_wandb = enabled, log_to_wandb
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        self.finish(Path(config.hydra.sweep.dir))
+        """Report, then exit 1 if a job did not complete. Hydra returns nothing from a multirun to
+        its caller, so the verdict is the exit status; SystemExit passes Hydra's guard around
+        callbacks (which turns an Exception into a warning). Hydra calls `on_multirun_end` in
+        reverse order: the callbacks listed after this one have already run."""
+        if self.finish(Path(config.hydra.sweep.dir)):
+            raise SystemExit(1)
 
-    def finish(self, directory: Path) -> None:
-        """Write the report of the jobs in `directory`, log what was skipped and what failed."""
+    def finish(self, directory: Path) -> list[str]:
+        """Write the report of the jobs in `directory`, log what was skipped and what failed;
+        return the directories of the jobs that did not complete."""
         from trainlab.report.collect import STATUS_FAILED, load_jobs
         from trainlab.report.study import write_report
 
         if not directory.is_dir():
-            return
+            return []
         try:
             jobs = write_report(directory, self.log_to_wandb).jobs if self.enabled else load_jobs(directory)
         except Exception:  # a broken report must not hide the jobs' own results
@@ -43,11 +48,12 @@ class MultirunReport(Callback):
             jobs = load_jobs(directory)
         _log_skipped(directory, len(jobs))
         failed = jobs[jobs["status"].isin(STATUS_FAILED)] if len(jobs) else jobs
-        FAILED_JOBS[:] = [str(p) for p in failed.get("path", [])]
-        if FAILED_JOBS:
+        not_completed = [str(p) for p in failed.get("path", [])]
+        if not_completed:
             log.error(
-                f"{len(FAILED_JOBS)} of {len(jobs)} jobs did not complete: see {directory / 'report.md'}"
+                f"{len(not_completed)} of {len(jobs)} jobs did not complete: see {directory / 'report.md'}"
             )
+        return not_completed
 
 
 def _log_skipped(directory: Path, total: int) -> None:

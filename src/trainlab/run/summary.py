@@ -1,8 +1,15 @@
-"""`summary.json`: what every run leaves behind, whether it completed, failed or was interrupted."""
+"""`summary.json`: what every run leaves behind, whether it completed, failed or was interrupted.
+
+Callbacks add to it without the training script knowing them: a callback with a method
+`summary_items(trainer) -> dict` (the `SummaryContributor` protocol) offers entries that the
+summary collects at each heartbeat and at the end of the run. An entry `status` (with `error`)
+is the run's outcome as the callback saw it, e.g. `diverged` from the divergence guard.
+"""
 
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import socket
@@ -13,7 +20,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import lightning.pytorch as pl
 import torch
@@ -30,6 +37,8 @@ from trainlab.run.status import (
     process_start,
 )
 
+log = logging.getLogger(__name__)
+
 
 def _now() -> str:
     return datetime.now().isoformat(timespec="milliseconds")
@@ -41,6 +50,19 @@ def _number(value: Any) -> float | None:
     if isinstance(value, int | float) and not isinstance(value, bool):
         return float(value) if math.isfinite(value) else None
     return None
+
+
+@runtime_checkable
+class SummaryContributor(Protocol):
+    """A callback with something to record in summary.json (see the module's docstring)."""
+
+    def summary_items(self, trainer: pl.Trainer) -> Mapping[str, Any]:
+        """Entries for summary.json: plain data (numbers, strings, lists, dicts); {} for none."""
+        ...
+
+
+# How a process ended (failed, interrupted) says more than an outcome a callback saw before.
+_OUTCOME_KEYS = ("status", "error")
 
 
 class RunSummary:
@@ -102,6 +124,37 @@ class RunSummary:
         """Remember the trainer: step and epoch counts are read from it at the end."""
         self.trainer = trainer
 
+    def collect(self, trainer: pl.Trainer) -> None:
+        """Add what the trainer's callbacks offer (`SummaryContributor`s). A callback's `status`
+        replaces only `running` or `completed`: a run that then failed or was interrupted keeps
+        that status, and the callback's other entries."""
+        for callback in trainer.callbacks:
+            if not isinstance(callback, SummaryContributor):
+                continue
+            try:
+                items = dict(callback.summary_items(trainer) or {})
+            except Exception:  # a broken contributor must not cost the run its summary
+                log.exception(f"{type(callback).__name__}.summary_items failed; its entries are left out.")
+                continue
+            if "status" in items and self.data["status"] not in (RUNNING, COMPLETED):
+                items = {k: v for k, v in items.items() if k not in _OUTCOME_KEYS}
+            self.data.update(items)
+
+    def read_last_checkpoint(self, trainer: pl.Trainer) -> None:
+        """After a fit in spawned processes (ddp_spawn) the main process's trainer and callbacks
+        saw no step: read the progress from last.ckpt, and give each contributing callback its
+        saved state (Lightning's `load_state_dict`) so that it offers what the fit's did."""
+        callback = trainer.checkpoint_callback
+        last = Path(callback.dirpath) / "last.ckpt" if callback is not None and callback.dirpath else None
+        if last is None or not last.is_file():
+            return
+        state = torch.load(last, map_location="cpu", mmap=True, weights_only=True)
+        self.data.update(global_step=int(state["global_step"]), epochs=int(state["epoch"]) + 1)
+        saved = state.get("callbacks", {})
+        for callback in trainer.callbacks:
+            if isinstance(callback, SummaryContributor) and callback.state_key in saved:
+                callback.load_state_dict(saved[callback.state_key])
+
     def _read_trainer(self) -> None:
         if self.trainer is None:
             return
@@ -110,6 +163,7 @@ class RunSummary:
         self.data["global_step"] = max(self.data["global_step"], int(self.trainer.global_step))
         self.data["epochs"] = max(self.data["epochs"], int(self.trainer.current_epoch))
         self.add_metrics(self.trainer.callback_metrics)
+        self.collect(self.trainer)
 
     @contextmanager
     def record(self) -> Iterator[RunSummary]:
@@ -202,7 +256,8 @@ def find_earlier_runs(roots: Iterable[Path], overrides: list[str]) -> EarlierRun
 
 
 class _Heartbeat(pl.Callback):
-    """Refreshes summary.json (`updated_at`, steps, epochs, metrics) at each training epoch end."""
+    """Refreshes summary.json (`updated_at`, steps, epochs, metrics, what callbacks offer) at each
+    training epoch end."""
 
     def __init__(self, summary: RunSummary) -> None:
         self.summary = summary
@@ -214,4 +269,5 @@ class _Heartbeat(pl.Callback):
         data.update(global_step=int(trainer.global_step), epochs=int(trainer.current_epoch) + 1)
         data["updated_at"] = _now()
         self.summary.add_metrics(trainer.callback_metrics)
+        self.summary.collect(trainer)
         self.summary.write()
