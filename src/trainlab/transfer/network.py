@@ -14,6 +14,14 @@ for the data's classes). trainlab's MLP, CNN and ResNet implement it (`blocks` +
 `trainlab.transfer.stages.blocks_and_head`); a network whose class cannot be changed (a timm
 model) gets it from an adapter registered with `register_adapter`, as
 trainlab.models.timm_backbone does.
+
+From the split alone trainlab.transfer freezes the first `freeze_depth` stages (their parameters,
+and the running statistics of their norm layers), builds the optimizer's groups (head at
+optimizer.lr, backbone at optimizer.lr * backbone_lr_mult) and copies the first
+`pretrained_depth` stages from a trainlab checkpoint, by name and shape. One more method is
+optional: `pretrained_state(network, file) -> (tensors, source, notes)`, the network's own
+published weights (timm's hub or a local timm file: `transfer.pretrained`,
+`transfer.pretrained_file`); a network without it loads weights from trainlab checkpoints only.
 """
 
 from __future__ import annotations
