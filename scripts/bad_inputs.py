@@ -119,34 +119,34 @@ def cases(files: dict[str, str]) -> list[Case]:
         c("unknown timm model", ["model=timm", "model.name=resnet18x"], ["model.name"]),
         c(
             "hub weights offline",
-            ["model=timm", "model.name=resnet18", "model.pretrained=true", "transfer=finetune"],
+            ["model=timm", "model.name=resnet18", "transfer.pretrained=true", "transfer=finetune"],
         ),
         c(
             "pretrained_file missing",
             [
                 "model=timm",
                 "model.name=test_resnet",
-                "+model.pretrained_file=/nowhere.pth",
+                "transfer.pretrained_file=/nowhere.pth",
                 "transfer=finetune",
             ],
-            ["model.pretrained_file"],
+            ["transfer.pretrained_file"],
         ),
         c(
             "pretrained_file of another network",
             [
                 "model=timm",
                 "model.name=test_resnet",
-                "+model.pretrained_file={other_weights}",
+                "transfer.pretrained_file={other_weights}",
                 "transfer=finetune",
             ],
-            ["model.pretrained_file"],
+            ["transfer.pretrained_file"],
         ),
         c(
             "pretrained_ckpt missing",
-            ["+model.pretrained_ckpt=/nowhere.ckpt", "transfer=finetune"],
-            ["model.pretrained_ckpt"],
+            ["transfer.pretrained_ckpt=/nowhere.ckpt", "transfer=finetune"],
+            ["transfer.pretrained_ckpt"],
         ),
-        c("weights with transfer=scratch", ["+model.pretrained_ckpt=/nowhere.ckpt"], ["transfer=scratch"]),
+        c("weights with transfer=scratch", ["transfer.pretrained_ckpt=/nowhere.ckpt"], ["transfer=scratch"]),
         # --- init ---------------------------------------------------------------------------
         c("unknown init option", ["init=kaiming"], ["init/kaiming"]),
         c("fixup on a net without residuals", ["init=fixup"], ["init=fixup"]),

@@ -10,13 +10,12 @@ import timm
 import torch
 from hydra.errors import ConfigCompositionException, MissingConfigException
 
-from test_timm_backbone import cfg_with, timm_classifier
+from test_timm_backbone import load, timm_classifier
 from trainlab.builders import check_config, check_monitors
 from trainlab.report.__main__ import main as report_main
 from trainlab.report.collect import load_jobs
 from trainlab.run import loggers
 from trainlab.train import train
-from trainlab.transfer import load_pretrained
 from trainlab.utils import network
 from trainlab.utils.config import ConfigError
 
@@ -187,10 +186,10 @@ def test_pretrained_file_of_another_network(tmp_path):
     # today: timm loads it non-strictly (nothing matches), and the report lists every tensor as loaded
     with pytest.raises(
         ConfigError,
-        match=r"model.pretrained_file='.*other.pth': none of its \d+ tensors has the name of one of this "
+        match=r"transfer.pretrained_file='.*other.pth': none of its \d+ tensors has the name of one of this "
         r"network's \d+ \(the file's first keys: encoder.conv1",
     ):
-        load_pretrained(timm_classifier(), cfg_with(pretrained_file=str(tmp_path / "other.pth")))
+        load(timm_classifier(), pretrained_file=str(tmp_path / "other.pth"))
 
 
 def test_pretrained_file_that_matches_in_part_reports_what_it_loaded(tmp_path):
@@ -199,12 +198,12 @@ def test_pretrained_file_that_matches_in_part_reports_what_it_loaded(tmp_path):
     partial["projector.weight"] = torch.zeros(4, 4)
     torch.save(partial, tmp_path / "partial.pth")
     model = timm_classifier()
-    report = load_pretrained(model, cfg_with(pretrained_file=str(tmp_path / "partial.pth")))
+    report = load(model, pretrained_file=str(tmp_path / "partial.pth"))
     layer4 = [k for k in state if k.startswith("layer4.")]
     assert sorted(report.missing) == sorted(layer4)  # today: [] (every tensor "loaded")
     assert not set(report.loaded) & set(layer4)
     assert "projector.weight" in report.unused
-    pretrained_report = model.pretrained_report  # what summary.json's "pretrained" holds
+    pretrained_report = report.as_dict()  # what summary.json's "pretrained" holds
     assert (
         f"the file holds {len(partial)} tensors; {len(partial) - 1} match this network by name"
         in (pretrained_report["notes"])

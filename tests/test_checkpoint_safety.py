@@ -211,10 +211,10 @@ def test_eval_refuses_a_payload_before_it_runs(name, trained, make_cfg, sandbox)
 def test_a_payload_in_a_pretrained_checkpoint_is_refused(trained, make_cfg, sandbox):
     plant, key, target = PAYLOADS["data source runs a shell command"]
     path = craft(trained[0], sandbox / "payload.ckpt", lambda c: plant(c, sandbox))
-    error = raised(lambda: train(make_cfg(*TINY, "transfer=finetune", f"model.pretrained_ckpt={path}")))
+    error = raised(lambda: train(make_cfg(*TINY, "transfer=finetune", f"transfer.pretrained_ckpt={path}")))
     assert_untouched(sandbox)
     assert isinstance(error, ConfigError), error
-    assert f"model.pretrained_ckpt='{path}': {key}='{target}' is not a trusted target" in str(error)
+    assert f"transfer.pretrained_ckpt='{path}': {key}='{target}' is not a trusted target" in str(error)
 
 
 def test_module_class_must_be_a_trainlab_module(trained, make_cfg, tmp_path):

@@ -10,7 +10,7 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from torch import nn
 
-from trainlab.models.factory import build_network, network_config
+from trainlab.models.factory import build_network
 from trainlab.models.resnet import ResidualBlock, ResNet
 from trainlab.norm import batchnorm, none
 from trainlab.utils.config import check_arguments
@@ -22,7 +22,9 @@ RELU = {"_target_": "torch.nn.ReLU", "_partial_": True}
 
 
 def resnet_cfg(**overrides) -> dict:
-    return {**OmegaConf.to_container(OmegaConf.load(CONF / "model" / "resnet.yaml")), **overrides}
+    """conf/model/resnet.yaml's architecture (without the deprecated weight-source aliases)."""
+    cfg = OmegaConf.to_container(OmegaConf.load(CONF / "model" / "resnet.yaml"))
+    return {**{k: v for k, v in cfg.items() if not k.startswith("pretrained")}, **overrides}
 
 
 def residual_blocks(network: nn.Module) -> list[ResidualBlock]:
@@ -31,7 +33,7 @@ def residual_blocks(network: nn.Module) -> list[ResidualBlock]:
 
 def test_config_builds_the_default_resnet():
     cfg = resnet_cfg()
-    check_arguments(network_config(cfg), "model")  # as builders.check_config: weight sources apart
+    check_arguments(cfg, "model")
     assert (cfg["depth"], cfg["width"], cfg["stages"]) == (6, 16, 3)
     network = build_network(cfg, {"_target_": "trainlab.norm.none", "_partial_": True}, RELU, (3, 32, 32), 10)
     assert isinstance(network, ResNet) and len(residual_blocks(network)) == 6
@@ -131,7 +133,7 @@ def test_bad_arguments():
 def test_resnet_learns_a_few_steps():
     torch.manual_seed(0)
     network = instantiate(
-        network_config(resnet_cfg(depth=2, width=8, stages=2)),
+        resnet_cfg(depth=2, width=8, stages=2),
         input_shape=(1, 8, 8),
         num_classes=3,
         norm=batchnorm,

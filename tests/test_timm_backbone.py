@@ -12,7 +12,7 @@ from torch.testing import assert_close
 from trainlab.models.classifier import Classifier
 from trainlab.models.timm_backbone import timm_network
 from trainlab.train import train
-from trainlab.transfer import load_pretrained, pretrained, split_network
+from trainlab.transfer import WeightSources, load_pretrained, pretrained, split_network
 from trainlab.utils.config import ConfigError
 
 from test_transfer_policies import classifier
@@ -35,8 +35,9 @@ def timm_classifier(channels: int = 1, size: int = 8, **model_keys) -> Classifie
     return Classifier(network=network, optimizer=SGD)
 
 
-def cfg_with(**model_keys) -> dict:
-    return {"model": {**TIMM, **model_keys}, "transfer": {"name": "finetune"}}
+def load(model: Classifier, **sources):
+    """`load_pretrained` as trainlab.builders.build_model calls it: the transfer settings, the network."""
+    return load_pretrained(WeightSources("finetune", **sources), model.net, model.hparams["network"])
 
 
 @pytest.fixture
@@ -68,7 +69,7 @@ def test_weights_file_round_trip(imagenet_like_weights, filename):
     state, folder = imagenet_like_weights
     model = timm_classifier(channels=3)
     head_before = model.net.fc.weight.detach().clone()
-    report = load_pretrained(model, cfg_with(pretrained_file=str(folder / filename)))
+    report = load(model, pretrained_file=str(folder / filename))
     loaded = model.net.state_dict()
     for key in split_network(model.net).backbone_keys():
         assert_close(loaded[key], state[key])
@@ -79,7 +80,7 @@ def test_weights_file_round_trip(imagenet_like_weights, filename):
 def test_weights_file_on_grey_data_adapts_the_first_conv(imagenet_like_weights):
     state, folder = imagenet_like_weights
     model = timm_classifier(channels=1)
-    load_pretrained(model, cfg_with(pretrained_file=str(folder / "weights.safetensors")))
+    load(model, pretrained_file=str(folder / "weights.safetensors"))
     # timm's adapt_input_conv: RGB filters summed over the colour channels
     assert_close(model.net.conv1[0].weight, state["conv1.0.weight"].sum(dim=1, keepdim=True))
     assert_close(model.net.layer4[0].conv1.weight, state["layer4.0.conv1.weight"])
@@ -89,7 +90,7 @@ def test_trainlab_checkpoint_round_trip_with_timm(tmp_path):
     source = timm_classifier()
     path = trained_checkpoint(source, tmp_path / "source.ckpt")
     target = timm_classifier()
-    report = load_pretrained(target, cfg_with(pretrained_ckpt=str(path), pretrained_depth=2))
+    report = load(target, pretrained_ckpt=str(path), pretrained_depth=2)
     saved = torch.load(path, weights_only=True)["state_dict"]
     stages = split_network(target.net).stages
     for key in stages[0].keys + stages[1].keys:
@@ -100,7 +101,7 @@ def test_trainlab_checkpoint_round_trip_with_timm(tmp_path):
 def test_a_checkpoint_of_another_model_shares_nothing(tmp_path):
     path = trained_checkpoint(classifier("cnn"), tmp_path / "cnn.ckpt")
     with pytest.raises(ConfigError, match="share no backbone tensor with this network"):
-        load_pretrained(timm_classifier(), cfg_with(pretrained_ckpt=str(path)))
+        load(timm_classifier(), pretrained_ckpt=str(path))
 
 
 def test_building_never_loads_weights(monkeypatch):
@@ -108,8 +109,8 @@ def test_building_never_loads_weights(monkeypatch):
         raise AssertionError("the hub must not be asked while a network is built")
 
     monkeypatch.setattr(pretrained, "hub_reachable", no_network)
-    # what a checkpoint's hyperparameters rebuild: weight sources are in the config, not loaded
-    model = timm_classifier(pretrained=True, pretrained_file="/gone/weights.safetensors")
+    # what a checkpoint's hyperparameters rebuild: the architecture alone, no weights
+    model = timm_classifier()
     assert model.net.eval()(torch.zeros(1, 1, 8, 8)).shape == (1, 3)
 
 
@@ -132,8 +133,8 @@ def test_offline_hub_request_fails_fast_and_names_pretrained_file(monkeypatch):
     monkeypatch.setattr(pretrained, "hub_reachable", lambda *args, **kwargs: False)
     monkeypatch.setattr(pretrained, "cached_weights", lambda cfg: None)
     attempts = no_connections(monkeypatch)
-    with pytest.raises(ConfigError, match=r"offline .*model\.pretrained_file=<path to the file>"):
-        load_pretrained(timm_classifier(), cfg_with(pretrained=True))
+    with pytest.raises(ConfigError, match=r"offline .*transfer\.pretrained_file=<path to the file>"):
+        load(timm_classifier(), pretrained=True)
     assert attempts == []
 
 
@@ -169,11 +170,10 @@ def test_bad_timm_settings_are_clear_errors(tmp_path):
         ConfigError, match="model.name='resnet18x' is not a timm model.*Close names: resnet18, resnet18d"
     ):
         timm_network((1, 8, 8), 3, name="resnet18x")
-    with pytest.raises(ConfigError, match="model.pretrained_file='.*missing.pth' is not a file"):
-        load_pretrained(timm_classifier(), cfg_with(pretrained_file=str(tmp_path / "missing.pth")))
-    scratch = {**cfg_with(pretrained_file="x.pth"), "transfer": {"name": "scratch"}}
+    with pytest.raises(ConfigError, match="transfer.pretrained_file='.*missing.pth' is not a file"):
+        load(timm_classifier(), pretrained_file=str(tmp_path / "missing.pth"))
     with pytest.raises(ConfigError, match="transfer=scratch"):
-        load_pretrained(timm_classifier(), scratch)
+        WeightSources("scratch", pretrained_file="x.pth")
 
 
 def test_fast_dev_run_with_a_timm_model(make_cfg):

@@ -11,8 +11,9 @@ from lightning.pytorch.loggers import Logger
 from torch.utils.data import DataLoader, TensorDataset
 
 from trainlab.models.classifier import Classifier
+from trainlab.models.regression import NoisyRegression
 from trainlab.train import train
-from trainlab.transfer import TransferPolicy, split_network
+from trainlab.transfer import Split, TransferNetwork, TransferPolicy, blocks_and_head, split_network
 from trainlab.utils.config import ConfigError, plain
 
 from conftest import read_summary
@@ -62,7 +63,7 @@ def fit(model: Classifier, callbacks: list, epochs: int = 1, logger=False) -> Tr
 
 def policy(make_cfg, *overrides: str) -> TransferPolicy:
     """The callback a `transfer=...` config builds (the YAML files are what is tested)."""
-    return instantiate(make_cfg(*overrides).transfer.callback)
+    return instantiate(make_cfg(*overrides).transfer)
 
 
 def snapshot(model: Classifier) -> dict[str, torch.Tensor]:
@@ -93,6 +94,29 @@ def test_stages_of_trainlab_networks():
         3,
     )
     assert split_network(resnet).names == ["blocks.stem", "blocks.stage1_block1", "blocks.stage2_block1"]
+
+
+def test_a_network_without_the_protocol_is_a_clear_error():
+    class Plain(torch.nn.Module):  # blocks and a head, but no transfer_split()
+        def __init__(self) -> None:
+            super().__init__()
+            self.blocks = torch.nn.Sequential(torch.nn.Linear(4, 4))
+            self.head = torch.nn.Linear(4, 2)
+
+    with pytest.raises(
+        ConfigError,
+        match=r"test_transfer_policies.*Plain: it does not implement .*TransferNetwork.*no `transfer_split\(\)` method",
+    ):
+        split_network(Plain())
+
+    class Declared(Plain):
+        def transfer_split(self) -> Split:
+            return blocks_and_head(self)
+
+    assert isinstance(Declared(), TransferNetwork) and not isinstance(Plain(), TransferNetwork)
+    assert split_network(Declared()).names == ["blocks.0"]
+    for model in ("mlp", "cnn"):  # trainlab's own networks implement it themselves
+        assert isinstance(classifier(model).net, TransferNetwork)
 
 
 # --- what each policy freezes ------------------------------------------------------------------
@@ -256,6 +280,31 @@ def test_without_freezing_or_rates_the_optimizer_gets_one_group(make_cfg):
     net = classifier("cnn", optimizer=ADAM)
     (group,) = optimizer_at_start(make_cfg, net, "transfer=finetune")["groups"]
     assert group["params"] == {id(p) for p in net.parameters()} and group["lr"] == pytest.approx(0.01)
+
+
+def regression(regulariser: str = "noise") -> NoisyRegression:
+    network = dict(classifier("cnn").hparams.network)
+    return NoisyRegression(network=network, optimizer=ADAM, sigma=0.5, regulariser=regulariser)
+
+
+def test_the_regression_module_applies_the_backbone_lr_multiplier(make_cfg):
+    """Every study module gets the policy's groups (StudyModule), not only the Classifier."""
+    net = regression()
+    found = optimizer_at_start(make_cfg, net, "transfer=finetune", "transfer.backbone_lr_mult=0.1")
+    head, backbone = found["groups"]
+    assert head["name"] == "head" and head["lr"] == pytest.approx(0.01)
+    assert backbone["name"] == "backbone" and backbone["lr"] == pytest.approx(0.001)
+    assert head["params"] == {id(p) for p in net.net.head.parameters()}
+    # with weight decay as the regulariser: each rate's group split into weights (2 s^2) and the rest (0)
+    net = regression("weight_decay")
+    groups = optimizer_at_start(make_cfg, net, "transfer=finetune", "transfer.backbone_lr_mult=0.1")["groups"]
+    assert [(g["name"], g["lr"]) for g in groups] == [
+        ("head", pytest.approx(0.01)),
+        ("head/1", pytest.approx(0.01)),
+        ("backbone", pytest.approx(0.001)),
+        ("backbone/1", pytest.approx(0.001)),
+    ]
+    assert groups[0]["params"] == {id(net.net.head.weight)} and groups[1]["params"] == {id(net.net.head.bias)}
 
 
 # --- counts, checks, errors ----------------------------------------------------------------------

@@ -75,6 +75,9 @@ def test_study_keys_are_set_through_study_settings():
         yosinski.check_overrides(["transfer=finetune"])
     with pytest.raises(ConfigError, match="sweeps are not supported"):
         yosinski.check_overrides(["optimizer.lr=0.1,0.01"])
+    for key in ("transfer.pretrained_ckpt", "model.pretrained_ckpt"):  # the weight sources, old names too
+        with pytest.raises(ConfigError, match=f"{key}=x.ckpt.*the study sets it"):
+            yosinski.check_overrides([f"++{key}=x.ckpt"])
     yosinski.check_overrides(["model=timm", "model.name=test_resnet", "study.classes_a=[0,1]"])
     with pytest.raises(ConfigError, match="must not share classes"):
         yosinski.compose_study(["study.classes_a=[0,1]", "study.classes_b=[1,2]"])

@@ -23,13 +23,13 @@ from trainlab.data.datamodule import ImageDataModule
 from trainlab.data.pipelines import AugmentSettings, build_augmentations
 from trainlab.init import apply_init
 from trainlab.models.classifier import Classifier
-from trainlab.models.factory import network_config
 from trainlab.norm.ghost_batchnorm import check_virtual_batches
 from trainlab.run.checkpoint_io import AtomicCheckpointIO
 from trainlab.run.checkpoints import read_checkpoint
 from trainlab.run.loggers import find_wandb_run_id
 from trainlab.run.tracking import in_multirun
-from trainlab.transfer.pretrained import load_pretrained
+from trainlab.transfer.aliases import move_deprecated_weight_sources
+from trainlab.transfer.pretrained import WeightSources, load_pretrained
 from trainlab.utils.config import (
     CALLED_LATER,
     STUDY_AXES,
@@ -47,7 +47,11 @@ MAX_SEED = 2**32 - 1
 
 
 def check_config(cfg: DictConfig) -> None:
-    """Check every `_target_` config against its signature before anything is built."""
+    """Check every `_target_` config against its signature before anything is built.
+
+    First the deprecated `model.pretrained*` are moved to `transfer.*` (with a warning), so that
+    the checks and everything built after them see the weight sources in one place."""
+    move_deprecated_weight_sources(cfg)
     check_seed(cfg.get("seed"))
     for group in CALLED_LATER:  # init, norm, activation: functions trainlab calls later
         require_partial(group, cfg.get(group))
@@ -66,10 +70,7 @@ def check_config(cfg: DictConfig) -> None:
         "logger",
         "module",
     ):
-        node = cfg.get(group)
-        if group == "model":  # its weight sources (pretrained_*) are not arguments of the model
-            node = network_config(plain(node))
-        check_arguments(node, group)
+        check_arguments(cfg.get(group), group)
     norm = plain(cfg.get("norm")) or {}
     position = norm.pop("position", "pre_act")
     if position not in ("pre_act", "post_act"):
@@ -171,6 +172,7 @@ def build_model(cfg: DictConfig, datamodule: ImageDataModule) -> tuple[pl.Lightn
     """The Classifier, or the LightningModule a study names in `module` (e.g. experiment=noise_as_l2:
     a squared-error regression), built from the same network, optimizer and schedule configs;
     and what its init scheme and weight source did."""
+    move_deprecated_weight_sources(cfg)  # done by check_config already, unless it was skipped
     arguments = {
         "network": network_spec(cfg, datamodule),
         "optimizer": plain(cfg.optimizer),
@@ -180,7 +182,18 @@ def build_model(cfg: DictConfig, datamodule: ImageDataModule) -> tuple[pl.Lightn
     # _recursive_=False: the network, optimizer and schedule are built by the module itself
     model = instantiate(module, **arguments, _recursive_=False) if module else Classifier(**arguments)
     init_stats = apply_init(model.net, cfg.init, datamodule)
-    loaded = load_pretrained(model, cfg)  # after init: the weights replace it where they exist; not on resume
+    loaded = None
+    if not cfg.get("ckpt_path"):  # after init: the weights replace it where they exist
+        loaded = load_pretrained(
+            WeightSources.from_config(cfg.get("transfer")),
+            model.net,
+            network=model.hparams["network"],
+            trusted_targets=plain(cfg.get("trusted_targets")),
+        )
+    else:
+        log.info(
+            "Resuming from ckpt_path: the checkpoint holds the weights; pretrained weights are not reloaded."
+        )
     if cfg.get("channels_last"):  # NHWC kernels (tensor cores); conv outputs follow the weights' layout
         model.net.to(memory_format=torch.channels_last)
     if cfg.get("compile"):  # in place: the state_dict keeps its keys, checkpoints stay portable
@@ -188,18 +201,10 @@ def build_model(cfg: DictConfig, datamodule: ImageDataModule) -> tuple[pl.Lightn
     return model, BuildReport(init=init_stats, pretrained=loaded.as_dict() if loaded else None)
 
 
-def transfer_report(model: pl.LightningModule) -> dict[str, Any]:
-    """What the transfer policy did, for summary.json once fit has started: `transfer` (the
-    parameters it trains and freezes, counted by the policy when training starts)."""
-    counts = getattr(model, "transfer_counts", None)  # set by trainlab.transfer.policy
-    return {"transfer": counts} if counts else {}
-
-
 def build_callbacks(cfg: DictConfig, has_logger: bool) -> list[pl.Callback]:
     configs = dict(cfg.get("callbacks") or {})
-    transfer_callback = (cfg.get("transfer") or {}).get("callback")
-    if transfer_callback:
-        configs["transfer"] = transfer_callback
+    if cfg.get("transfer"):  # the transfer option is its policy's callback config
+        configs["transfer"] = cfg.transfer
     callbacks = [instantiate(c) for c in configs.values() if c is not None and c.get("_target_")]
     if not has_logger:  # Lightning refuses a LearningRateMonitor with nowhere to log to
         callbacks = [c for c in callbacks if not isinstance(c, pl.callbacks.LearningRateMonitor)]

@@ -144,7 +144,6 @@ def _fit_and_test(
     # by TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD, an explicit True cannot)
     trainer.fit(model, datamodule=datamodule, ckpt_path=checkpoint, weights_only=True)
     summary.add_metrics(trainer.callback_metrics)
-    summary.data.update(builders.transfer_report(model))
     if trainer.global_step == 0:  # fit ran in spawned workers (ddp_spawn): read its outcome back
         summary.read_last_checkpoint(trainer)
     summary.collect(trainer)  # what the callbacks offer, e.g. the divergence guard's outcome

@@ -1,1 +1,3 @@
-"""Networks (mlp, cnn, resnet), their building blocks and the classification LightningModule."""
+"""Networks (mlp, cnn, resnet, the timm adapter), their building blocks, and the study
+LightningModules: StudyModule (network, optimizer, parameter groups, schedule) and the objectives
+built on it (Classifier, NoisyRegression)."""

@@ -1,29 +1,23 @@
-"""The LightningModule every study trains: a network, cross-entropy, accuracy, optimizer, schedule."""
+"""The LightningModule most studies train: cross-entropy and accuracy on a StudyModule (network,
+optimizer, parameter groups and schedule)."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
 
 import torch
 import torch.nn.functional as F
-from hydra.utils import instantiate
 from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
-from trainlab.models.factory import build_network
-from trainlab.models.rebuildable import RebuildableModule
-from trainlab.utils.config import plain
+from trainlab.models.study_module import StudyModule
 
 
-class Classifier(RebuildableModule):
+class Classifier(StudyModule):
     """Image classification with any network the config composes.
 
     Args:
-        network: arguments of `build_network` (model, norm, activation configs, input shape,
-            number of classes): plain data, so that checkpoints rebuild the same network.
-        optimizer: a partial optimizer config (`_target_`, `_partial_: true`, lr, ...).
-        scheduler: a partial schedule config called with (optimizer, total_steps), or None.
+        network, optimizer, scheduler: as for trainlab.models.study_module.StudyModule.
     """
 
     # What this module logs, i.e. what a callback's `monitor` may name (checked before training).
@@ -39,19 +33,7 @@ class Classifier(RebuildableModule):
     )
 
     def __init__(self, network: Mapping, optimizer: Mapping, scheduler: Mapping | None = None) -> None:
-        super().__init__()
-        # logger=False: the training script logs the whole resolved config itself, flattened.
-        self.save_hyperparameters(
-            {
-                "network": plain(network),
-                "optimizer": plain(optimizer),
-                "scheduler": plain(scheduler) or None,
-            },
-            logger=False,
-        )
-        self.net = build_network(**self.hparams.network)  # the architecture only: no pretrained weights
-        # set by a transfer policy before the optimizer is built (see parameter_groups)
-        self.param_group_plan: list[dict[str, Any]] | None = None
+        super().__init__(network, optimizer, scheduler)
         num_classes = self.hparams.network["num_classes"]
         # average="micro": plain accuracy (torchmetrics' multiclass default is macro).
         # validate_args=False: the checks scan the targets every step (a host sync); the
@@ -62,9 +44,6 @@ class Classifier(RebuildableModule):
         # the epoch's mean training loss, weighted by batch size ("disable": no NaN check, which
         # would read the loss back to the host every step; a NaN loss gives a NaN mean)
         self.train_loss = MeanMetric(nan_strategy="disable")
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)
 
     def _step(self, batch, stage: str) -> torch.Tensor:
         images, labels = batch
@@ -119,35 +98,3 @@ class Classifier(RebuildableModule):
 
     def on_test_epoch_end(self) -> None:
         self._log_epoch("test")
-
-    def parameter_groups(self) -> list[dict[str, Any]] | list[torch.nn.Parameter]:
-        """What the optimizer receives: by default the trainable parameters, in one group.
-
-        A transfer policy (trainlab.transfer.TransferPolicy) sets `param_group_plan` before the
-        optimizer is built: named groups of parameter names, each with an `lr_mult`, the group's
-        learning rate relative to the optimizer's `lr` (a head at lr, a backbone at
-        lr * transfer.backbone_lr_mult). Parameters in no group are never optimised.
-        """
-        if not self.param_group_plan:
-            return [p for p in self.parameters() if p.requires_grad]
-        params = dict(self.named_parameters())
-        return [
-            {
-                **{k: v for k, v in group.items() if k != "params"},
-                "params": [params[n] for n in group["params"]],
-            }
-            for group in self.param_group_plan
-        ]
-
-    def configure_optimizers(self):
-        optimizer = instantiate(self.hparams.optimizer)(self.parameter_groups())
-        for group in optimizer.param_groups:  # before the schedule: it scales each group's own rate
-            group["lr"] = group["lr"] * group.get("lr_mult", 1.0)
-        if not self.hparams.scheduler:
-            return optimizer
-        total_steps = int(self.trainer.estimated_stepping_batches)
-        scheduler = instantiate(self.hparams.scheduler)(optimizer, total_steps=total_steps)
-        return {
-            "optimizer": optimizer,
-            "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
-        }

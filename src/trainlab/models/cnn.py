@@ -9,6 +9,7 @@ from torch import nn
 
 from trainlab.models.blocks import Position, layer_block
 from trainlab.norm.factories import NormFactory
+from trainlab.transfer.stages import Split, blocks_and_head
 
 
 class CNN(nn.Module):
@@ -50,3 +51,12 @@ class CNN(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.pool(self.blocks(x)).flatten(1))
+
+    def transfer_split(self) -> Split:
+        """TransferNetwork: one stage per block of `depth` (its convolutions share their output
+        width: each block doubles it), with the pooling after it; then the head."""
+        return blocks_and_head(self, group=_output_channels)
+
+
+def _output_channels(layer: nn.Module) -> int:
+    return next(m for m in layer.modules() if isinstance(m, nn.Conv2d)).out_channels

@@ -3,25 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
 
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from torch import nn
 
 from trainlab.utils.config import require_partial
-
-# Keys of the `model` config that say where weights come from, not how the network is built.
-# The network is built without them (also when a checkpoint is reloaded: the checkpoint has the
-# weights); trainlab.transfer.pretrained.load_pretrained loads them once, after the init scheme.
-WEIGHT_SOURCES = ("pretrained", "pretrained_file", "pretrained_ckpt", "pretrained_depth")
-
-
-def network_config(model: Mapping | None) -> dict[str, Any] | None:
-    """The `model` config without its weight sources: the arguments of the model's `_target_`."""
-    if model is None:
-        return None
-    return {k: v for k, v in dict(model).items() if k not in WEIGHT_SOURCES}
 
 
 def build_network(
@@ -34,8 +21,9 @@ def build_network(
     """Instantiate `model` with the norm factory, activation factory and placement it needs.
 
     All arguments are plain config mappings (`_target_` + arguments), so a checkpoint can
-    rebuild the very same network from its hyperparameters. No weights are loaded here (see
-    WEIGHT_SOURCES).
+    rebuild the very same network from its hyperparameters. No weights are loaded here: the
+    `model` config is the architecture alone (pretrained weights are the transfer group's,
+    loaded by trainlab.transfer.pretrained.load_pretrained).
     """
     require_partial("norm", norm)
     require_partial("activation", activation)
@@ -43,7 +31,7 @@ def build_network(
     position = norm.pop("position", "pre_act")
     try:
         return instantiate(
-            network_config(model),
+            dict(model),
             input_shape=tuple(input_shape),
             num_classes=num_classes,
             norm=instantiate(norm),

@@ -10,6 +10,7 @@ from torch import nn
 
 from trainlab.models.blocks import Position, layer_block
 from trainlab.norm.factories import NormFactory
+from trainlab.transfer.stages import Split, blocks_and_head
 
 
 class MLP(nn.Module):
@@ -48,3 +49,7 @@ class MLP(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.blocks(x.flatten(1)))
+
+    def transfer_split(self) -> Split:
+        """TransferNetwork: one stage per hidden layer, then the head."""
+        return blocks_and_head(self)

@@ -18,14 +18,12 @@ from typing import Literal
 
 import torch
 import torch.nn.functional as F
-from hydra.utils import instantiate
 from torch import Tensor, nn
 from torchmetrics.classification import MulticlassAccuracy
 
 from trainlab.init.core import weight_layers
-from trainlab.models.factory import build_network
-from trainlab.models.rebuildable import RebuildableModule
-from trainlab.utils.config import ConfigError, plain
+from trainlab.models.study_module import StudyModule
+from trainlab.utils.config import ConfigError
 
 Regulariser = Literal["noise", "l2", "weight_decay"]
 REGULARISERS = ("noise", "l2", "weight_decay")
@@ -46,11 +44,12 @@ def ridge_solution(inputs: Tensor, targets: Tensor, penalty: float) -> tuple[Ten
     return weight, t_mean - weight @ x_mean
 
 
-class NoisyRegression(RebuildableModule):
+class NoisyRegression(StudyModule):
     """Regress one-hot class targets with the squared error, regularised by input noise or L2.
 
     Args:
-        network, optimizer, scheduler: as for trainlab.models.classifier.Classifier.
+        network, optimizer, scheduler: as for trainlab.models.study_module.StudyModule (which
+            also applies the transfer policy's groups: transfer.backbone_lr_mult, frozen stages).
         sigma: the noise's standard deviation s (in the units of the network's input, i.e. after
             the source's normalisation), and the penalty's scale s^2.
         regulariser: `noise`: train on x + N(0, s^2) (fresh noise every step); `l2`: train on x with
@@ -96,29 +95,17 @@ class NoisyRegression(RebuildableModule):
         sigma: float = 0.0,
         regulariser: Regulariser = "noise",
     ) -> None:
-        super().__init__()
         if regulariser not in REGULARISERS:
             raise ConfigError(f"module.regulariser={regulariser!r} is not one of {list(REGULARISERS)}.")
         if sigma < 0:
             raise ConfigError(f"module.sigma={sigma} must be >= 0.")
-        self.save_hyperparameters(
-            {
-                "network": plain(network),
-                "optimizer": plain(optimizer),
-                "scheduler": plain(scheduler) or None,
-                "sigma": float(sigma),
-                "regulariser": regulariser,
-            },
-            logger=False,
-        )
-        self.net = build_network(**self.hparams.network)
+        super().__init__(network, optimizer, scheduler, sigma=float(sigma), regulariser=regulariser)
+        # the weights regularised by `weight_decay` (not the biases)
+        self._weight_names = {f"net.{name}.weight" for name, _ in weight_layers(self.net)}
         self.num_classes = int(self.hparams.network["num_classes"])
         self.val_acc = MulticlassAccuracy(self.num_classes, average="micro")
         self.test_acc = MulticlassAccuracy(self.num_classes, average="micro")
         self.ridge: tuple[Tensor, Tensor] | None = None
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.net(x)
 
     def squared_weights(self) -> Tensor:
         return sum(layer.weight.square().sum() for _, layer in weight_layers(self.net))
@@ -177,20 +164,8 @@ class NoisyRegression(RebuildableModule):
         t = F.one_hot(torch.as_tensor(labels), self.num_classes)
         self.ridge = ridge_solution(x, t, self.hparams.sigma**2)
 
-    def parameter_groups(self) -> list[dict]:
+    def parameter_options(self, name: str, param: nn.Parameter) -> dict:
+        """regulariser=weight_decay: a decay of 2 s^2 on the weights of weight layers, 0 elsewhere."""
         if self.hparams.regulariser != "weight_decay":
-            return [{"params": list(self.parameters())}]
-        weights = {id(layer.weight) for _, layer in weight_layers(self.net)}
-        decay = 2.0 * self.hparams.sigma**2
-        return [
-            {"params": [p for p in self.parameters() if id(p) in weights], "weight_decay": decay},
-            {"params": [p for p in self.parameters() if id(p) not in weights], "weight_decay": 0.0},
-        ]
-
-    def configure_optimizers(self):
-        optimizer = instantiate(self.hparams.optimizer)(self.parameter_groups())
-        if not self.hparams.scheduler:
-            return optimizer
-        total_steps = int(self.trainer.estimated_stepping_batches)
-        scheduler = instantiate(self.hparams.scheduler)(optimizer, total_steps=total_steps)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+            return {}
+        return {"weight_decay": 2.0 * self.hparams.sigma**2 if name in self._weight_names else 0.0}

@@ -12,6 +12,7 @@ from torch import nn
 from trainlab.models.blocks import POSITIONS, Position, layer_block, width_multiplier
 from trainlab.norm import removes_channel_mean
 from trainlab.norm.factories import NormFactory
+from trainlab.transfer.stages import Split, blocks_and_head
 
 
 def conv3x3(in_channels: int, out_channels: int, stride: int = 1, bias: bool = False) -> nn.Conv2d:
@@ -148,3 +149,7 @@ class ResNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.pool(self.final_act(self.blocks(x))).flatten(1))
+
+    def transfer_split(self) -> Split:
+        """TransferNetwork: the stem, then each residual block; then the head."""
+        return blocks_and_head(self)

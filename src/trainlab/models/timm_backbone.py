@@ -7,8 +7,11 @@ timm's, so a trainlab checkpoint's `net.*` tensors load straight into timm.
 
 Weights are never loaded here: this function only builds the architecture, also when a
 checkpoint is reloaded (eval, resume), so a reload never downloads anything. Pretrained weights
-(`model.pretrained`, `model.pretrained_file`, `model.pretrained_ckpt`) are loaded once, after
-the init scheme, by `trainlab.transfer.pretrained.load_pretrained`.
+(`transfer.pretrained`, `transfer.pretrained_file`, `transfer.pretrained_ckpt`) are loaded once,
+after the init scheme, by `trainlab.transfer.pretrained.load_pretrained`.
+
+A timm model's class is timm's, so it cannot implement trainlab.transfer.TransferNetwork itself:
+`TimmTransfer` below is its adapter, registered with trainlab.transfer for every timm model.
 
 Stages (what `transfer.freeze_depth=k` counts) come from timm's coarse `group_matcher`, the
 grouping timm itself uses for layer-wise learning-rate decay: the stem first, then one stage per
@@ -28,6 +31,8 @@ import timm
 from timm.models._manipulate import group_with_matcher  # what timm.models.group_parameters uses
 from torch import nn
 
+from trainlab.transfer.network import register_adapter
+from trainlab.transfer.stages import Split, Stage, describe_keys
 from trainlab.utils.config import ConfigError
 
 log = logging.getLogger(__name__)
@@ -114,3 +119,31 @@ def timm_stage_keys(net: nn.Module) -> tuple[list[list[str]], list[str]]:
         else:  # the head's group: what is not the classifier (a final norm) closes the last stage
             stages[-1].extend(body)
     return [s for s in stages if s], head
+
+
+def is_timm_model(net: nn.Module) -> bool:
+    """A model timm built (it has timm's classifier accessor and pretrained config)."""
+    return callable(getattr(net, "get_classifier", None)) and hasattr(net, "pretrained_cfg")
+
+
+class TimmTransfer:
+    """trainlab.transfer.TransferNetwork for a timm model: stages from timm_stage_keys, and
+    timm's published weights (hub or a local file) as a source of pretrained weights."""
+
+    def __init__(self, net: nn.Module) -> None:
+        self.net = net
+
+    def transfer_split(self) -> Split:
+        stage_keys, head_keys = timm_stage_keys(self.net)
+        stages = [Stage(describe_keys(keys, self.net), tuple(keys)) for keys in stage_keys]
+        return Split(stages, Stage("head", tuple(head_keys)))
+
+    def pretrained_state(self, network: dict[str, Any], file: str | None):
+        """(tensors, source, notes) of timm's weights for this model, as timm loads them
+        (`transfer.pretrained` / `transfer.pretrained_file`); `network`: its build arguments."""
+        from trainlab.transfer.pretrained import timm_state
+
+        return timm_state(network["model"], network["input_shape"], network["num_classes"], file)
+
+
+register_adapter(is_timm_model, TimmTransfer)

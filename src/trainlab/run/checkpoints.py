@@ -1,6 +1,6 @@
 """Reading checkpoint files: tensors and plain data only, and only trusted `_target_`s.
 
-Every checkpoint trainlab reads (`trainlab.eval`, `model.pretrained_ckpt`, a resumed run's
+Every checkpoint trainlab reads (`trainlab.eval`, `transfer.pretrained_ckpt`, a resumed run's
 `ckpt_path`) is read by `read_checkpoint`: `torch.load(weights_only=True)`, so unpickling runs no
 code, with errors that name the setting, the file and the fix. What rebuilds from a checkpoint's
 contents reads it with `trusted_checkpoint`, which also refuses any `_target_` outside the
@@ -97,15 +97,26 @@ def _upgrade_targets(node: Any) -> Any:
     return node
 
 
+# Keys a checkpoint's model config held before the weight sources moved to the transfer group:
+# they were never arguments of the network (trainlab.transfer.aliases).
+OLD_WEIGHT_SOURCES = ("pretrained", "pretrained_file", "pretrained_ckpt", "pretrained_depth")
+
+
 def upgrade(checkpoint: dict[str, Any]) -> bool:
     """Rename, in place, the `_target_`s of modules that moved since the checkpoint was written
-    (utils.config.MOVED_MODULES); True if anything changed."""
+    (utils.config.MOVED_MODULES), and drop the weight sources its model config held before they
+    moved to the transfer group; True if anything changed."""
     changed = False
     for part in HYPERPARAMETERS:
         if isinstance(checkpoint.get(part), dict):
             upgraded = _upgrade_targets(checkpoint[part])
             changed |= upgraded != checkpoint[part]
             checkpoint[part] = upgraded
+    model = ((checkpoint.get("hyper_parameters") or {}).get("network") or {}).get("model")
+    if isinstance(model, dict) and any(key in model for key in OLD_WEIGHT_SOURCES):
+        for key in OLD_WEIGHT_SOURCES:
+            model.pop(key, None)
+        changed = True
     return changed
 
 

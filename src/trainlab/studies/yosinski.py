@@ -50,6 +50,11 @@ STUDY_KEYS = {
     "trainer.max_epochs": "study.base_epochs / study.transfer_epochs",
     "transfer": "study.kinds",
     "transfer.freeze_depth": "study.depths",
+    "transfer.pretrained": None,
+    "transfer.pretrained_file": None,
+    "transfer.pretrained_ckpt": None,
+    "transfer.pretrained_depth": "study.depths",
+    # their deprecated names (trainlab.transfer.aliases)
     "model.pretrained": None,
     "model.pretrained_file": None,
     "model.pretrained_ckpt": None,
@@ -204,8 +209,8 @@ def run_study(overrides: Sequence[str] = ()) -> Path:
                     *b_data,
                     f"trainer.max_epochs={study.transfer_epochs}",
                     *policy,
-                    f"++model.pretrained_ckpt='{bases[kind[0]]}'",
-                    "++model.pretrained_depth=${study.n}",
+                    f"transfer.pretrained_ckpt='{bases[kind[0]]}'",
+                    "transfer.pretrained_depth=${study.n}",
                     f"seed={seed}",
                     f"hydra.sweep.subdir={kind}_n${{study.n}}_seed{seed}",
                 ]

@@ -10,8 +10,15 @@
 | `partial`      | the first `freeze_depth` stages       |                                              |
 | `gradual`      | the whole backbone (`freeze_depth`)   | one more stage, top down, every `unfreeze_every` epochs from `unfreeze_at_epoch` (ULMFiT, Howard & Ruder 2018) |
 
-Stages are defined in trainlab.transfer.stages; the head always trains. The backbone trains at
-`optimizer.lr * backbone_lr_mult` (discriminative rates), the head at `optimizer.lr`.
+Every option also names the weights the backbone starts from (`transfer.pretrained`,
+`pretrained_file`, `pretrained_ckpt`, `pretrained_depth`: trainlab.transfer.pretrained), none by
+default; the options share one base, conf/transfer/base/policy.yaml.
+
+Stages are what the network declares (trainlab.transfer.network.TransferNetwork); the head
+always trains. The backbone trains at `optimizer.lr * backbone_lr_mult` (discriminative rates),
+the head at `optimizer.lr`: the policy's `param_group_plan()` says which parameter is in which
+group, and the LightningModule (trainlab.models.study_module.StudyModule) asks for it when it
+builds its optimizer.
 
 Frozen means: `requires_grad=False` and out of reach of the optimizer, and, with
 `freeze_bn_stats=true` (default), the stage's BatchNorm layers held in eval mode so that their
@@ -41,7 +48,9 @@ import torch
 from lightning.pytorch.callbacks import BaseFinetuning
 from torch import nn
 
-from trainlab.transfer.stages import Split, resolve_depth, split_network
+from trainlab.transfer.network import transfer_view
+from trainlab.transfer.pretrained import WeightSources
+from trainlab.transfer.stages import Split, resolve_depth
 from trainlab.utils.config import ConfigError
 
 log = logging.getLogger(__name__)
@@ -57,6 +66,8 @@ class TransferPolicy(BaseFinetuning):
         freeze_bn_stats: frozen BatchNorm layers stay in eval mode (statistics fixed).
         unfreeze_at_epoch: epoch at which gradual unfreezing opens the top frozen stage (null: never).
         unfreeze_every: epochs between two unfreezings.
+        pretrained, pretrained_file, pretrained_ckpt, pretrained_depth: the weights the backbone
+            starts from (trainlab.transfer.pretrained.WeightSources), loaded when the model is built.
     """
 
     def __init__(
@@ -67,8 +78,15 @@ class TransferPolicy(BaseFinetuning):
         freeze_bn_stats: bool = True,
         unfreeze_at_epoch: int | None = None,
         unfreeze_every: int = 1,
+        pretrained: bool = False,
+        pretrained_file: str | None = None,
+        pretrained_ckpt: str | None = None,
+        pretrained_depth: int | str | None = None,
     ) -> None:
         super().__init__()
+        self.weights = WeightSources(
+            name, bool(pretrained), pretrained_file, pretrained_ckpt, pretrained_depth
+        )
         if not (freeze_depth == "all" or (isinstance(freeze_depth, int) and freeze_depth >= 0)):
             raise ConfigError(
                 f"transfer.freeze_depth={freeze_depth!r}: give a number of stages >= 0, or `all`."
@@ -86,10 +104,12 @@ class TransferPolicy(BaseFinetuning):
         self.unfreeze_at_epoch = unfreeze_at_epoch
         self.unfreeze_every = unfreeze_every
         self.split: Split | None = None
+        self._plan: list[dict[str, Any]] | None = None
         self.depth = 0  # stages frozen at the start
         self.frozen: set[int] = set()  # stages frozen now
         self._trainable: set[str] = set()  # parameters the network itself lets train
         self._snapshot: dict[str, torch.Tensor] = {}
+        self._counts: dict[str, int] = {}  # trained and frozen parameters, for summary.json
 
     # --- freezing -------------------------------------------------------------------------------
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
@@ -98,14 +118,22 @@ class TransferPolicy(BaseFinetuning):
 
     def freeze_before_training(self, pl_module: pl.LightningModule) -> None:
         net = pl_module.net
-        self.split = split_network(net)
+        self.split = transfer_view(net).transfer_split()
         self.depth = resolve_depth(self.freeze_depth, self.split, "transfer.freeze_depth")
         # what the network keeps fixed itself (e.g. resnet's inert Fixup scalars) stays fixed
         self._trainable = {n for n, p in net.named_parameters() if p.requires_grad}
         self.frozen = set()
         for index in range(len(self.split.stages)):
             self._set_frozen(net, index, index < self.depth)
-        pl_module.param_group_plan = self._group_plan(net)
+        self._plan = self._group_plan(net)
+
+    def param_group_plan(self) -> list[dict[str, Any]] | None:
+        """The optimizer's parameter groups this policy asks for, once it has frozen the network
+        (Lightning runs `setup` before `configure_optimizers`): a list of {"name", "params":
+        parameter names relative to the LightningModule, "lr_mult": the group's rate relative to
+        optimizer.lr}; parameters in no group are never optimised. None: every trainable
+        parameter in one group at optimizer.lr."""
+        return self._plan
 
     def _set_frozen(self, net: nn.Module, index: int, frozen: bool) -> None:
         stage = self.split.stages[index]
@@ -118,7 +146,7 @@ class TransferPolicy(BaseFinetuning):
         (self.frozen.add if frozen else self.frozen.discard)(index)
 
     def _group_plan(self, net: nn.Module) -> list[dict[str, Any]] | None:
-        """Parameter groups (names relative to the LightningModule) for Classifier.parameter_groups:
+        """Parameter groups (names relative to the LightningModule) for StudyModule.parameter_groups:
         the head at lr, the backbone at lr * backbone_lr_mult. Stages frozen for good are left out;
         stages that gradual unfreezing will open are in from the start."""
         if not self.frozen and self.backbone_lr_mult == 1.0:
@@ -184,7 +212,7 @@ class TransferPolicy(BaseFinetuning):
                 {"transfer/trainable_params": trainable, "transfer/frozen_params": frozen},
                 step=trainer.global_step,
             )
-        pl_module.transfer_counts = {"trainable_params": trainable, "frozen_params": frozen}
+        self._counts = {"trainable_params": trainable, "frozen_params": frozen}
         log.info(self.describe(net, trainable, frozen))
         state = net.state_dict(keep_vars=True)
         self._snapshot = {}
@@ -194,6 +222,10 @@ class TransferPolicy(BaseFinetuning):
                 is_param = isinstance(tensor, nn.Parameter)
                 if (is_param and key in self._trainable) or (not is_param and self.freeze_bn_stats):
                     self._snapshot[key] = tensor.detach().to("cpu", copy=True)
+
+    def summary_items(self, trainer: pl.Trainer) -> dict[str, Any]:
+        """summary.json's `transfer`: the parameters trained and frozen when training started."""
+        return {"transfer": self._counts} if self._counts else {}
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         state = pl_module.net.state_dict()

@@ -1,26 +1,27 @@
 """Load pretrained backbone weights into a built network, once, after the init scheme.
 
-Three sources, all keys of the `model` config (see trainlab.models.factory.WEIGHT_SOURCES):
+Three sources, all keys of the `transfer` config (every option has them; `WeightSources`):
 
-- `model.pretrained=true` (model=timm): the timm hub weights of `model.name`. Offline, the
+- `transfer.pretrained=true` (model=timm): the timm hub weights of `model.name`. Offline, the
   hub is not tried (it would retry for about a minute): the run stops at once with an error that
-  says to download the file and pass `model.pretrained_file`. Weights already in the local
+  says to download the file and pass `transfer.pretrained_file`. Weights already in the local
   Hugging Face / torch hub cache load offline too.
-- `model.pretrained_file=<path>` (model=timm): a local weights file (.safetensors, .pth, .bin),
+- `transfer.pretrained_file=<path>` (model=timm): a local weights file (.safetensors, .pth, .bin),
   loaded by timm's own mechanism (`pretrained_cfg_overlay=dict(file=...)`): it adapts the first
   convolution to the data's channels (RGB weights -> grey: summed over the colour channels)
   and drops the old classifier.
-- `model.pretrained_ckpt=<trainlab .ckpt>` (any model): the backbone of an earlier trainlab run,
-  matched by name and shape.
+- `transfer.pretrained_ckpt=<trainlab .ckpt>` (any model): the backbone of an earlier trainlab
+  run, matched by name and shape.
 
-`model.pretrained_depth=k` loads only the first k backbone stages (trainlab.transfer.stages); the
-rest of the backbone keeps its initialisation. The head is never loaded: it is new for the
+`transfer.pretrained_depth=k` loads only the first k backbone stages (trainlab.transfer.stages);
+the rest of the backbone keeps its initialisation. The head is never loaded: it is new for the
 data's classes and keeps what the init scheme gave it. So with `init=<scheme>` and pretrained
 weights, the scheme initialises the head (and any stage not loaded); the loaded stages are the
-pretrained ones. Every load logs a report of which tensors were loaded and which were not.
+pretrained ones. Every load returns (and logs) a report of which tensors were loaded and which
+were not.
 
 Reloading a checkpoint (eval, `ckpt_path=` resume) never comes here: the checkpoint holds the
-weights, and Classifier builds its network without weight sources.
+weights, and the module builds its network from the architecture alone.
 """
 
 from __future__ import annotations
@@ -37,9 +38,9 @@ from urllib.parse import urlparse
 import torch
 from torch import nn
 
-from trainlab.models.factory import network_config
 from trainlab.run.checkpoints import trusted_checkpoint
-from trainlab.transfer.stages import Split, resolve_depth, split_network
+from trainlab.transfer.network import transfer_view
+from trainlab.transfer.stages import Split, resolve_depth
 from trainlab.utils.config import ConfigError, plain
 from trainlab.utils.network import host_reachable
 
@@ -75,7 +76,7 @@ class LoadReport:
         if self.not_selected:
             rest = ", ".join(self.stages[self.depth :])
             lines.append(
-                f"  not loaded, beyond model.pretrained_depth={self.depth} (keep their init): {rest} "
+                f"  not loaded, beyond transfer.pretrained_depth={self.depth} (keep their init): {rest} "
                 f"({len(self.not_selected)} tensors)"
             )
         if self.missing:
@@ -91,65 +92,112 @@ def _some(keys: list[str], shown: int = 8) -> str:
     return ", ".join(keys[:shown]) + more
 
 
+# --- the sources ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class WeightSources:
+    """Where a run's backbone weights come from: the `transfer.pretrained*` settings.
+
+    Args:
+        policy: the transfer option (`transfer.name`), for its checks and messages.
+        pretrained: timm hub weights of `model.name` (model=timm).
+        pretrained_file: a local timm weights file (model=timm).
+        pretrained_ckpt: a trainlab checkpoint whose backbone is loaded (any model).
+        pretrained_depth: load only the first k backbone stages (None: all).
+    """
+
+    policy: str = "scratch"
+    pretrained: bool = False
+    pretrained_file: str | None = None
+    pretrained_ckpt: str | None = None
+    pretrained_depth: int | str | None = None
+
+    def __post_init__(self) -> None:
+        if self.policy == "scratch" and self.any:
+            raise ConfigError(
+                "transfer=scratch trains from the initialisation, but it is given weights "
+                f"({self.text()}): use transfer=finetune (everything trains) or another policy "
+                "(linear_probe, partial, gradual), or drop the weights."
+            )
+        if self.pretrained_ckpt and (self.pretrained or self.pretrained_file):
+            raise ConfigError(
+                "transfer.pretrained_ckpt and transfer.pretrained/transfer.pretrained_file both name "
+                "weights: choose one."
+            )
+
+    @classmethod
+    def from_config(cls, transfer: Mapping | None) -> WeightSources:
+        """The sources a `transfer` config names (its other keys are the policy's knobs)."""
+        transfer = plain(transfer) or {}
+        return cls(
+            policy=transfer.get("name") or "scratch",
+            pretrained=bool(transfer.get("pretrained")),
+            pretrained_file=transfer.get("pretrained_file"),
+            pretrained_ckpt=transfer.get("pretrained_ckpt"),
+            pretrained_depth=transfer.get("pretrained_depth"),
+        )
+
+    @property
+    def any(self) -> bool:
+        return bool(self.pretrained or self.pretrained_file or self.pretrained_ckpt)
+
+    def text(self) -> str:
+        named = [
+            ("transfer.pretrained=true", self.pretrained),
+            (f"transfer.pretrained_file={self.pretrained_file}", self.pretrained_file),
+            (f"transfer.pretrained_ckpt={self.pretrained_ckpt}", self.pretrained_ckpt),
+        ]
+        return ", ".join(text for text, on in named if on)
+
+
 # --- entry point ---------------------------------------------------------------------------
 
 
-def load_pretrained(model: nn.Module, cfg: Mapping) -> LoadReport | None:
-    """Load the weights the `model` config names into `model.net` (a trainlab Classifier).
+def load_pretrained(
+    weights: WeightSources,
+    net: nn.Module,
+    network: Mapping | None = None,
+    trusted_targets: list[str] | None = None,
+) -> LoadReport | None:
+    """Load the backbone weights `weights` names into `net`; return what was loaded (also logged).
 
-    Called by trainlab.builders.build_model after the init scheme. Returns the report (also
-    logged, and kept as `model.pretrained_report`), or None when there is nothing to load or
-    when the run resumes from `ckpt_path` (the checkpoint has the weights).
+    Args:
+        weights: the `transfer.pretrained*` settings.
+        net: the network (a trainlab.transfer.TransferNetwork, or one with a registered adapter).
+        network: the network's config (`build_network`'s arguments: model, input shape, classes),
+            needed by sources that rebuild the network with their weights (timm's hub and files).
+        trusted_targets: packages of your own a checkpoint may name (`trusted_targets`).
+
+    Called by trainlab.builders.build_model after the init scheme, and not when a run resumes
+    (the checkpoint has the weights). None when there is nothing to load.
     """
-    model_cfg = dict(plain(cfg.get("model")) or {})  # only the nodes it reads are resolved
-    transfer = (plain(cfg.get("transfer")) or {}).get("name")
-    use_hub, file, ckpt = (
-        bool(model_cfg.get("pretrained")),
-        model_cfg.get("pretrained_file"),
-        model_cfg.get("pretrained_ckpt"),
-    )
-    if not (use_hub or file or ckpt):
-        if transfer not in (None, "scratch"):
+    if not weights.any:
+        if weights.policy != "scratch":
             log.warning(
-                f"transfer={transfer} with no pretrained weights (model.pretrained, model.pretrained_file, "
-                "model.pretrained_ckpt): the backbone keeps its initialisation (a random-features baseline)."
+                f"transfer={weights.policy} with no pretrained weights (transfer.pretrained, "
+                "transfer.pretrained_file, transfer.pretrained_ckpt): the backbone keeps its "
+                "initialisation (a random-features baseline)."
             )
         return None
-    if transfer == "scratch":
-        raise ConfigError(
-            "transfer=scratch trains from the initialisation, but the model config loads weights "
-            f"({_sources_text(use_hub, file, ckpt)}): use transfer=finetune (everything trains) or "
-            "another policy (linear_probe, partial, gradual), or drop the weights."
-        )
-    if ckpt and (use_hub or file):
-        raise ConfigError(
-            "model.pretrained_ckpt and model.pretrained/model.pretrained_file both name weights: choose one."
-        )
-    if cfg.get("ckpt_path"):
-        log.info(
-            "Resuming from ckpt_path: the checkpoint holds the weights; pretrained weights are not reloaded."
-        )
-        return None
-
-    net = model.net
-    split = split_network(net)
-    depth = resolve_depth(model_cfg.get("pretrained_depth"), split, "model.pretrained_depth")
-    if ckpt:
-        state, source, notes = checkpoint_state(ckpt, plain(cfg.get("trusted_targets")))
+    view = transfer_view(net)
+    split = view.transfer_split()
+    depth = resolve_depth(weights.pretrained_depth, split, "transfer.pretrained_depth")
+    if weights.pretrained_ckpt:
+        state, source, notes = checkpoint_state(weights.pretrained_ckpt, trusted_targets)
     else:
-        network = model.hparams["network"]
-        state, source, notes = timm_state(model_cfg, network["input_shape"], network["num_classes"], file)
+        own_weights = getattr(view, "pretrained_state", None)
+        if not callable(own_weights):
+            raise ConfigError(
+                "transfer.pretrained and transfer.pretrained_file load a network's own published "
+                f"weights (timm's, model=timm); {type(net).__name__} has none (no `pretrained_state`). "
+                "For trainlab's own models use transfer.pretrained_ckpt=<a trainlab checkpoint>."
+            )
+        state, source, notes = own_weights(dict(network or {}), weights.pretrained_file)
     report = copy_backbone(net, split, depth, state, source)
     report.notes += notes
     log.info(report.text())
-    model.pretrained_report = report.as_dict()
     return report
-
-
-def _sources_text(use_hub: bool, file: str | None, ckpt: str | None) -> str:
-    named = [("model.pretrained=true", use_hub), (f"model.pretrained_file={file}", file)]
-    named.append((f"model.pretrained_ckpt={ckpt}", ckpt))
-    return ", ".join(text for text, on in named if on)
 
 
 # --- copying a backbone ----------------------------------------------------------------------
@@ -201,12 +249,12 @@ def checkpoint_state(
     Read like every checkpoint (trainlab.run.checkpoints): weights_only=True, and refused when
     it names a target that is not trusted, though only its tensors are used here."""
     path = Path(path).expanduser()
-    checkpoint = trusted_checkpoint(path, "model.pretrained_ckpt", trusted_targets)
+    checkpoint = trusted_checkpoint(path, "transfer.pretrained_ckpt", trusted_targets)
     state = checkpoint["state_dict"]
     tensors = {k.removeprefix("net."): v for k, v in state.items() if k.startswith("net.")}
     if not tensors:
         raise ConfigError(
-            f"model.pretrained_ckpt={str(path)!r} is not a trainlab checkpoint (no `net.` tensors)."
+            f"transfer.pretrained_ckpt={str(path)!r} is not a trainlab checkpoint (no `net.` tensors)."
         )
     model = ((checkpoint.get("hyper_parameters") or {}).get("network") or {}).get("model") or {}
     what = model.get("name") or model.get("_target_", "?")
@@ -220,23 +268,19 @@ def timm_state(
     model_cfg: Mapping, input_shape: list[int], num_classes: int, file: str | None
 ) -> tuple[dict[str, torch.Tensor], str, list[str]]:
     """timm's pretrained weights of `model.name`, from `file` or the hub, as timm loads them:
-    first conv adapted to the data's channels, old classifier dropped."""
+    first conv adapted to the data's channels, old classifier dropped (what the timm adapter,
+    trainlab.models.timm_backbone.TimmTransfer, provides as its `pretrained_state`)."""
     from trainlab.models.timm_backbone import create
 
-    if model_cfg.get("_target_") != "trainlab.models.timm_backbone.timm_network":
-        raise ConfigError(
-            "model.pretrained and model.pretrained_file load timm weights and need model=timm; "
-            "for trainlab's own models use model.pretrained_ckpt=<a trainlab checkpoint>."
-        )
     name = model_cfg.get("name")
     if file:
         path = Path(file).expanduser()
         if not path.is_file():
-            raise ConfigError(f"model.pretrained_file={file!r} is not a file.")
+            raise ConfigError(f"transfer.pretrained_file={file!r} is not a file.")
         weights, source = str(path.resolve()), str(path)
     else:
         weights, source = hub_weights(name)
-    kwargs = {k: v for k, v in network_config(model_cfg).items() if k not in ("_target_", "name")}
+    kwargs = {k: v for k, v in model_cfg.items() if k not in ("_target_", "name")}
     if weights is not None:
         kwargs["pretrained_cfg_overlay"] = {"file": weights}
     with _capture_logs("timm.models._builder") as messages:
@@ -249,7 +293,7 @@ def timm_state(
     notes = [f"timm: {m}" for m in messages]
     state = net.state_dict()
     if file:  # timm loads a file non-strictly: keep only the tensors the file really holds
-        state, file_notes = _tensors_from_file(state, weights, f"model.pretrained_file={file!r}")
+        state, file_notes = _tensors_from_file(state, weights, f"transfer.pretrained_file={file!r}")
         notes += file_notes
     return state, f"{source} (timm {name})", notes
 
@@ -293,8 +337,8 @@ def hub_weights(name: str) -> tuple[str | None, str]:
     url = getattr(pretrained_cfg, "url", None)
     if not (hub_id or url):
         raise ConfigError(
-            f"timm has no pretrained weights for model.name={name!r}: use model.pretrained=false, "
-            "or a weights file of yours with model.pretrained_file=<path>."
+            f"timm has no pretrained weights for model.name={name!r}: use transfer.pretrained=false, "
+            "or a weights file of yours with transfer.pretrained_file=<path>."
         )
     cached = cached_weights(pretrained_cfg)
     if cached is not None:
@@ -307,9 +351,9 @@ def hub_weights(name: str) -> tuple[str | None, str]:
             f"`hf download {hub_id} model.safetensors --local-dir <dir>`" if hub_id else f"`wget {url}`"
         )
         raise ConfigError(
-            f"model.pretrained=true needs the hub weights of {name!r} ({hub_id or url}), but this machine "
+            f"transfer.pretrained=true needs the hub weights of {name!r} ({hub_id or url}), but this machine "
             f"is offline ({why}). Download them where there is internet, e.g. {download}, copy the "
-            f"file here and pass model.pretrained_file=<path to the file>."
+            f"file here and pass transfer.pretrained_file=<path to the file>."
         )
     return None, hub_id or url
 

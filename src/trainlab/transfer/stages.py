@@ -1,17 +1,15 @@
 """A network as transfer learning sees it: backbone stages in forward order, then the head.
 
-`transfer.freeze_depth=k` freezes the first k stages and `model.pretrained_depth=k` loads the
-first k; a stage means the same idea in every model:
+`transfer.freeze_depth=k` freezes the first k stages and `transfer.pretrained_depth=k` loads the
+first k; a stage means the same idea in every model, and each network says what its stages are
+through `transfer_split()` (the TransferNetwork protocol, trainlab.transfer.network):
 
 - `mlp`: each hidden layer (a block of `net.blocks`: linear -> norm -> activation);
 - `cnn`: each conv block of `model.depth`: its `convs_per_block` convolutions (with their norms
   and activations) and the max-pooling after them;
 - `resnet`: the stem, then each residual block;
 - `timm`: the stem, then each block group of timm's coarse `group_matcher` (resnet: layer1..4,
-  vit: each transformer block), see trainlab.models.timm_backbone;
-- any other network: `net.blocks` (an nn.Sequential, one stage per child with weights;
-  children without weights such as pooling join the stage before them) and `net.head`, or a
-  method `net.transfer_split()` returning a `Split`.
+  vit: each transformer block), see trainlab.models.timm_backbone.
 
 The head (`net.head`, timm's `get_classifier()`) is never frozen and never loaded from
 pretrained weights: it is new for the data's classes.
@@ -19,11 +17,13 @@ pretrained weights: it is new for the data's classes.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
+from trainlab.transfer.network import transfer_view
 from trainlab.utils.config import ConfigError
 
 
@@ -64,47 +64,20 @@ class Split:
         return [k for stage in self.stages[:depth] for k in stage.keys]
 
 
-def is_timm_model(net: nn.Module) -> bool:
-    return callable(getattr(net, "get_classifier", None)) and hasattr(net, "pretrained_cfg")
-
-
 def _has_running_stats(module: nn.Module) -> bool:
     return isinstance(getattr(module, "running_mean", None), torch.Tensor)
 
 
 def split_network(net: nn.Module) -> Split:
-    """The backbone stages and the head of `net` (see the module docstring for each model)."""
-    if callable(getattr(net, "transfer_split", None)):
-        return net.transfer_split()
-    if is_timm_model(net):
-        from trainlab.models.timm_backbone import timm_stage_keys  # timm loads only for timm models
-
-        stage_keys, head_keys = timm_stage_keys(net)
-        stages = [Stage(_describe(keys, net), tuple(keys)) for keys in stage_keys]
-        return Split(stages, Stage("head", tuple(head_keys)))
-    if isinstance(getattr(net, "blocks", None), nn.Sequential) and isinstance(
-        getattr(net, "head", None), nn.Module
-    ):
-        return _blocks_and_head(net)
-    raise ConfigError(
-        f"trainlab.transfer does not know the stages of {type(net).__name__}: give it `blocks` "
-        "(nn.Sequential) and `head` attributes, or a `transfer_split()` method returning a "
-        "trainlab.transfer.stages.Split."
-    )
+    """The backbone stages and the head of `net`, as its TransferNetwork view declares them."""
+    return transfer_view(net).transfer_split()
 
 
-def _group_key(child: nn.Module, net: nn.Module) -> object:
-    """Children of `net.blocks` with equal keys form one stage: a cnn's convs of one block share
-    their output width (each block doubles it); every other child is a stage of its own."""
-    from trainlab.models.cnn import CNN
-
-    if isinstance(net, CNN):
-        conv = next(m for m in child.modules() if isinstance(m, nn.Conv2d))
-        return conv.out_channels
-    return id(child)
-
-
-def _blocks_and_head(net: nn.Module) -> Split:
+def blocks_and_head(net: nn.Module, group: Callable[[nn.Module], Hashable] | None = None) -> Split:
+    """The split of a network made of `net.blocks` (an nn.Sequential) and `net.head`: one stage
+    per child of `blocks` with weights (children without weights, such as pooling, join the
+    stage before them), or, with `group`, one stage per run of consecutive children with equal
+    `group(child)`. Weights outside `blocks` and `head` are an error: no stage would own them."""
     keys = list(net.state_dict().keys())
     groups: list[tuple[object, list[str]]] = []  # (group key, child names)
     for name, child in net.blocks.named_children():
@@ -114,7 +87,7 @@ def _blocks_and_head(net: nn.Module) -> Split:
             else:
                 groups.append((None, [name]))
             continue
-        key = _group_key(child, net)
+        key = group(child) if group is not None else id(child)
         if groups and groups[-1][0] == key:
             groups[-1][1].append(name)
         else:
@@ -131,12 +104,12 @@ def _blocks_and_head(net: nn.Module) -> Split:
     if loose:
         raise ConfigError(
             f"{type(net).__name__} has weights outside `blocks` and `head` ({', '.join(loose[:5])}): "
-            "trainlab.transfer cannot place them in a stage; define `transfer_split()`."
+            "trainlab.transfer cannot place them in a stage; its `transfer_split()` must say where they go."
         )
     return Split(stages, head)
 
 
-def _describe(keys: list[str], net: nn.Module) -> str:
+def describe_keys(keys: list[str], net: nn.Module) -> str:
     """A short name for a group of keys: `layer1`, `blocks.3`, `conv1+bn1`, `blocks.5+norm`."""
     tops: dict[str, set[str]] = {}
     for key in keys:
@@ -152,7 +125,7 @@ def _describe(keys: list[str], net: nn.Module) -> str:
 
 
 def resolve_depth(depth: int | str | None, split: Split, key: str) -> int:
-    """`transfer.freeze_depth` / `model.pretrained_depth` as a number of stages: an int in
+    """`transfer.freeze_depth` / `transfer.pretrained_depth` as a number of stages: an int in
     0..len(stages), or `all` (null means all for pretrained_depth)."""
     count = len(split.stages)
     if depth is None or depth == "all":
