@@ -111,10 +111,10 @@ def test_nothing_is_reloaded_on_resume(make_cfg, tmp_path):
     saved = torch.load(path, weights_only=True)["state_dict"]
     cfg = make_cfg(*TINY_CNN, "transfer=finetune", f"transfer.pretrained_ckpt={path}")
     datamodule = builders.build_datamodule(cfg)
-    loaded = builders.build_model(cfg, datamodule).net.state_dict()
+    loaded = builders.build_model(cfg, datamodule)[0].net.state_dict()
     assert_close(loaded["blocks.0.0.weight"], saved["net.blocks.0.0.weight"])
     cfg.ckpt_path = str(path)  # a resumed run: its own checkpoint has the weights
-    resumed = builders.build_model(cfg, datamodule).net.state_dict()
+    resumed = builders.build_model(cfg, datamodule)[0].net.state_dict()
     assert not torch.equal(resumed["blocks.0.0.weight"], saved["net.blocks.0.0.weight"])
 
 
@@ -183,7 +183,7 @@ def test_old_model_names_still_work_and_warn_with_the_new_name(make_cfg, tmp_pat
         builders.check_config(cfg)
     assert (cfg.transfer.pretrained_ckpt, cfg.transfer.pretrained_depth) == (str(path), 1)
     assert not any(key.startswith("pretrained") for key in cfg.model)  # the model is the architecture
-    model = builders.build_model(cfg, builders.build_datamodule(cfg))
+    model, _ = builders.build_model(cfg, builders.build_datamodule(cfg))
     saved = torch.load(path, weights_only=True)["state_dict"]
     assert_close(model.net.state_dict()["blocks.0.0.weight"], saved["net.blocks.0.0.weight"])
     assert "pretrained_ckpt" not in model.hparams.network["model"]  # nor does the checkpoint name it
