@@ -21,9 +21,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
 from torch import nn
 
+from trainlab.models.traits import keeps_running_stats
 from trainlab.utils.config import ConfigError
 
 
@@ -47,7 +47,7 @@ class Stage:
         return [
             module
             for name, module in net.named_modules()
-            if name and _has_running_stats(module) and f"{name}.running_mean" in keys
+            if name and keeps_running_stats(module) and f"{name}.running_mean" in keys
         ]
 
 
@@ -66,10 +66,6 @@ class Split:
 
 def is_timm_model(net: nn.Module) -> bool:
     return callable(getattr(net, "get_classifier", None)) and hasattr(net, "pretrained_cfg")
-
-
-def _has_running_stats(module: nn.Module) -> bool:
-    return isinstance(getattr(module, "running_mean", None), torch.Tensor)
 
 
 def split_network(net: nn.Module) -> Split:
