@@ -36,6 +36,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
+from trainlab.utils.overrides import parse_override  # noqa: E402  (from the clone's src)
+
 # Tiny and quiet: what every case starts from (its own overrides come after, and win).
 TINY = [
     "data=digits",
@@ -243,7 +245,7 @@ def default_names(overrides: list[str]) -> list[str]:
     key followed by `=` (`seed='abc'`, `init=fixup`) or `/` (Hydra's `Could not find 'data/x'`)."""
     names = []
     for override in overrides:
-        key = override.lstrip("+~").partition("=")[0]
+        key = parse_override(override).key
         names += [key] if "." in key else [f"{key}=", f"{key}/"]
     return names
 
@@ -251,12 +253,12 @@ def default_names(overrides: list[str]) -> list[str]:
 def run_overrides(case_overrides: list[str]) -> list[str]:
     """TINY, less what the case replaces: the same keys, and the keys of a group it chooses anew
     (model=timm has no model.depth)."""
-    keys = {o.lstrip("+~").partition("=")[0] for o in case_overrides}
+    keys = {parse_override(o).key for o in case_overrides}
     groups = {k for k in keys if "." not in k}
     kept = [
         o
         for o in TINY
-        if (key := o.partition("=")[0]) not in keys and key.partition(".")[0] not in groups - {"callbacks"}
+        if (key := parse_override(o).key) not in keys and key.partition(".")[0] not in groups - {"callbacks"}
     ]
     return [*kept, *case_overrides]
 

@@ -13,6 +13,7 @@ from torch import nn
 
 from trainlab.activations import Maxout
 from trainlab.init import core, schemes
+from trainlab.models import traits
 from trainlab.models.factory import build_network
 from trainlab.utils.config import check_arguments
 
@@ -159,7 +160,7 @@ def test_maxout_bad_input():
 def test_gain_per_activation(activation, expected):
     net = nn.Sequential(nn.Linear(1024, 2048), activation)
     assert core.gain(net) == pytest.approx(expected, rel=1e-12)
-    name, param = core.module_nonlinearity(activation) or ("linear", None)
+    name, param = traits.init_nonlinearity(activation) or ("linear", None)
     assert core.gain(net) == pytest.approx(nn.init.calculate_gain(name, param), rel=1e-12)
     torch.manual_seed(0)
     schemes.kaiming_normal(net)  # He: std = gain / sqrt(fan_in)

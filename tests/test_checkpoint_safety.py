@@ -383,7 +383,7 @@ def test_every_target_a_shipped_config_stores_in_a_checkpoint_is_trusted():
         ("trainlab.models.factory.instantiate", "is hydra._internal.instantiate._instantiate2.instantiate"),
         ("albumentations.core.serialization.save", "is not one of the Albumentations transforms"),
         ("torch.nn.init.kaiming_normal_", "is not one of the torch.nn modules"),
-        ("trainlab.norm.BATCHNORM_TYPES", "is not a class or a function"),
+        ("trainlab.models.traits.RECTIFIERS", "is not a class or a function"),
         ("torch.nn", "is not a class or a function"),
         (5, "is not a dotted name"),
     ],

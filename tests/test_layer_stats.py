@@ -352,7 +352,8 @@ def test_wandb_gets_histograms_and_plots(make_cfg, tmp_path, monkeypatch):
     ],
 )
 def test_histogram_sample_visits_every_unit_and_position_evenly(shape, value_of, bins):
-    from trainlab.callbacks.layer_stats import HISTOGRAM_SAMPLE, _Layer
+    from trainlab.callbacks.layer_stats.measure import HISTOGRAM_SAMPLE
+    from trainlab.callbacks.layer_stats.measure import Layer as _Layer
 
     n, c, h, w = torch.meshgrid(*(torch.arange(s) for s in shape), indexing="ij")
     values = value_of(n, c, h, w).float()
@@ -420,7 +421,8 @@ def test_a_histogram_of_no_finite_value_is_empty():
     counts, _ = histogram(torch.tensor([math.nan, math.inf, -math.inf]), 8)
     assert not counts.any()
     # W&B gets no histogram for it (a diverged layer), and the other layers' as they are
-    from trainlab.callbacks.layer_stats import _Layer, _Sample
+    from trainlab.callbacks.layer_stats.measure import Layer as _Layer
+    from trainlab.callbacks.layer_stats.measure import Sample as _Sample
 
     callback = LayerStats()
     callback._wandb = True

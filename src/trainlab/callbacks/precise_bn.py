@@ -25,7 +25,7 @@ import lightning.pytorch as pl
 import torch
 from torch import Tensor, nn
 
-from trainlab.norm import BATCHNORM_TYPES
+from trainlab.models.traits import keeps_running_stats
 
 log = logging.getLogger(__name__)
 
@@ -34,9 +34,9 @@ class PreciseBN(pl.Callback):
     """Before each validation, recompute every BN layer's running_mean and running_var over
     `num_batches` training batches (fewer if an epoch is shorter).
 
-    Works with torch's BatchNorm and trainlab's BatchNormScratch and GhostBatchNorm; layers
-    without running statistics (track_running_stats=False, e.g. frozen by a transfer policy)
-    are left alone. The training batches come from a fresh training loader (the datamodule's,
+    Works with every layer that keeps running statistics (trainlab.models.traits.keeps_running_stats:
+    torch's BatchNorm, trainlab's BatchNormScratch and GhostBatchNorm, a user's BN-like norm);
+    layers without them (track_running_stats=False) are left alone. The training batches come from a fresh training loader (the datamodule's,
     else the trainer's), and the model is called on the batch's first element (the inputs).
     Under DDP the sums are added over all processes, so every rank gets the same statistics.
     """
@@ -52,7 +52,7 @@ class PreciseBN(pl.Callback):
             return
         limit = trainer.num_training_batches
         num_batches = self.num_batches if math.isinf(limit) else min(self.num_batches, int(limit))
-        if not any(_has_running_stats(m) for m in pl_module.modules()):
+        if not any(keeps_running_stats(m) for m in pl_module.modules()):
             if not self._warned:
                 log.warning(
                     "PreciseBN: the model has no BatchNorm layer with running statistics; nothing to do."
@@ -82,7 +82,7 @@ def recompute_bn_stats(model: nn.Module, inputs, trainer: pl.Trainer | None = No
     """Set the running statistics of every BN layer in `model` to the population statistics of
     its inputs over the batches in `inputs` (an iterable of model inputs). Returns the number of
     batches used. The model's parameters and train/eval modes are left as they were."""
-    layers = [m for m in model.modules() if _has_running_stats(m)]
+    layers = [m for m in model.modules() if keeps_running_stats(m)]
     if not layers:
         return 0
     sums: dict[nn.Module, list] = {m: [0, 0.0, 0.0] for m in layers}  # count, sum x, sum x^2
@@ -96,7 +96,11 @@ def recompute_bn_stats(model: nn.Module, inputs, trainer: pl.Trainer | None = No
         entry[2] = entry[2] + x.square().sum(dims)
 
     modes = {m: m.training for m in model.modules()}
-    tracked = {m: m.num_batches_tracked.clone() for m in layers if m.num_batches_tracked is not None}
+    tracked = {
+        m: m.num_batches_tracked.clone()
+        for m in layers
+        if getattr(m, "num_batches_tracked", None) is not None
+    }
     handles = [m.register_forward_pre_hook(accumulate) for m in layers]
     num_batches = 0
     try:
@@ -125,12 +129,6 @@ def recompute_bn_stats(model: nn.Module, inputs, trainer: pl.Trainer | None = No
         if module in tracked:  # the layer saw no new training batches
             module.num_batches_tracked.copy_(tracked[module])
     return num_batches
-
-
-def _has_running_stats(module: nn.Module) -> bool:
-    return (
-        isinstance(module, BATCHNORM_TYPES) and module.track_running_stats and module.running_mean is not None
-    )
 
 
 def _all_reduce(entry: list, trainer: pl.Trainer | None) -> tuple[float, Tensor, Tensor]:

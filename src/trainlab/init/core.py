@@ -27,6 +27,7 @@ from typing import Literal
 import torch
 from torch import nn
 
+from trainlab.models.traits import init_nonlinearity
 from trainlab.utils.config import ConfigError
 
 log = logging.getLogger(__name__)
@@ -40,26 +41,8 @@ DISTRIBUTIONS = ("normal", "uniform", "truncated_normal")
 NONLINEARITIES = ("auto", "linear", "sigmoid", "tanh", "relu", "leaky_relu", "selu")
 # Standard deviation of a standard normal truncated to [-2, 2].
 _TRUNCATED_STD = 0.87962566103423978
-
-# The nonlinearity each activation module stands for when gains are computed. ELU, CELU, GELU,
-# SiLU, Mish and Softplus have no gain in torch.nn.init nor a derivation of He's standing: all are
-# ReLU-shaped (identity for large inputs, ~0 for very negative ones), so they take ReLU's sqrt(2).
-# A module may declare its own with an `init_nonlinearity` attribute (Maxout declares 'linear').
-ACTIVATION_NONLINEARITY: tuple[tuple[type[nn.Module], str], ...] = (
-    (nn.LeakyReLU, "leaky_relu"),
-    (nn.ReLU, "relu"),
-    (nn.ReLU6, "relu"),
-    (nn.Tanh, "tanh"),
-    (nn.Sigmoid, "sigmoid"),
-    (nn.SELU, "selu"),
-    (nn.ELU, "relu"),
-    (nn.CELU, "relu"),
-    (nn.GELU, "relu"),
-    (nn.SiLU, "relu"),
-    (nn.Mish, "relu"),
-    (nn.Softplus, "relu"),
-)
-
+# Which nonlinearity an activation module stands for (ReLU-shaped units take ReLU's gain; a module
+# may declare its own `init_nonlinearity`, as Maxout does): trainlab.models.traits.init_nonlinearity.
 
 # --- checks -----------------------------------------------------------------------------------
 
@@ -158,24 +141,13 @@ def set_biases(network: nn.Module, bias: float | None) -> None:
 # --- gains ------------------------------------------------------------------------------------
 
 
-def module_nonlinearity(module: nn.Module) -> tuple[str, float | None] | None:
-    """(calculate_gain name, parameter) an activation module stands for; None for other modules."""
-    declared = getattr(module, "init_nonlinearity", None)
-    if isinstance(declared, str):
-        return declared, None
-    for kind, name in ACTIVATION_NONLINEARITY:
-        if isinstance(module, kind):
-            return name, (float(module.negative_slope) if name == "leaky_relu" else None)
-    return None
-
-
 def network_nonlinearity(network: nn.Module) -> tuple[str, float | None]:
     """The nonlinearity of the network's activation modules; 'linear' when it has none.
 
     Networks built by trainlab have one activation kind. Where there are several, the most
     frequent wins and a warning says so: set `init.nonlinearity` to choose.
     """
-    found = Counter(nl for m in network.modules() if (nl := module_nonlinearity(m)) is not None)
+    found = Counter(nl for m in network.modules() if (nl := init_nonlinearity(m)) is not None)
     if not found:
         return "linear", None
     (name, param), _ = found.most_common(1)[0]

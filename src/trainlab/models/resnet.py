@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from trainlab.models.blocks import POSITIONS, Position, layer_block, width_multiplier
-from trainlab.norm import removes_channel_mean
+from trainlab.models.traits import removes_channel_mean
 from trainlab.norm.factories import NormFactory
 from trainlab.transfer.stages import Split, blocks_and_head
 

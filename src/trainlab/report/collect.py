@@ -10,18 +10,16 @@ import pandas as pd
 import yaml
 
 from trainlab.run.status import current_status
+from trainlab.utils.overrides import override_values
 
 log = logging.getLogger(__name__)
 
 # `killed`: summary.json still says `running` but its process is gone (SIGKILL, OOM killer)
 STATUS_FAILED = ("failed", "diverged", "interrupted", "killed", "missing")
 # columns of a job row that are not settings (overrides) nor metrics
+# the value of a key that a job did not override (it kept its config default)
+DEFAULT = "(default)"
 FIXED_COLUMNS = ("job", "path", "status", "error", "wall_time_s", "global_step", "started_at", "finished_at")
-
-
-def _parse_override(override: str) -> tuple[str, str] | None:
-    key, sep, value = override.lstrip("+~").partition("=")
-    return (key, value) if sep else None
 
 
 def _job_overrides(job: Path) -> list[str]:
@@ -73,7 +71,7 @@ def load_jobs(multirun_dir: Path) -> pd.DataFrame:
                 "error": "no summary.json",
             }
         row = {"job": job.name, "path": str(job)}
-        row.update(dict(filter(None, map(_parse_override, summary.get("overrides", [])))))
+        row.update(override_values(summary.get("overrides", [])))
         row.update(
             status=current_status(summary),
             error=summary.get("error"),
@@ -87,7 +85,7 @@ def load_jobs(multirun_dir: Path) -> pd.DataFrame:
     jobs = pd.DataFrame(rows)
     # a key that some jobs did not override kept its config default there
     settings = [c for c in jobs.columns if c not in FIXED_COLUMNS and not c.startswith("metric:")]
-    jobs[settings] = jobs[settings].fillna("(default)").astype(str)
+    jobs[settings] = jobs[settings].fillna(DEFAULT).astype(str)
     return jobs
 
 

@@ -11,6 +11,7 @@ import pandas as pd
 from trainlab.report.collect import STATUS_FAILED, load_jobs, varied_axes
 from trainlab.report.plots import write_plots
 from trainlab.report.tables import main_metric, markdown
+from trainlab.report.wandb_run import log_report_run
 
 log = logging.getLogger(__name__)
 
@@ -50,21 +51,11 @@ def write_report(multirun_dir: str | Path, log_to_wandb: bool = False) -> StudyR
 
 def _log_to_wandb(report: StudyReport) -> None:
     """The table and plots as one W&B run (job_type `report`) in the multirun's group."""
-    import wandb
-
-    from trainlab.run.loggers import wandb_logged_in
-
     table = report.jobs.drop(columns=["path"]).rename(columns=lambda c: c.removeprefix("metric:"))
-    run = wandb.init(
+    log_report_run(
+        tables={"report/table": table.astype(str)},
+        images={f"report/{path.stem}": path for path in report.files if path.suffix == ".png"},
         project="trainlab",
         group=f"{report.directory.parent.parent.name}-{report.directory.name}",
-        job_type="report",
         dir=str(report.directory),
-        mode="online" if wandb_logged_in() else "offline",
-        reinit="finish_previous",
     )
-    run.log({"report/table": wandb.Table(dataframe=table.astype(str))})
-    for path in report.files:
-        if path.suffix == ".png":
-            run.log({f"report/{path.stem}": wandb.Image(str(path))})
-    run.finish()

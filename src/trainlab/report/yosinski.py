@@ -1,8 +1,8 @@
 """The Yosinski et al. (2014) transfer study's report: test accuracy against the transfer depth n.
 
-Reads the job directories of a study (trainlab.studies.yosinski): each job's summary.json and
-its overrides `study.kind` (baseA, baseB, AnB, AnB+, BnB, BnB+), `study.n` and `seed`. Writes
-into the study directory:
+A view of the study's jobs as the study report reads them (trainlab.report.collect.load_jobs):
+each job's status, metrics and overrides `study.kind` (baseA, baseB, AnB, AnB+, BnB, BnB+),
+`study.n` and `seed`. Writes into the study directory:
 
 - `yosinski.csv`: one row per job (kind, n, seed, test/acc, val/acc, status, job);
 - `yosinski.md`: test accuracy, rows n, columns baseB AnB AnB+ BnB BnB+ (mean over seeds,
@@ -14,13 +14,15 @@ into the study directory:
 
 from __future__ import annotations
 
-import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
+
+from trainlab.report.collect import DEFAULT, load_jobs
+from trainlab.report.wandb_run import log_report_run
 
 KINDS = ("baseB", "AnB", "AnB+", "BnB", "BnB+")
 # Fig. 2 of the paper: BnB dark blue circles, BnB+ light blue, AnB red diamonds, AnB+ pink.
@@ -44,34 +46,31 @@ class YosinskiReport:
         return self.files["md"].read_text()
 
 
-def _override_values(overrides: list[str]) -> dict[str, str]:
-    pairs = (o.lstrip("+~").partition("=") for o in overrides)
-    return {key: value for key, sep, value in pairs if sep}
-
-
 def collect_runs(study_dir: Path) -> pd.DataFrame:
-    """One row per job directory of the study that says which kind of run it is."""
-    rows = []
-    for summary_path in sorted(Path(study_dir).glob("*/summary.json")):
-        summary = json.loads(summary_path.read_text())
-        values = _override_values(summary.get("overrides", []))
-        kind = values.get("study.kind")
-        if kind is None:
-            continue
-        metrics = summary.get("metrics") or {}
-        rows.append(
-            {
-                "kind": kind,
-                "n": int(values.get("study.n") or 0),
-                "seed": summary.get("seed"),
-                "test_acc": metrics.get(METRIC),
-                "val_acc": metrics.get("val/acc"),
-                "status": summary.get("status"),
-                "job": summary_path.parent.name,
-            }
-        )
+    """One row per job of the study that says which kind of run it is (`study.kind`): a view of the
+    study's jobs as every report reads them (trainlab.report.collect.load_jobs)."""
     columns = ["kind", "n", "seed", "test_acc", "val_acc", "status", "job"]
-    return pd.DataFrame(rows, columns=columns).sort_values(["kind", "n", "seed"], ignore_index=True)
+    jobs = load_jobs(Path(study_dir))
+    if "study.kind" not in jobs:
+        return pd.DataFrame(columns=columns)
+    jobs = jobs[jobs["study.kind"] != DEFAULT]
+
+    def column(name: str) -> pd.Series:
+        return jobs[name] if name in jobs else pd.Series(float("nan"), index=jobs.index)
+
+    runs = pd.DataFrame(
+        {
+            "kind": jobs["study.kind"],
+            "n": pd.to_numeric(column("study.n"), errors="coerce").fillna(0).astype(int),
+            "seed": pd.to_numeric(column("seed"), errors="coerce"),
+            "test_acc": column(f"metric:{METRIC}"),
+            "val_acc": column("metric:val/acc"),
+            "status": jobs["status"],
+            "job": jobs["job"],
+        },
+        columns=columns,
+    )
+    return runs.sort_values(["kind", "n", "seed"], ignore_index=True)
 
 
 def accuracy_table(runs: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -176,25 +175,20 @@ def write_report(study_dir: str | Path) -> YosinskiReport:
 
 def log_to_wandb(report: YosinskiReport, **init_kwargs: Any) -> str | None:
     """Log the table and the plot as a W&B run of their own (`job_type=report`) in the study's
-    group; returns the run's directory. `init_kwargs` go to `wandb.init` (project, group, mode...)."""
-    import wandb
-
-    run = wandb.init(job_type="report", reinit="finish_previous", **init_kwargs)
-    try:
-        table = report.runs.astype({"seed": "float"}).fillna({"test_acc": float("nan")})
-        run.log(
-            {
-                "yosinski/plot": wandb.Image(str(report.files["png"])),
-                "yosinski/runs": wandb.Table(dataframe=table),
-                "yosinski/table": wandb.Table(dataframe=report.table.reset_index()),
-            }
-        )
-        for kind in KINDS:
-            for n, value in report.table[kind].dropna().items():
-                run.summary[f"yosinski/{kind}/n{n}"] = float(value)
-        return run.dir
-    finally:
-        run.finish()
+    group, as every report is (trainlab.report.wandb_run); returns the run's directory.
+    `init_kwargs` go to `wandb.init` (project, group, mode...)."""
+    table = report.runs.astype({"seed": "float"}).fillna({"test_acc": float("nan")})
+    summary = {
+        f"yosinski/{kind}/n{n}": float(value)
+        for kind in KINDS
+        for n, value in report.table[kind].dropna().items()
+    }
+    return log_report_run(
+        tables={"yosinski/runs": table, "yosinski/table": report.table.reset_index()},
+        images={"yosinski/plot": report.files["png"]},
+        summary=summary,
+        **init_kwargs,
+    )
 
 
 if __name__ == "__main__":

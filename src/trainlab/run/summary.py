@@ -36,6 +36,7 @@ from trainlab.run.status import (
     current_status,
     process_start,
 )
+from trainlab.utils.overrides import parse_override
 
 log = logging.getLogger(__name__)
 
@@ -224,7 +225,7 @@ _BOOKKEEPING = (
 
 
 def _same_run_key(overrides: list[str]) -> tuple[str, ...]:
-    return tuple(sorted(o for o in overrides if not o.lstrip("+~").startswith(_BOOKKEEPING)))
+    return tuple(sorted(o for o in overrides if not parse_override(o).key.startswith(_BOOKKEEPING)))
 
 
 @dataclass

@@ -38,6 +38,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from trainlab import CONFIG_DIR
 from trainlab.utils.config import ConfigError
+from trainlab.utils.overrides import parse_override
 from trainlab.utils.resolvers import register as register_resolvers
 from trainlab.utils.resolvers import timestamp
 
@@ -74,12 +75,12 @@ class StudyError(RuntimeError):
 
 def check_overrides(overrides: Sequence[str]) -> None:
     for override in overrides:
-        key = override.lstrip("+~").partition("=")[0]
-        if key in STUDY_KEYS:
-            instead = STUDY_KEYS[key]
+        parsed = parse_override(override)
+        if parsed.key in STUDY_KEYS:
+            instead = STUDY_KEYS[parsed.key]
             hint = f"set {instead} instead" if instead else "the study sets it for each run"
             raise ConfigError(f"{override!r}: {hint} (conf/experiment/yosinski_transfer.yaml).")
-        if "," in override.partition("=")[2] and not override.partition("=")[2].lstrip().startswith("["):
+        if parsed.is_sweep:
             raise ConfigError(
                 f"{override!r}: the study is one set of settings; sweeps are not supported here."
             )

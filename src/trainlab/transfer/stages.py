@@ -20,9 +20,9 @@ from __future__ import annotations
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 
-import torch
 from torch import nn
 
+from trainlab.models.traits import keeps_running_stats
 from trainlab.transfer.network import transfer_view
 from trainlab.utils.config import ConfigError
 
@@ -47,7 +47,7 @@ class Stage:
         return [
             module
             for name, module in net.named_modules()
-            if name and _has_running_stats(module) and f"{name}.running_mean" in keys
+            if name and keeps_running_stats(module) and f"{name}.running_mean" in keys
         ]
 
 
@@ -62,10 +62,6 @@ class Split:
 
     def backbone_keys(self, depth: int | None = None) -> list[str]:
         return [k for stage in self.stages[:depth] for k in stage.keys]
-
-
-def _has_running_stats(module: nn.Module) -> bool:
-    return isinstance(getattr(module, "running_mean", None), torch.Tensor)
 
 
 def split_network(net: nn.Module) -> Split:

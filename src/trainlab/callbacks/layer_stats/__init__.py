@@ -1,0 +1,168 @@
+"""Per-layer statistics of a network in training, as in the figures of Glorot & Bengio (2010,
+"Understanding the difficulty of training deep feedforward neural networks", Fig. 2-7) and He et
+al. (2015, "Delving deep into rectifiers", Fig. 2-3): how activations, gradients and updates
+change with depth, at init and as training goes on.
+
+A layer is one call of an activation module (ReLU, Tanh, Sigmoid, ..., trainlab's Maxout, or a
+user's module declaring itself one: trainlab.models.traits): its input is the pre-activation, its
+output the activation, and the weight layer (Linear/Conv) called last before it is the layer whose
+weights produced it. On a sampled training step, for each layer:
+
+    pre_act_mean, pre_act_std   mean and std of the pre-activation (all elements of the batch)
+    act_mean, act_std           mean and std of the activation
+    saturated                   bounded activations (traits.saturation_bounds): fraction of outputs
+                                within 1 - threshold of a bound (threshold 0.99; tanh: |y| > 0.99,
+                                sigmoid: y > 0.99 or y < 0.01). Other activations: not logged
+    dead                        rectifiers (traits.is_rectifier: ReLU family, GELU, SiLU, ...):
+                                fraction of units whose output is <= 0 for every example of the
+                                batch (ReLU: exactly 0, so no gradient reaches the unit's weights).
+                                A unit is a feature of a vector, or a channel of a feature map (all
+                                positions pooled, as a conv shares its weights over them). Other
+                                activations: not logged
+    unit_diversity              sqrt(mean over examples (and positions) of the variance across
+                                units / the variance of all elements), in [0, 1]: 0 when every
+                                unit of the layer computes the same value (a symmetric layer,
+                                e.g. constant init), near 1 when units differ more than examples
+    grad_std                    std of the back-propagated gradient dLoss/d(pre-activation)
+                                (the loss as the LightningModule returns it, a batch mean)
+    weight_grad_norm            ||dLoss/dW|| (Frobenius) of the weight layer, at the optimizer step
+    update_ratio                ||W_after - W_before|| / ||W_before|| over that optimizer step
+
+Cost: hooks exist only during a sampled step (every `every_n_steps` steps, step 0 = at init), so
+the other steps run the bare model (compiled, under compile=true: a sampled step runs eagerly);
+statistics stay on the device until one read-back per sample.
+
+The parts: `measure` (hooks and statistics), `record` (CSV, loggers, W&B histograms), `plots`
+(PNG against depth); the callback below says when each runs.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import lightning.pytorch as pl
+from lightning.pytorch.loggers import WandbLogger
+
+from trainlab.callbacks.layer_stats import record
+from trainlab.callbacks.layer_stats.measure import STATS, LayerMeasurement, Sample, histogram
+from trainlab.callbacks.layer_stats.plots import plot_against_depth
+
+log = logging.getLogger(__name__)
+
+__all__ = ["STATS", "LayerStats", "histogram"]
+
+
+class LayerStats(LayerMeasurement, pl.Callback):
+    """Log per-layer statistics (see the module's docstring) every `every_n_steps` training steps.
+
+    Args:
+        every_n_steps: sample the training steps whose global step is a multiple of this (step 0,
+            the first batch, sees the network at init).
+        saturation_threshold: a tanh unit is saturated when |y| > threshold, a sigmoid when
+            y > threshold or y < 1 - threshold (any bounded unit: within 1 - threshold of a bound).
+        histograms: also send histograms of pre-activations, activations and gradients to W&B
+            (only when a WandbLogger is attached).
+        plots: after fit, write `layer_stats_<stat>.png` (the statistic against depth, at the
+            first and the last sampled step) in the run directory, and send them to W&B (not
+            under fast_dev_run).
+        filename: the CSV written in the run directory (trainer.default_root_dir), long format
+            `step, layer, depth, stat, value`, appended at every sample.
+        csv_logger: also send the numbers to Lightning's CSVLogger (one column per layer and
+            statistic in csv/metrics.csv); off, as the CSV above holds them.
+
+    Metrics `layers/<stat>/L<depth>_<layer>` go to the trainer's loggers with the sampled step.
+    Only the global-zero process measures (every DDP rank runs the same network).
+    """
+
+    def __init__(
+        self,
+        every_n_steps: int = 50,
+        saturation_threshold: float = 0.99,
+        histograms: bool = True,
+        plots: bool = True,
+        filename: str = "layer_stats.csv",
+        csv_logger: bool = False,
+    ) -> None:
+        if every_n_steps < 1:
+            raise ValueError(f"callbacks.layer_stats.every_n_steps={every_n_steps} must be >= 1.")
+        super().__init__(saturation_threshold)
+        self.every_n_steps = every_n_steps
+        self.histograms = histograms
+        self.plots = plots
+        self.filename = filename
+        self.csv_logger = csv_logger
+        self.rows: list[dict] = []  # everything recorded, as in the CSV
+        self._last_step: int | None = None
+
+    # --- setup ----------------------------------------------------------------------------------
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.find_layers(getattr(pl_module, "net", pl_module))
+        self._wandb = self.histograms and any(isinstance(lg, WandbLogger) for lg in trainer.loggers)
+        if not self._names:
+            log.info("layer_stats: the network has no activation module; no layer statistics.")
+
+    def _sampled(self, trainer: pl.Trainer) -> bool:
+        step = trainer.global_step
+        return (
+            trainer.is_global_zero
+            and not trainer.sanity_checking
+            and step % self.every_n_steps == 0
+            and step != self._last_step  # the first micro-batch only, under gradient accumulation
+        )
+
+    # --- a sampled step -------------------------------------------------------------------------
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx: int) -> None:
+        if not self._names or not self._sampled(trainer):
+            return
+        self._flush(trainer)  # a sample still waiting for its optimizer step (should not happen)
+        self._last_step = trainer.global_step
+        self._start_sample(trainer.global_step)
+
+    def on_before_optimizer_step(self, trainer, pl_module, optimizer) -> None:
+        self._before_update()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
+        self._remove_hooks()
+        if self._after_update():
+            self._flush(trainer)
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        self._remove_hooks()
+        self._flush(trainer)
+
+    def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
+        self._remove_hooks()
+
+    # --- recording ------------------------------------------------------------------------------
+    def _flush(self, trainer: pl.Trainer) -> None:
+        sample = self._take_sample()
+        if sample is None or not sample.layers:
+            return
+        rows = record.rows_of(sample)
+        self.rows.extend(rows)
+        record.append_csv(Path(trainer.default_root_dir) / self.filename, rows)
+        record.log_sample(trainer.loggers, sample, rows, csv_logger=self.csv_logger, histograms=self._wandb)
+
+    def _wandb_histograms(self, sample: Sample) -> dict:
+        return record.wandb_histograms(sample)
+
+    # --- plots against depth --------------------------------------------------------------------
+    def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._remove_hooks()
+        self._flush(trainer)
+        # fast_dev_run (debug=fdr) is a smoke test of one batch: the CSV, but no plots of one step
+        if not self.plots or not self.rows or not trainer.is_global_zero or trainer.fast_dev_run:
+            return
+        # from the CSV: after a resume it also holds the first run's samples, step 0 included
+        directory = Path(trainer.default_root_dir)
+        paths = self.plot(directory, record.read_csv(directory / self.filename))
+        for logger in trainer.loggers:
+            if hasattr(logger, "log_image"):  # WandbLogger
+                for stat, path in paths.items():
+                    logger.log_image(key=f"layers_plot/{stat}", images=[str(path)])
+
+    def plot(self, directory: Path, rows: list[dict] | None = None) -> dict[str, Path]:
+        """`layer_stats_<stat>.png` for every statistic in `rows` (default: this fit's); see
+        trainlab.callbacks.layer_stats.plots. Returns {stat: path}."""
+        return plot_against_depth(directory, self.rows if rows is None else rows)

@@ -1,0 +1,39 @@
+"""Hydra override strings (`key=value`, `+key=value`, `++key=value`, `~key`), read in one place.
+
+A run records its overrides as Hydra gave them (summary.json `overrides`, `.hydra/overrides.yaml`);
+reports, the search for earlier runs and the studies read them back here. The value is kept as
+the text the user typed (`optimizer.lr=0.10` stays `0.10`, a list stays `[0,1]`): reports show
+it and runs are matched on it. Hydra's own OverridesParser would turn it into a typed value and
+costs a grammar parse per string, for nothing these readers need.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Override:
+    key: str  # the dotted key or config group, without Hydra's prefix
+    value: str | None  # the text after the first `=`, as given; None without `=` (`~key`)
+    prefix: str = ""  # "", "+" (add), "++" (add or override) or "~" (delete)
+
+    @property
+    def is_sweep(self) -> bool:
+        """A comma-separated list of values (a multirun sweep); `[a,b]` is one list value."""
+        value = (self.value or "").strip()
+        return "," in value and not value.startswith("[")
+
+
+def parse_override(text: str) -> Override:
+    """`++model.lr=0.1` -> Override(key='model.lr', value='0.1', prefix='++')."""
+    body = text.lstrip("+~")
+    key, sep, value = body.partition("=")
+    return Override(key=key, value=value if sep else None, prefix=text[: len(text) - len(body)])
+
+
+def override_values(overrides: Iterable[str]) -> dict[str, str]:
+    """{key: value} of the overrides that set a value (deletions left out); the last one wins."""
+    parsed = (parse_override(o) for o in overrides)
+    return {o.key: o.value for o in parsed if o.value is not None}
