@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import csv
+import json
 import math
 
 import lightning.pytorch as pl
@@ -270,9 +271,9 @@ def test_default_callbacks_include_layer_stats(make_cfg, tmp_path):
     assert pre_std == [pytest.approx(1.0, abs=0.01)] * 2
     assert (run / "layer_stats_act_std.png").is_file()
     header = (run / "csv" / "metrics.csv").read_text().splitlines()[0].split(",")
-    assert "layers/act_std/L01_blocks_0" in header and "layers/grad_std/L02_blocks_1" in header
+    assert "layer_stats_act_std/L01" in header and "layer_stats_grad_std/L02" in header
     # only train/... and val/... metrics reach summary.json, not the per-layer numbers
-    assert not any(k.startswith("layers/") for k in summary["metrics"])
+    assert not any(k.startswith("layer_stats") for k in summary["metrics"])
 
 
 def test_turned_off_with_null(make_cfg, tmp_path):
@@ -307,38 +308,111 @@ def test_resnet_layers_and_their_weight_layers(make_cfg, tmp_path):
 
 
 @pytest.mark.slow
-def test_wandb_gets_histograms_and_plots(make_cfg, tmp_path, monkeypatch):
-    import wandb
-    from lightning.pytorch.loggers import WandbLogger
+def test_wandb_run_of_a_deep_mlp_has_a_section_per_statistic_few_histograms_and_the_table(make_cfg, tmp_path):
+    """What W&B shows, read from the offline run's files: a 30-layer MLP gets one section per
+    statistic (30 line panels each), histograms of the first, middle and last layer only, the
+    plots against depth, and the table `layer_stats/table` holding the CSV's samples."""
+    from conftest import wandb_history
 
-    sent: list[dict] = []
-    log_metrics = WandbLogger.log_metrics
-
-    def spy(self, metrics, step=None):
-        sent.append(dict(metrics, step=step))
-        return log_metrics(self, metrics, step)
-
-    monkeypatch.setattr(WandbLogger, "log_metrics", spy)
     cfg = make_cfg(
         "data=digits",
         "model=mlp",
-        "model.depth=2",
-        "model.width=16",
+        "model.depth=30",
+        "model.width=8",
+        "norm=none",
+        "data.train_size=256",
         "logger=wandb",
         "trainer.max_steps=3",
         "test=false",
         "callbacks.layer_stats.every_n_steps=2",
     )
     assert train(cfg)["status"] == "completed"
-    samples = [m for m in sent if "layers/act_std/L01_blocks_0" in m]
-    assert [m["step"] for m in samples] == [0, 2]
-    histogram = samples[0]["layers_hist/grad/L02_blocks_1"]
-    assert isinstance(histogram, wandb.Histogram) and sum(histogram.histogram) > 0
-    assert {"layers_hist/pre_act/L01_blocks_0", "layers_hist/act/L01_blocks_0"} <= samples[0].keys()
-    plots = [m for m in sent if "layers_plot/act_std" in m]
-    assert len(plots) == 1 and isinstance(plots[0]["layers_plot/act_std"][0], wandb.Image)
-    files = next((tmp_path / "run" / "wandb").glob("offline-run-*/files"))
-    assert list((files / "media" / "images" / "layers_plot").glob("act_std_*.png"))
+    run = tmp_path / "run"
+    history = wandb_history(run)
+    keys = {key for row in history for key in row if key.startswith("layer_stats")}
+    sections: dict[str, set[str]] = {}
+    for key in keys:
+        section, _, rest = key.partition("/")
+        sections.setdefault(section, set()).add(rest)
+    with (run / "layer_stats.csv").open() as file:
+        csv_rows = list(csv.DictReader(file))
+    stats = {r["stat"] for r in csv_rows}
+    assert len(stats) == 9  # ReLU: no `saturated`
+    layers = {f"L{d:02d}" for d in range(1, 31)}
+    assert sections == {
+        **{f"layer_stats_{stat}": layers for stat in stats},
+        "layer_stats_hist": {f"{what}/L{d:02d}" for what in ("pre_act", "act", "grad") for d in (1, 15, 30)},
+        "layer_stats": {"table", *(f"{stat}_vs_depth" for stat in stats)},
+    }
+    assert len(keys) == 9 * 30 + 9 + 9 + 1  # was 9 * 30 line panels in one section + 90 histograms + 9 plots
+    samples = [row for row in history if "layer_stats_act_std/L01" in row]
+    assert [row["trainer/global_step"] for row in samples] == [0, 2]
+    histogram = samples[0]["layer_stats_hist/grad/L30"]
+    assert histogram["_type"] == "histogram" and sum(histogram["values"]) > 0
+    # the table: a file in the offline run, its rows those of layer_stats.csv
+    (logged,) = [row["layer_stats/table"] for row in history if "layer_stats/table" in row]
+    assert logged["_type"] == "table-file" and logged["nrows"] == len(csv_rows) == 2 * 30 * 9
+    (files,) = run.glob("wandb/offline-run-*/files")
+    table = json.loads((files / logged["path"]).read_text())
+    assert table["columns"] == ["depth", "layer", "statistic", "value", "step"]
+    expected = {(int(r["depth"]), r["layer"], r["stat"], int(r["step"])): float(r["value"]) for r in csv_rows}
+    got = {(depth, layer, stat, step): value for depth, layer, stat, value, step in table["data"]}
+    assert got.keys() == expected.keys()
+    assert all(got[key] == pytest.approx(value, rel=1e-6) for key, value in expected.items())
+    assert list((files / "media" / "images" / "layer_stats").glob("act_std_vs_depth_*.png"))
+
+
+def test_histogram_layers_default_to_first_middle_last():
+    from trainlab.callbacks.layer_stats import histogram_depths
+    from trainlab.utils.config import ConfigError
+
+    assert histogram_depths(None, 30) == {1, 15, 30} and histogram_depths(None, 2) == {1, 2}
+    assert histogram_depths([2, 4], 30) == {2, 4} and histogram_depths("all", 30) is None
+    with pytest.raises(ConfigError, match=r"histogram_layers=\[31\].*1\.\.30"):
+        histogram_depths([31], 30)
+    with pytest.raises(ConfigError, match="histogram_layers='some'"):
+        LayerStats(histogram_layers="some")
+
+
+class HistogramLayerStats(LayerStats):
+    """As with a WandbLogger attached; remembers the depths of the histograms taken."""
+
+    taken: list[int]
+
+    def on_fit_start(self, trainer, pl_module) -> None:
+        super().on_fit_start(trainer, pl_module)
+        self._wandb, self.taken = True, []
+
+    def _histogram(self, layer, what, values, bins=64) -> None:
+        super()._histogram(layer, what, values, bins)
+        if what in layer.histograms:
+            self.taken.append(layer.depth)
+
+
+@pytest.mark.parametrize("setting, depths", [(None, [1, 3, 5]), ([2], [2]), ("all", [1, 2, 3, 4, 5])])
+def test_histograms_only_of_the_chosen_layers(setting, depths, tmp_path):
+    """The measurement takes no histogram of the other layers (no work for them on the device)."""
+    net = nn.Sequential(*(m for _ in range(5) for m in (nn.Linear(3, 3), nn.ReLU())), nn.Linear(3, 2))
+    callback = HistogramLayerStats(every_n_steps=1, plots=False, histogram_layers=setting)
+    fit(net, tmp_path, callback)
+    assert sorted(set(callback.taken)) == depths and len(callback.taken) == 3 * len(depths)
+
+
+def test_table_keeps_init_last_and_spaced_steps_within_the_row_limit():
+    from trainlab.callbacks.layer_stats.record import table_rows, table_steps
+
+    rows = [
+        {"step": step, "layer": f"b{d}", "depth": d, "stat": stat, "value": float(step + d)}
+        for step in range(0, 5000, 50)  # 100 samples
+        for d in range(1, 31)
+        for stat in ("act_std", "grad_std", "dead")
+    ]  # 90 rows a sample: 9,000 rows fit W&B's 10,000
+    assert table_steps(rows) == list(range(0, 5000, 50))
+    steps = table_steps(rows, max_rows=1000)  # 11 samples fit
+    assert len(steps) == 11 and steps[0] == 0 and steps[-1] == 4950
+    data = table_rows(rows, max_rows=1000)
+    assert len(data) == 11 * 90 and data[0] == [1, "b1", "act_std", 1.0, 0]
+    assert len(table_steps(rows, max_rows=10)) == 2  # never fewer than init and the last
 
 
 @pytest.mark.parametrize(
@@ -430,4 +504,6 @@ def test_a_histogram_of_no_finite_value_is_empty():
     callback._histogram(layers[0], "act", torch.full((4, 3), math.nan))
     callback._histogram(layers[1], "act", torch.ones(4, 3))
     sent = callback._wandb_histograms(_Sample(step=0, layers=layers))
-    assert list(sent) == ["layers_hist/act/L02_x1"] and sum(sent["layers_hist/act/L02_x1"].histogram) == 12
+    assert (
+        list(sent) == ["layer_stats_hist/act/L02"] and sum(sent["layer_stats_hist/act/L02"].histogram) == 12
+    )

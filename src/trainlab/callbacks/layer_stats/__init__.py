@@ -32,13 +32,14 @@ Cost: hooks exist only during a sampled step (every `every_n_steps` steps, step 
 the other steps run the bare model (compiled, under compile=true: a sampled step runs eagerly);
 statistics stay on the device until one read-back per sample.
 
-The parts: `measure` (hooks and statistics), `record` (CSV, loggers, W&B histograms), `plots`
-(PNG against depth); the callback below says when each runs.
+The parts: `measure` (hooks and statistics), `record` (CSV, loggers, W&B histograms and table),
+`plots` (PNG against depth); the callback below says when each runs.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 
 import lightning.pytorch as pl
@@ -47,6 +48,7 @@ from lightning.pytorch.loggers import WandbLogger
 from trainlab.callbacks.layer_stats import record
 from trainlab.callbacks.layer_stats.measure import STATS, LayerMeasurement, Sample, histogram
 from trainlab.callbacks.layer_stats.plots import plot_against_depth
+from trainlab.utils.config import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +64,11 @@ class LayerStats(LayerMeasurement, pl.Callback):
         saturation_threshold: a tanh unit is saturated when |y| > threshold, a sigmoid when
             y > threshold or y < 1 - threshold (any bounded unit: within 1 - threshold of a bound).
         histograms: also send histograms of pre-activations, activations and gradients to W&B
-            (only when a WandbLogger is attached).
+            (only when a WandbLogger is attached), of the layers `histogram_layers` names.
+        histogram_layers: the layers (depths, 1 = first) that get histograms: None for the first,
+            the middle and the last, a list of depths, or "all".
+        table: at the end of fit, send the samples to W&B as one Table `layer_stats/table`
+            (depth, layer, statistic, value, step; at most 10,000 rows: see record.table_steps).
         plots: after fit, write `layer_stats_<stat>.png` (the statistic against depth, at the
             first and the last sampled step) in the run directory, and send them to W&B (not
             under fast_dev_run).
@@ -71,7 +77,7 @@ class LayerStats(LayerMeasurement, pl.Callback):
         csv_logger: also send the numbers to Lightning's CSVLogger (one column per layer and
             statistic in csv/metrics.csv); off, as the CSV above holds them.
 
-    Metrics `layers/<stat>/L<depth>_<layer>` go to the trainer's loggers with the sampled step.
+    Metrics `layer_stats_<stat>/L<depth>` go to the trainer's loggers with the sampled step.
     Only the global-zero process measures (every DDP rank runs the same network).
     """
 
@@ -83,12 +89,16 @@ class LayerStats(LayerMeasurement, pl.Callback):
         plots: bool = True,
         filename: str = "layer_stats.csv",
         csv_logger: bool = False,
+        histogram_layers: Sequence[int] | str | None = None,
+        table: bool = True,
     ) -> None:
         if every_n_steps < 1:
             raise ValueError(f"callbacks.layer_stats.every_n_steps={every_n_steps} must be >= 1.")
         super().__init__(saturation_threshold)
         self.every_n_steps = every_n_steps
         self.histograms = histograms
+        self.histogram_layers = _checked_histogram_layers(histogram_layers)
+        self.table = table
         self.plots = plots
         self.filename = filename
         self.csv_logger = csv_logger
@@ -101,6 +111,7 @@ class LayerStats(LayerMeasurement, pl.Callback):
         self._wandb = self.histograms and any(isinstance(lg, WandbLogger) for lg in trainer.loggers)
         if not self._names:
             log.info("layer_stats: the network has no activation module; no layer statistics.")
+        self._histogram_depths = histogram_depths(self.histogram_layers, len(self._names))
 
     def _sampled(self, trainer: pl.Trainer) -> bool:
         step = trainer.global_step
@@ -151,18 +162,51 @@ class LayerStats(LayerMeasurement, pl.Callback):
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._remove_hooks()
         self._flush(trainer)
-        # fast_dev_run (debug=fdr) is a smoke test of one batch: the CSV, but no plots of one step
-        if not self.plots or not self.rows or not trainer.is_global_zero or trainer.fast_dev_run:
+        if not self.rows or not trainer.is_global_zero:
             return
         # from the CSV: after a resume it also holds the first run's samples, step 0 included
         directory = Path(trainer.default_root_dir)
-        paths = self.plot(directory, record.read_csv(directory / self.filename))
+        rows = record.read_csv(directory / self.filename)
+        if self.table:
+            record.log_table(trainer.loggers, rows)
+        # fast_dev_run (debug=fdr) is a smoke test of one batch: the CSV, but no plots of one step
+        if not self.plots or trainer.fast_dev_run:
+            return
+        paths = self.plot(directory, rows)
         for logger in trainer.loggers:
-            if hasattr(logger, "log_image"):  # WandbLogger
+            if isinstance(logger, WandbLogger):
                 for stat, path in paths.items():
-                    logger.log_image(key=f"layers_plot/{stat}", images=[str(path)])
+                    logger.log_image(key=f"layer_stats/{stat}_vs_depth", images=[str(path)])
 
     def plot(self, directory: Path, rows: list[dict] | None = None) -> dict[str, Path]:
         """`layer_stats_<stat>.png` for every statistic in `rows` (default: this fit's); see
         trainlab.callbacks.layer_stats.plots. Returns {stat: path}."""
         return plot_against_depth(directory, self.rows if rows is None else rows)
+
+
+def _checked_histogram_layers(setting: Sequence[int] | str | None) -> tuple[int, ...] | str | None:
+    if setting is None or setting == "all":
+        return setting
+    if isinstance(setting, str) or not all(isinstance(d, int) and d >= 1 for d in setting):
+        raise ConfigError(
+            f"callbacks.layer_stats.histogram_layers={setting!r}: expected null (the first, middle "
+            "and last layer), a list of layer depths >= 1 (e.g. [1, 15, 30]) or 'all'."
+        )
+    return tuple(setting)
+
+
+def histogram_depths(setting: Sequence[int] | str | None, layers: int) -> frozenset[int] | None:
+    """The depths whose histograms go to W&B (None: all) of a network of `layers` activation
+    layers: by default the first, the middle and the last, which a deep network's auto-panels
+    can show without drowning the other panels (3 layers x 3 histograms)."""
+    if setting == "all" or layers == 0:
+        return None
+    if setting is None:
+        return frozenset({1, (layers + 1) // 2, layers})
+    beyond = [d for d in setting if d > layers]
+    if beyond:
+        raise ConfigError(
+            f"callbacks.layer_stats.histogram_layers={list(setting)}: the network has {layers} "
+            f"activation layers, so depth(s) {beyond} do not exist; choose depths in 1..{layers} or 'all'."
+        )
+    return frozenset(setting)
