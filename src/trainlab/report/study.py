@@ -1,4 +1,5 @@
-"""Write a multirun's report files: report.csv, report.md and the PNG plots."""
+"""Write a multirun's report files: report.csv, report.md and the PNG plots (also the layer
+statistics against depth, when the jobs recorded them)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from pathlib import Path
 import pandas as pd
 
 from trainlab.report.collect import STATUS_FAILED, load_jobs, varied_axes
+from trainlab.report.layer_plots import markdown_section, write_layer_plots
 from trainlab.report.plots import write_plots
 from trainlab.report.tables import main_metric, markdown
 from trainlab.report.wandb_run import log_report_run
@@ -41,8 +43,11 @@ def write_report(multirun_dir: str | Path, log_to_wandb: bool = False) -> StudyR
         csv_path, index=False
     )
     md_path = directory / "report.md"
-    md_path.write_text(markdown(jobs, axes, title=f"Study report: {directory.name}"))
-    report.files = [csv_path, md_path, *write_plots(jobs, axes, main_metric(jobs), directory)]
+    layer_plots = write_layer_plots(jobs, axes, directory)
+    md_path.write_text(
+        markdown(jobs, axes, title=f"Study report: {directory.name}") + markdown_section(layer_plots)
+    )
+    report.files = [csv_path, md_path, *write_plots(jobs, axes, main_metric(jobs), directory), *layer_plots]
     if log_to_wandb:
         _log_to_wandb(report)
     log.info(f"Study report: {md_path} ({len(jobs)} jobs, {len(report.failed_jobs)} did not complete)")
