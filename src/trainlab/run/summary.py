@@ -36,7 +36,7 @@ from trainlab.run.status import (
     current_status,
     process_start,
 )
-from trainlab.utils.overrides import parse_override
+from trainlab.utils.overrides import is_bookkeeping
 
 log = logging.getLogger(__name__)
 
@@ -210,22 +210,8 @@ class RunSummary:
         tmp.replace(self.path)  # never a half-written summary, even if the run is killed mid-write
 
 
-# Overrides that do not change what a run computes: two runs differing only in these are the same.
-_BOOKKEEPING = (
-    "skip_completed",
-    "hydra.",
-    "paths.",
-    "task_name",
-    "tags",
-    "logger",
-    "callbacks.rich_progress_bar",
-    "trainer.enable_progress_bar",
-    "trusted_targets",
-)
-
-
 def _same_run_key(overrides: list[str]) -> tuple[str, ...]:
-    return tuple(sorted(o for o in overrides if not parse_override(o).key.startswith(_BOOKKEEPING)))
+    return tuple(sorted(o for o in overrides if not is_bookkeeping(o)))
 
 
 @dataclass
