@@ -79,3 +79,38 @@ def full_batch_losses(network, inputs, labels, optimizer, steps: int) -> list[fl
         optimizer.step()
         losses.append(loss.item())
     return losses
+
+
+def wandb_records(run_dir: Path) -> list:
+    """The records of the offline W&B runs under `run_dir` (`<run_dir>/wandb/offline-run-*/*.wandb`),
+    oldest first: what W&B would show once synced (run: name, group, config; environment: args;
+    summary; history).
+
+    wandb 0.31 has no Python reader for these files (its Go core writes them): they are LevelDB
+    logs, after a 7-byte header (`:W&B`, magic, version), in 32 KiB blocks of chunks, each with a
+    7-byte header (CRC, length, type: full, first, middle or last piece of a Record protobuf)."""
+    import struct
+
+    from wandb.proto import wandb_internal_pb2
+
+    block, header = 32768, 7
+    records = []
+    for path in sorted(Path(run_dir).glob("wandb/offline-run-*/*.wandb")):
+        data, pos, pieces = path.read_bytes(), 7, []
+        assert data[:4] == b":W&B", f"{path} is not a W&B run file"
+        while pos + header <= len(data):
+            if block - pos % block < header:  # a block's tail too short for a header is padding
+                pos += block - pos % block
+                continue
+            _, length, kind = struct.unpack("<IHB", data[pos : pos + header])
+            if kind == 0:  # zeros: the rest of the block is padding
+                pos += block - pos % block
+                continue
+            pieces.append(data[pos + header : pos + header + length])
+            pos += header + length
+            if kind in (1, 4):  # full or last piece: a whole record
+                record = wandb_internal_pb2.Record()
+                record.ParseFromString(b"".join(pieces))
+                records.append(record)
+                pieces = []
+    return records
