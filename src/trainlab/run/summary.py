@@ -135,8 +135,11 @@ class RunSummary:
         if checkpoint.monitor and score is not None:
             self.data["metrics"][f"{checkpoint.monitor}_best"] = score
             # the file knows its epoch; the callback keeps only its path and score
-            state = torch.load(path, map_location="cpu", mmap=True, weights_only=True)
-            self.data["best_epoch"] = int(state["epoch"])
+            try:
+                state = torch.load(path, map_location="cpu", mmap=True, weights_only=True)
+                self.data["best_epoch"] = int(state["epoch"])
+            except (OSError, RuntimeError, KeyError) as error:  # a nicety: never cost the run its test
+                log.warning(f"best_epoch left out: cannot read the epoch of {path} ({error}).")
         return path
 
     def track(self, trainer) -> None:
