@@ -6,6 +6,7 @@ together (the study axes meet in `build_model`, which also reports what it did).
 
 from __future__ import annotations
 
+import inspect
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -236,7 +237,12 @@ def build_loggers(cfg: DictConfig, resume_from: Path | None) -> list[Any]:
                 wandb_cfg.group = naming.run_group(cfg)
             if wandb_cfg.get("job_type") is None:
                 wandb_cfg.job_type = cfg.get("task_name")
-            wandb_cfg.args = naming.job_command()
+            # the job's own overrides as the run's command: an argument of trainlab's wandb_logger
+            # (a WandbLogger given directly would pass it on to wandb.init, which has no such argument)
+            target = wandb_cfg.get("_target_")
+            takes_args = bool(target) and "args" in inspect.signature(get_object(target)).parameters
+            if takes_args and wandb_cfg.get("args") is None:
+                wandb_cfg.args = naming.job_command()
             run_id = find_wandb_run_id(resume_from.parent.parent) if resume_from else None
             if run_id:  # continue the W&B run of the checkpoint's run instead of starting another
                 wandb_cfg.id, wandb_cfg.resume = run_id, "allow"
