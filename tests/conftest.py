@@ -82,11 +82,13 @@ def full_batch_losses(network, inputs, labels, optimizer, steps: int) -> list[fl
 
 
 def wandb_records(run_dir: Path) -> list:
-    """The records (wandb.proto.wandb_internal_pb2.Record) of the offline W&B runs under
-    `run_dir`/wandb, in order: what W&B would show once synced. The .wandb file is a LevelDB-style
-    log (the format of wandb's own datastore, which wandb>=0.19 no longer ships in Python): a
-    7-byte header `:W&B` + magic + version, then 32 KiB blocks of chunks, each `crc32, length,
-    type` (1 full, 2 first, 3 middle, 4 last) and the bytes of a serialised Record."""
+    """The records of the offline W&B runs under `run_dir` (`<run_dir>/wandb/offline-run-*/*.wandb`),
+    oldest first: what W&B would show once synced (run: name, group, config; environment: args;
+    summary; history).
+
+    wandb 0.31 has no Python reader for these files (its Go core writes them): they are LevelDB
+    logs, after a 7-byte header (`:W&B`, magic, version), in 32 KiB blocks of chunks, each with a
+    7-byte header (CRC, length, type: full, first, middle or last piece of a Record protobuf)."""
     import struct
 
     from wandb.proto import wandb_internal_pb2
@@ -103,10 +105,11 @@ def wandb_records(run_dir: Path) -> list:
                 position += block - position % block
                 continue
             _crc, length, kind = struct.unpack("<IHB", data[position : position + header])
+            if kind == 0:  # zeros: the rest of the block is padding
+                position += block - position % block
+                continue
             chunk = data[position + header : position + header + length]
             position += header + length
-            if kind == 0:  # padding
-                continue
             pending = chunk if kind in (1, 2) else pending + chunk
             if kind in (1, 4):
                 record = wandb_internal_pb2.Record()

@@ -6,6 +6,7 @@ together (the study axes meet in `build_model`, which also reports what it did).
 
 from __future__ import annotations
 
+import inspect
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,6 +17,8 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import get_object, instantiate
 from lightning.fabric.plugins import CheckpointIO
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.loggers import WandbLogger
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from trainlab.callbacks.resume_state import ResumeState
@@ -24,10 +27,11 @@ from trainlab.data.pipelines import AugmentSettings, build_augmentations
 from trainlab.init import apply_init
 from trainlab.models.classifier import Classifier
 from trainlab.norm.ghost_batchnorm import check_virtual_batches
+from trainlab.run import naming
 from trainlab.run.checkpoint_io import AtomicCheckpointIO
 from trainlab.run.checkpoints import read_checkpoint
-from trainlab.run.loggers import find_wandb_run_id
-from trainlab.run.tracking import in_multirun
+from trainlab.run.loggers import find_wandb_run_id, summarise_best
+from trainlab.run.tracked_config import tracked_config
 from trainlab.transfer.aliases import move_deprecated_weight_sources
 from trainlab.transfer.pretrained import WeightSources, load_pretrained
 from trainlab.utils.config import (
@@ -35,7 +39,6 @@ from trainlab.utils.config import (
     STUDY_AXES,
     ConfigError,
     check_arguments,
-    flatten,
     plain,
     require_partial,
 )
@@ -211,13 +214,6 @@ def build_callbacks(cfg: DictConfig, has_logger: bool) -> list[pl.Callback]:
     return callbacks
 
 
-def _run_group(cfg: DictConfig) -> str | None:
-    """All jobs of one multirun share a W&B group named after the sweep directory."""
-    if not in_multirun():
-        return None
-    return f"{cfg.task_name}-{Path(HydraConfig.get().sweep.dir).name}"
-
-
 def study_tags(cfg: DictConfig) -> list[str]:
     """The user's tags plus `axis:option` for each study axis chosen on the command line or default."""
     tags = list(cfg.get("tags") or [])
@@ -228,21 +224,46 @@ def study_tags(cfg: DictConfig) -> list[str]:
 
 
 def build_loggers(cfg: DictConfig, resume_from: Path | None) -> list[Any]:
+    """The configured loggers, each given the run's config as dashboards should see it
+    (trainlab.run.tracked_config); a W&B run also its name, group, tags, command and best values."""
     configs = OmegaConf.create(plain(cfg.get("logger")) or {})
     wandb_cfg = configs.get("wandb")
     if wandb_cfg is not None:
-        with open_dict(wandb_cfg):
+        with open_dict(wandb_cfg):  # what the user set wins; null is filled in from the job
             wandb_cfg.tags = study_tags(cfg)
+            if wandb_cfg.get("name") is None:
+                wandb_cfg.name = naming.job_name(cfg)
             if wandb_cfg.get("group") is None:
-                wandb_cfg.group = _run_group(cfg)
+                wandb_cfg.group = naming.run_group(cfg)
+            if wandb_cfg.get("job_type") is None:
+                wandb_cfg.job_type = cfg.get("task_name")
+            # the job's own overrides as the run's command: an argument of trainlab's wandb_logger
+            # (a WandbLogger given directly would pass it on to wandb.init, which has no such argument)
+            target = wandb_cfg.get("_target_")
+            takes_args = bool(target) and "args" in inspect.signature(get_object(target)).parameters
+            if takes_args and wandb_cfg.get("args") is None:
+                wandb_cfg.args = naming.job_command()
             run_id = find_wandb_run_id(resume_from.parent.parent) if resume_from else None
             if run_id:  # continue the W&B run of the checkpoint's run instead of starting another
                 wandb_cfg.id, wandb_cfg.resume = run_id, "allow"
     loggers = [instantiate(c) for c in configs.values() if c is not None and c.get("_target_")]
-    flat_config = flatten({k: v for k, v in plain(cfg).items() if k != "hydra"})
+    config = tracked_config(cfg)
+    best = best_metrics(cfg)
     for logger in loggers:
-        logger.log_hyperparams(flat_config)
+        logger.log_hyperparams(config)
+        if isinstance(logger, WandbLogger):
+            summarise_best(logger, best)
     return loggers
+
+
+def best_metrics(cfg: DictConfig) -> dict[str, str]:
+    """{metric: "max" | "min"}: what the checkpoint callbacks keep the best of (`val/acc`, max)."""
+    best = {}
+    for callback in (plain(cfg.get("callbacks")) or {}).values():
+        target = (callback or {}).get("_target_")
+        if target and callback.get("monitor") and issubclass(get_object(target), ModelCheckpoint):
+            best[callback["monitor"]] = callback.get("mode", "min")
+    return best
 
 
 # Trainer flags under which Lightning adds a callback of its own where the config has none.

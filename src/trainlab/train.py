@@ -150,10 +150,10 @@ def _fit_and_test(
     if summary.data["status"] == DIVERGED:
         log.warning(f"Run diverged: {summary.data['error']}.")
         return
-    best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
-    if best:
-        summary.data["best_checkpoint"] = best
+    best = summary.record_best(trainer.checkpoint_callback)  # best_checkpoint, best_epoch, val/acc_best
     if cfg.get("test") and not trainer.interrupted:
+        # test/* are the best checkpoint's; null: the weights at the end of training (no checkpoint)
+        summary.data["tested_checkpoint"] = best or None
         trainer.test(model, datamodule=datamodule, ckpt_path="best" if best else None, weights_only=True)
 
 

@@ -135,6 +135,8 @@ class ImageDataModule(pl.LightningDataModule):
         pin_memory: bool = False,
         drop_last: bool = False,
     ) -> None:
+        # The arguments, taken before any other local exists (a loop variable below would join them)
+        arguments = {k: plain(v) for k, v in locals().items() if k not in ("self", "__class__")}
         super().__init__()
         if batch_size < 1:
             raise ValueError(f"data.batch_size must be a positive integer, got {batch_size}.")
@@ -145,9 +147,9 @@ class ImageDataModule(pl.LightningDataModule):
         for name, fraction in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
             if not 0.0 < fraction < 1.0:
                 raise ValueError(f"data.{name} must be between 0 and 1 (exclusive), got {fraction}.")
-        self.save_hyperparameters(
-            {k: plain(v) for k, v in locals().items() if k not in ("self", "__class__")}
-        )
+        # In checkpoints (eval rebuilds the data from them); logger=False: the run logs its whole
+        # config itself (trainlab.run.tracked_config), where these are `hparams.data.*`
+        self.save_hyperparameters(arguments, logger=False)
         self.source: ImageSource | None = None
         self.splits: dict[str, tuple[Sequence[np.ndarray], np.ndarray]] | None = None
         self._augment: AugmentSettings | None = None

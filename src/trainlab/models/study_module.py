@@ -42,7 +42,7 @@ class StudyModule(RebuildableModule):
         self, network: Mapping, optimizer: Mapping, scheduler: Mapping | None = None, **hparams: Any
     ) -> None:
         super().__init__()
-        # logger=False: the training script logs the whole resolved config itself, flattened.
+        # logger=False: the run logs its whole config itself (trainlab.run.tracked_config).
         self.save_hyperparameters(
             {
                 "network": plain(network),

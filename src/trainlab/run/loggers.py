@@ -6,6 +6,9 @@ import csv
 import logging
 import netrc
 import os
+import sys
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -57,6 +60,7 @@ def wandb_logger(
     console: str = "auto",
     system_stats: bool = True,
     stats_interval_s: float = 15.0,
+    args: list[str] | None = None,
     **kwargs,
 ) -> WandbLogger:
     """Lightning's WandbLogger; `offline=None` picks offline unless `wandb_logged_in()`.
@@ -64,6 +68,9 @@ def wandb_logger(
     console: W&B's capture of the terminal output (`auto`, `wrap`, `redirect` or `off`).
     system_stats: sample CPU/GPU/memory use every `stats_interval_s` seconds in W&B's own
     process; on a small CPU machine that process competes with training (BENCHMARKS.md).
+    args: the run's command-line arguments as W&B records them (its "Command"); given, the
+    W&B run starts here, so that it records these; None: it starts when first used, and
+    records the process's own.
     """
     import wandb
 
@@ -72,7 +79,34 @@ def wandb_logger(
     settings = wandb.Settings(
         console=console, x_disable_stats=not system_stats, x_stats_sampling_interval=stats_interval_s
     )
-    return WandbLogger(offline=offline, settings=settings, **kwargs)
+    logger = WandbLogger(offline=offline, settings=settings, **kwargs)
+    if args is not None:
+        with _command_line(args):
+            logger.experiment  # noqa: B018  (starts the run; a no-op on ranks other than 0)
+    return logger
+
+
+@contextmanager
+def _command_line(args: list[str]) -> Iterator[None]:
+    """`sys.argv[1:]` replaced by `args` for the block: wandb 0.31 records the arguments of a run
+    from sys.argv when it starts (Settings._args, a computed field: neither a setting nor
+    WANDB_ARGS changes it), and a multirun job's sys.argv is the whole sweep's command line."""
+    saved = sys.argv
+    sys.argv = [saved[0] if saved else "", *args]
+    try:
+        yield
+    finally:
+        sys.argv = saved
+
+
+def summarise_best(logger: WandbLogger, best: Mapping[str, str]) -> None:
+    """W&B's summary of each metric in `best` ({"val/acc": "max"}): its best and its last value
+    (`val/acc.max`, `val/acc.last`), not only the last one W&B keeps by default. The step axis
+    stays Lightning's (`trainer/global_step`, which Lightning sets for every metric with "*")."""
+    for metric, mode in best.items():
+        logger.experiment.define_metric(
+            metric, step_metric="trainer/global_step", step_sync=True, summary=f"{mode},last"
+        )
 
 
 class _AppendingWriter(ExperimentWriter):

@@ -24,6 +24,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import lightning.pytorch as pl
 import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from trainlab.run.status import (
@@ -36,7 +37,7 @@ from trainlab.run.status import (
     current_status,
     process_start,
 )
-from trainlab.utils.overrides import parse_override
+from trainlab.utils.overrides import is_bookkeeping
 
 log = logging.getLogger(__name__)
 
@@ -120,6 +121,26 @@ class RunSummary:
             number = _number(value)
             if number is not None or name not in self.data["metrics"]:
                 self.data["metrics"][name] = number
+
+    def record_best(self, checkpoint: ModelCheckpoint | None) -> str:
+        """Record the checkpoint callback's best and return its path ("" if none): `best_checkpoint`,
+        `best_epoch` (counted from 0, as Lightning and the checkpoint's file name count) and the
+        monitored metric's best value as `metrics["<monitor>_best"]` (`val/acc_best`), next to
+        `metrics["val/acc"]`, which stays the last epoch's."""
+        path = checkpoint.best_model_path if checkpoint is not None else ""
+        if not path:
+            return ""
+        self.data["best_checkpoint"] = path
+        score = _number(checkpoint.best_model_score)
+        if checkpoint.monitor and score is not None:
+            self.data["metrics"][f"{checkpoint.monitor}_best"] = score
+            # the file knows its epoch; the callback keeps only its path and score
+            try:
+                state = torch.load(path, map_location="cpu", mmap=True, weights_only=True)
+                self.data["best_epoch"] = int(state["epoch"])
+            except (OSError, RuntimeError, KeyError) as error:  # a nicety: never cost the run its test
+                log.warning(f"best_epoch left out: cannot read the epoch of {path} ({error}).")
+        return path
 
     def track(self, trainer) -> None:
         """Remember the trainer: step and epoch counts are read from it at the end."""
@@ -210,22 +231,8 @@ class RunSummary:
         tmp.replace(self.path)  # never a half-written summary, even if the run is killed mid-write
 
 
-# Overrides that do not change what a run computes: two runs differing only in these are the same.
-_BOOKKEEPING = (
-    "skip_completed",
-    "hydra.",
-    "paths.",
-    "task_name",
-    "tags",
-    "logger",
-    "callbacks.rich_progress_bar",
-    "trainer.enable_progress_bar",
-    "trusted_targets",
-)
-
-
 def _same_run_key(overrides: list[str]) -> tuple[str, ...]:
-    return tuple(sorted(o for o in overrides if not parse_override(o).key.startswith(_BOOKKEEPING)))
+    return tuple(sorted(o for o in overrides if not is_bookkeeping(o)))
 
 
 @dataclass

@@ -37,3 +37,23 @@ def override_values(overrides: Iterable[str]) -> dict[str, str]:
     """{key: value} of the overrides that set a value (deletions left out); the last one wins."""
     parsed = (parse_override(o) for o in overrides)
     return {o.key: o.value for o in parsed if o.value is not None}
+
+
+# Overrides that do not change what a run computes: two runs differing only in these are the same
+# run (skip_completed), and a run's name leaves them out.
+BOOKKEEPING = (
+    "skip_completed",
+    "hydra.",
+    "paths.",
+    "task_name",
+    "tags",
+    "logger",
+    "callbacks.rich_progress_bar",
+    "trainer.enable_progress_bar",
+    "trusted_targets",
+)
+
+
+def is_bookkeeping(text: str) -> bool:
+    """Whether the override `text` only changes how a run is run or recorded (see BOOKKEEPING)."""
+    return parse_override(text).key.startswith(BOOKKEEPING)
