@@ -64,6 +64,17 @@ def test_chance_level_from_the_jobs_config(tmp_path):
     assert chance_level(jobs) == pytest.approx(0.25)
 
 
+def test_number_of_classes_from_the_checkpoint_when_the_config_does_not_tell(tmp_path):
+    import torch
+
+    fake_study(tmp_path, classes=None)
+    (tmp_path / "0" / "checkpoints").mkdir()
+    torch.save(
+        {"hyper_parameters": {"network": {"num_classes": 7}}}, tmp_path / "0" / "checkpoints" / "last.ckpt"
+    )
+    assert num_classes(tmp_path / "0") == 7 and num_classes(tmp_path / "1") is None
+
+
 def test_no_chance_level_when_the_jobs_do_not_tell(tmp_path):
     assert chance_level(load_jobs(fake_study(tmp_path, classes=None))) is None
 
