@@ -117,3 +117,12 @@ def test_a_run_prints_each_line_once_and_ends_with_its_result(tmp_path):
     assert files.endswith(
         "summary.json, checkpoints/, config_tree.log, csv/, layer_stats.csv, layer_stats_*.png (9), train.log"
     )
+
+
+@pytest.mark.parametrize(("offline", "silent"), [(True, True), (False, False)])
+def test_wandb_banners_are_silenced_offline_only(monkeypatch, tmp_path, offline, silent):
+    from trainlab.run.loggers import wandb_logger
+
+    monkeypatch.delenv("WANDB_SILENT", raising=False)
+    logger = wandb_logger(offline=offline, project="trainlab", save_dir=str(tmp_path))
+    assert bool(logger._wandb_init["settings"].silent) is silent  # the run is not started here
