@@ -110,6 +110,16 @@ def test_curves_have_integer_epochs_option_colours_and_chance(tmp_path):
     _assert_nothing_clipped(figure)
 
 
+def test_no_chance_line_when_every_option_learned(tmp_path):
+    jobs = load_jobs(fake_study(tmp_path))
+    learned = jobs[jobs["activation"] != "tanh"]
+    for figure in (
+        metric_by_axis(learned, "activation", [], "test/acc", chance=0.1),
+        curves_by_axis(learned, "activation", "val/acc", chance=0.1),  # its lowest point: 0.6
+    ):
+        assert not any(line.get_label().startswith("chance") for line in figure.axes[0].lines)
+
+
 def test_write_plots_writes_the_report_and_curve_files(tmp_path):
     jobs = load_jobs(fake_study(tmp_path))
     written = write_plots(jobs, varied_axes(jobs), "test/acc", tmp_path)

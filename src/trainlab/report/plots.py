@@ -57,16 +57,14 @@ def _count_text(counts: Iterable[int], noun: str = "seed") -> str:
     return f"{n} {noun}{'s' if high > 1 else ''}"
 
 
-def _chance_line(ax, chance: float | None, label: bool = True) -> None:
-    if chance is not None:
-        ax.axhline(
-            chance,
-            color="grey",
-            ls="--",
-            lw=1,
-            zorder=1,
-            label=f"chance (1/{round(1 / chance)})" if label else None,
-        )
+def _chance_line(ax, chance: float | None, metric: str, values: Iterable[float]) -> None:
+    """The chance level on an accuracy plot where it helps: when some value comes within half the
+    way from chance to 1 (an option that did not learn, or the first epochs), so that it does not
+    squeeze the differences between options that all learned."""
+    values = [v for v in values if pd.notna(v)]
+    if chance is None or "acc" not in metric or not values or min(values) >= chance + (1 - chance) / 2:
+        return
+    ax.axhline(chance, color="grey", ls="--", lw=1, zorder=1, label=f"chance (1/{round(1 / chance)})")
 
 
 def metric_by_axis(
@@ -74,8 +72,7 @@ def metric_by_axis(
 ) -> Figure:
     """x = options of `axis` (each in its colour), one marker per combination of the other axes;
     a point = mean over seeds with its std as error bar, small dots = the seeds themselves. The
-    chance level is drawn when a mean comes within half the way from chance to 1 (an option that
-    did not learn)."""
+    chance level where it helps (`_chance_line`)."""
     done = jobs[jobs["status"] == "completed"].copy()
     done["_group"] = done[others].astype(str).agg(", ".join, axis=1) if others else "all"
     options, groups = sorted_options(done[axis]), sorted_options(done["_group"])
@@ -108,8 +105,7 @@ def metric_by_axis(
     if others:  # the markers: which combination of the other axes a point is
         for g, group in enumerate(groups):
             ax.plot([], [], MARKERS[g % len(MARKERS)], color="black", label=f"{', '.join(others)} = {group}")
-    if chance is not None and "acc" in metric and means and min(means) < chance + (1 - chance) / 2:
-        _chance_line(ax, chance)
+    _chance_line(ax, chance, metric, means)
     ax.set_xticks(range(len(options)), options, rotation=20 if max(map(len, options), default=0) > 8 else 0)
     ax.set_xlim(-0.5, len(options) - 0.5)
     ax.set_xlabel(axis)
@@ -126,10 +122,10 @@ def curves_by_axis(
 ) -> Figure | None:
     """`metric` per epoch for every job (thin lines) in its option's colour, with the mean per
     option (thick) over its jobs (`noun`: what they differ by, `seed` when only seeds vary); the
-    chance level on accuracy curves. None when no job left a metrics file with that metric."""
+    chance level where it helps. None when no job left a metrics file with that metric."""
     figure, ax = plt.subplots(figsize=(5.8, 3.8), layout="constrained")
     colours = option_colours(jobs[axis])
-    counts = []
+    counts, values = [], []
     for option in sorted_options(jobs[axis]):
         runs = []
         for job in jobs[jobs[axis].astype(str) == option]["path"]:
@@ -139,6 +135,7 @@ def curves_by_axis(
             per_epoch = frame.dropna(subset=[metric]).groupby("epoch")[metric].last()
             ax.plot(per_epoch.index, per_epoch.values, color=colours[option], alpha=0.3, lw=1)
             runs.append(per_epoch)
+            values += list(per_epoch.values)
         if runs:
             mean = pd.concat(runs, axis=1).mean(axis=1)
             ax.plot(mean.index, mean.values, color=colours[option], lw=2.2, marker="o", ms=3, label=option)
@@ -146,8 +143,7 @@ def curves_by_axis(
     if not counts:
         plt.close(figure)
         return None
-    if "acc" in metric:
-        _chance_line(ax, chance)
+    _chance_line(ax, chance, metric, values)
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("epoch")
     ax.set_ylabel(metric)
