@@ -133,7 +133,16 @@ def test_write_plots_writes_the_report_and_curve_files(tmp_path):
 def test_layer_stats_figure_names_its_run(tmp_path, monkeypatch):
     (tmp_path / ".hydra").mkdir()
     (tmp_path / ".hydra" / "overrides.yaml").write_text(
-        yaml.safe_dump(["data=digits", "model=mlp", "trainer.max_epochs=2", "init=zeros", "activation=tanh"])
+        yaml.safe_dump(
+            [
+                "data=digits",
+                "model=mlp",
+                "trainer.max_epochs=2",
+                "init=zeros",
+                "activation=tanh",
+                "hydra.run.dir=/x",
+            ]
+        )
     )
     rows = [{"step": s, "depth": d, "stat": "act_std", "value": 1.0 + d} for s in (0, 5) for d in (1, 2)]
     saved = []
@@ -141,6 +150,7 @@ def test_layer_stats_figure_names_its_run(tmp_path, monkeypatch):
     plot_against_depth(tmp_path, rows)
     title = saved[0].axes[0].get_title()
     assert "act_std against depth" in title and "init=zeros activation=tanh" in title.replace("\n", " ")
+    assert "hydra" not in title  # where the run writes is not what it is
     _assert_nothing_clipped(saved[0])
 
 

@@ -9,8 +9,9 @@ from pathlib import Path
 import yaml
 
 from trainlab.callbacks.layer_stats.measure import STATS
+from trainlab.utils.overrides import parse_override
 
-# overrides that say where a run writes, not what it is
+# overrides that say where a run writes and what it shows, not what it is
 _PLUMBING = ("hydra.", "paths.", "callbacks.", "logger", "trainer.enable_")
 
 
@@ -19,7 +20,7 @@ def run_label(directory: Path) -> str:
     else its directory (`runs/2026-01-01_12-00-00_000000`)."""
     overrides_file = Path(directory) / ".hydra" / "overrides.yaml"
     overrides = (yaml.safe_load(overrides_file.read_text()) if overrides_file.is_file() else None) or []
-    shown = [o for o in overrides if not o.lstrip("+~").startswith(_PLUMBING)]
+    shown = [o for o in overrides if not parse_override(o).key.startswith(_PLUMBING)]
     directory = Path(directory).resolve()
     return " ".join(shown) or f"{directory.parent.name}/{directory.name}"
 
