@@ -51,10 +51,12 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     import lightning.pytorch as pl
     from hydra.utils import instantiate
 
+    from trainlab.run.console import quiet_library_output
     from trainlab.run.summary import RunSummary
     from trainlab.run.tracking import finish_loggers, hydra_overrides, run_dir
     from trainlab.utils.config import ConfigError, plain, require_values
 
+    quiet_library_output()
     output_dir = run_dir(cfg)
     summary = RunSummary(output_dir, cfg.get("seed"), hydra_overrides())
     loggers: list = []

@@ -38,9 +38,11 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     """
     from lightning.pytorch.utilities import rank_zero_only
 
+    from trainlab.run.console import end_of_run_lines, quiet_library_output
     from trainlab.run.summary import RunSummary
     from trainlab.run.tracking import finish_loggers, hydra_overrides, in_multirun, run_dir
 
+    quiet_library_output()
     output_dir = run_dir(cfg)
     summary = RunSummary(output_dir, cfg.get("seed"), hydra_overrides())
     resume_from = None
@@ -70,7 +72,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         stopped = error
     finally:
         finish_loggers(loggers, summary.data["status"])
-    log.info(f"Run {summary.data['status']}. Results: {output_dir} (summary.json, checkpoints/, csv/)")
+    for line in end_of_run_lines(summary.data, output_dir):
+        log.info(line)
     if stopped is not None:
         _stop(stopped)
     return summary.data

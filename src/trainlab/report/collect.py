@@ -95,6 +95,48 @@ def varied_axes(jobs: pd.DataFrame) -> list[str]:
     return [k for k in keys if jobs[k].nunique(dropna=False) > 1]
 
 
+def num_classes(job: Path) -> int | None:
+    """How many classes a job's classifier had, from what the job left: summary.json's
+    `num_classes` (when the run records it), the job's config (`data.classes=[...]`, a source's
+    `num_classes`), else the network hyperparameters in its last checkpoint (read memory-mapped,
+    weights only: no tensor is loaded). None when none of them tells."""
+    job = Path(job)
+    summary_path = job / "summary.json"
+    if summary_path.is_file():
+        value = read_summary(summary_path).get("num_classes")
+        if isinstance(value, int):
+            return value
+    config_path = job / ".hydra" / "config.yaml"
+    data = ((yaml.safe_load(config_path.read_text()) if config_path.is_file() else None) or {}).get(
+        "data"
+    ) or {}
+    if data.get("classes"):
+        return len(data["classes"])
+    if isinstance((data.get("source") or {}).get("num_classes"), int):
+        return data["source"]["num_classes"]
+    checkpoint = job / "checkpoints" / "last.ckpt"
+    if checkpoint.is_file():
+        import torch
+
+        try:
+            hparams = torch.load(checkpoint, map_location="cpu", weights_only=True, mmap=True)[
+                "hyper_parameters"
+            ]
+            return int(hparams["network"]["num_classes"])
+        except (KeyError, TypeError, ValueError, RuntimeError, OSError, EOFError):
+            return None
+    return None
+
+
+def chance_level(jobs: pd.DataFrame) -> float | None:
+    """1 / number of classes when the completed jobs that tell it agree on it, else None."""
+    done = jobs[jobs["status"] == "completed"] if len(jobs) else jobs
+    counts = {num_classes(Path(p)) for p in done.get("path", [])} - {None}
+    if len(counts) != 1 or min(counts) < 1:
+        return None
+    return 1 / counts.pop()
+
+
 def learning_curves(job: Path) -> pd.DataFrame | None:
     """The job's CSV metrics (`csv/metrics.csv`), one row per logged step; None if absent."""
     path = Path(job) / "csv" / "metrics.csv"

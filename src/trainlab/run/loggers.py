@@ -79,6 +79,10 @@ def wandb_logger(
     settings = wandb.Settings(
         console=console, x_disable_stats=not system_stats, x_stats_sampling_interval=stats_interval_s
     )
+    if offline and "WANDB_SILENT" not in os.environ:
+        # offline, W&B's banners (sync mode, `wandb leet`, the history sparklines) only repeat
+        # what the run's last lines say: where its files are and how to upload them
+        settings.silent = True
     logger = WandbLogger(offline=offline, settings=settings, **kwargs)
     if args is not None:
         with _command_line(args):
