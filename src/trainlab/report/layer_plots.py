@@ -18,6 +18,7 @@ matplotlib.use("Agg")  # files only: reports are written on servers with no disp
 import matplotlib.pyplot as plt
 import pandas as pd
 
+from trainlab.report.plots import option_colours
 from trainlab.report.tables import SEED_KEYS
 
 LAYER_STATS_FILE = "layer_stats.csv"
@@ -76,12 +77,6 @@ def depth_profiles(jobs: pd.DataFrame, axes: list[str], stat: str) -> pd.DataFra
     profiles["jobs"] = grouped["job"].nunique()
     profiles["steps"] = grouped["step"].agg(lambda s: ",".join(map(str, sorted(set(s)))))
     return profiles.reset_index()
-
-
-def option_colours(options: list[str]) -> dict[str, tuple]:
-    """The same colour for an option in every figure: matplotlib's tab10 in sorted option order."""
-    palette = plt.get_cmap("tab10").colors
-    return {option: palette[i % len(palette)] for i, option in enumerate(sorted(options))}
 
 
 def layer_figure(jobs: pd.DataFrame, axes: list[str], stat: str, path: Path) -> pd.DataFrame | None:
