@@ -79,3 +79,55 @@ def full_batch_losses(network, inputs, labels, optimizer, steps: int) -> list[fl
         optimizer.step()
         losses.append(loss.item())
     return losses
+
+
+def wandb_records(run_dir: Path) -> list:
+    """The records (wandb.proto.wandb_internal_pb2.Record) of the offline W&B runs under
+    `run_dir`/wandb, in order: what W&B would show once synced. The .wandb file is a LevelDB-style
+    log (the format of wandb's own datastore, which wandb>=0.19 no longer ships in Python): a
+    7-byte header `:W&B` + magic + version, then 32 KiB blocks of chunks, each `crc32, length,
+    type` (1 full, 2 first, 3 middle, 4 last) and the bytes of a serialised Record."""
+    import struct
+
+    from wandb.proto import wandb_internal_pb2
+
+    block, header = 32768, 7
+    records = []
+    for path in sorted(Path(run_dir).glob("wandb/offline-run-*/run-*.wandb")):
+        data = path.read_bytes()
+        ident, magic, _version = struct.unpack("<4sHB", data[:header])
+        assert (ident, magic) == (b":W&B", 0xBEE1), f"{path} is not a W&B run file"
+        position, pending = header, b""
+        while position + header <= len(data):
+            if block - position % block < header:  # a block's tail too short for a chunk header
+                position += block - position % block
+                continue
+            _crc, length, kind = struct.unpack("<IHB", data[position : position + header])
+            chunk = data[position + header : position + header + length]
+            position += header + length
+            if kind == 0:  # padding
+                continue
+            pending = chunk if kind in (1, 2) else pending + chunk
+            if kind in (1, 4):
+                record = wandb_internal_pb2.Record()
+                record.ParseFromString(pending)
+                records.append(record)
+    return records
+
+
+def wandb_history(run_dir: Path) -> list[dict]:
+    """The history rows (`run.log` calls) of the offline W&B runs under `run_dir`, as dicts of
+    key -> decoded JSON value (a nested key, e.g. a histogram's `bins`, as a nested dict)."""
+    rows = []
+    for record in wandb_records(run_dir):
+        if record.WhichOneof("record_type") != "history":
+            continue
+        row: dict = {}
+        for item in record.history.item:
+            keys = [item.key] if item.key else list(item.nested_key)
+            place = row
+            for key in keys[:-1]:
+                place = place.setdefault(key, {})
+            place[keys[-1]] = json.loads(item.value_json)
+        rows.append(row)
+    return rows

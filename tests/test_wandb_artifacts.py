@@ -1,0 +1,75 @@
+"""Checkpoints as W&B artifacts (logger.wandb.log_model), also offline; read from the .wandb files."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from trainlab.train import train
+from trainlab.utils.config import ConfigError
+
+from conftest import wandb_records
+
+TINY = [
+    "data=digits",
+    "model=mlp",
+    "model.depth=1",
+    "model.width=16",
+    "data.train_size=200",
+    "logger=wandb",
+    "logger.wandb.system_stats=false",
+    "logger.wandb.console=off",
+    "callbacks.layer_stats=null",
+    "callbacks.augment_preview=null",
+]
+
+
+def _artifacts(run_dir) -> list:
+    return [r.artifact for r in wandb_records(run_dir) if r.WhichOneof("record_type") == "artifact"]
+
+
+@pytest.mark.slow
+def test_log_model_offline_logs_best_and_last_with_what_they_hold(make_cfg, tmp_path):
+    summary = train(make_cfg(*TINY, "trainer.max_epochs=2", "logger.wandb.log_model=true"))
+    assert summary["status"] == "completed"
+    artifacts = _artifacts(tmp_path / "run")
+    by_role = {}
+    for artifact in artifacts:
+        metadata = json.loads(artifact.metadata)
+        by_role[metadata["checkpoint"]] = (artifact, metadata)
+    assert set(by_role) == {"best", "last"}
+    best, best_meta = by_role["best"]
+    last, last_meta = by_role["last"]
+    assert best.type == "model" and best.name.startswith("model-") and "best" in best.aliases
+    assert "last" in last.aliases and last_meta["filename"] == "last.ckpt"
+    # the metadata names the checkpoint the file holds: its own step, epoch and val/acc
+    best_file = torch.load(summary["best_checkpoint"], map_location="cpu", weights_only=True)
+    assert best_meta["step"] == best_file["global_step"] and best_meta["epoch"] == best_file["epoch"]
+    assert best_meta["monitor"] == "val/acc" and best_meta["filename"] == best_file_name(summary)
+    assert last_meta["step"] == summary["global_step"] and last_meta["epoch"] == 1
+    assert best_meta["val/acc"] == pytest.approx(max_val_acc(tmp_path / "run"), abs=1e-6)
+    assert last_meta["val/acc"] == pytest.approx(summary["metrics"]["val/acc"], abs=1e-6)
+
+
+def best_file_name(summary: dict) -> str:
+    return summary["best_checkpoint"].rsplit("/", 1)[-1]
+
+
+def max_val_acc(run_dir) -> float:
+    import pandas as pd
+
+    return float(pd.read_csv(run_dir / "csv" / "metrics.csv")["val/acc"].max())
+
+
+def test_without_log_model_no_artifact_is_logged(make_cfg, tmp_path):
+    train(make_cfg(*TINY, "trainer.max_epochs=1", "test=false"))
+    assert _artifacts(tmp_path / "run") == []
+
+
+def test_log_model_takes_only_false_true_or_all(make_cfg):
+    from trainlab.run.loggers import wandb_logger
+
+    with pytest.raises(ConfigError, match=r"logger\.wandb\.log_model='best'.*false, true or all"):
+        wandb_logger(offline=True, log_model="best")
