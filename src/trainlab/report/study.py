@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from trainlab.report.collect import STATUS_FAILED, load_jobs, varied_axes
+from trainlab.report.collect import STATUS_FAILED, load_jobs, typed_settings, varied_axes
 from trainlab.report.plots import write_plots
 from trainlab.report.tables import main_metric, markdown
-from trainlab.report.wandb_run import log_report_run
+from trainlab.report.wandb_run import log_report_run, wandb_destination
 
 log = logging.getLogger(__name__)
 
@@ -50,12 +50,13 @@ def write_report(multirun_dir: str | Path, log_to_wandb: bool = False) -> StudyR
 
 
 def _log_to_wandb(report: StudyReport) -> None:
-    """The table and plots as one W&B run (job_type `report`) in the multirun's group."""
-    table = report.jobs.drop(columns=["path"]).rename(columns=lambda c: c.removeprefix("metric:"))
+    """The table and plots as one W&B run (job_type `report`) in the multirun's group and the
+    W&B project (and entity) its jobs logged to; numeric settings and metrics stay numbers."""
+    table = typed_settings(report.jobs).drop(columns=["path"])
     log_report_run(
-        tables={"report/table": table.astype(str)},
+        tables={"report/table": table.rename(columns=lambda c: c.removeprefix("metric:"))},
         images={f"report/{path.stem}": path for path in report.files if path.suffix == ".png"},
-        project="trainlab",
+        **wandb_destination(Path(p) for p in report.jobs["path"]),
         group=f"{report.directory.parent.parent.name}-{report.directory.name}",
         dir=str(report.directory),
     )
