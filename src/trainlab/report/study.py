@@ -57,6 +57,25 @@ def _log_to_wandb(report: StudyReport) -> None:
         tables={"report/table": table.rename(columns=lambda c: c.removeprefix("metric:"))},
         images={f"report/{path.stem}": path for path in report.files if path.suffix == ".png"},
         **wandb_destination(Path(p) for p in report.jobs["path"]),
-        group=f"{report.directory.parent.parent.name}-{report.directory.name}",
+        group=study_group(report.directory),
         dir=str(report.directory),
     )
+
+
+def study_group(multirun_dir: Path) -> str:
+    """The W&B group of a multirun's jobs (trainlab.builders names it the same way):
+    `<task name>-<sweep dir name>`, from `logs/<task name>/multiruns/<sweep dir>`."""
+    directory = Path(multirun_dir).resolve()
+    return f"{directory.parent.parent.name}-{directory.name}"
+
+
+def write_workspace(report: StudyReport, save: bool) -> str:
+    """The study's W&B view (trainlab.report.workspace): saved when `save`, and described."""
+    from trainlab.report.workspace import describe, save_workspace, study_workspace
+
+    destination = wandb_destination(Path(p) for p in report.jobs["path"])
+    workspace = study_workspace(axes=report.axes, group=study_group(report.directory), **destination)
+    text = describe(workspace)
+    if save:
+        text += f"\nSaved: {save_workspace(workspace)}"
+    return text
