@@ -27,7 +27,9 @@ TINY = [
 
 
 def _artifacts(run_dir) -> list:
-    return [r.artifact for r in wandb_records(run_dir) if r.WhichOneof("record_type") == "artifact"]
+    """The checkpoint artifacts (W&B stores a logged table as an artifact too, of type run_table)."""
+    records = [r.artifact for r in wandb_records(run_dir) if r.WhichOneof("record_type") == "artifact"]
+    return [a for a in records if a.type == "model"]
 
 
 @pytest.mark.slow
@@ -42,7 +44,7 @@ def test_log_model_offline_logs_best_and_last_with_what_they_hold(make_cfg, tmp_
     assert set(by_role) == {"best", "last"}
     best, best_meta = by_role["best"]
     last, last_meta = by_role["last"]
-    assert best.type == "model" and best.name.startswith("model-") and "best" in best.aliases
+    assert best.name.startswith("model-") and "best" in best.aliases
     assert "last" in last.aliases and last_meta["filename"] == "last.ckpt"
     # the metadata names the checkpoint the file holds: its own step, epoch and val/acc
     best_file = torch.load(summary["best_checkpoint"], map_location="cpu", weights_only=True)
@@ -73,3 +75,13 @@ def test_log_model_takes_only_false_true_or_all(make_cfg):
 
     with pytest.raises(ConfigError, match=r"logger\.wandb\.log_model='best'.*false, true or all"):
         wandb_logger(offline=True, log_model="best")
+
+
+@pytest.mark.slow
+def test_log_model_all_logs_each_checkpoint_as_it_is_written(make_cfg, tmp_path):
+    summary = train(make_cfg(*TINY, "trainer.max_epochs=2", "logger.wandb.log_model=all", "test=false"))
+    metadata = [json.loads(a.metadata) for a in _artifacts(tmp_path / "run")]
+    last_steps = [m["step"] for m in metadata if m["checkpoint"] == "last"]
+    assert last_steps == [summary["global_step"] // 2, summary["global_step"]]  # one per epoch
+    assert [m["epoch"] for m in metadata if m["checkpoint"] == "last"] == [0, 1]
+    assert metadata[0]["checkpoint"] == "best" and metadata[0]["epoch"] == 0  # the first best, at once

@@ -101,6 +101,7 @@ class WandbLogger(lightning_wandb.WandbLogger):
         self._artifact_mode = log_model
         self._latest: dict[str, float] = {}  # the last logged value of every metric
         self._checkpoints: dict[str, dict[str, Any]] = {}  # path -> metadata, when it was written
+        self._checkpoint_callbacks_seen: dict[int, ModelCheckpoint] = {}
         self._artifact_logged: dict[str, float] = {}  # path -> mtime of the version logged
 
     @rank_zero_only
@@ -111,6 +112,7 @@ class WandbLogger(lightning_wandb.WandbLogger):
     def after_save_checkpoint(self, checkpoint_callback: ModelCheckpoint) -> None:
         if not self._artifact_mode:
             return
+        self._checkpoint_callbacks_seen[id(checkpoint_callback)] = checkpoint_callback
         for role, path in _checkpoint_roles(checkpoint_callback):
             if self._checkpoints.get(path, {}).get("mtime") != Path(path).stat().st_mtime:
                 self._checkpoints[path] = self._describe(role, path, checkpoint_callback)
@@ -145,8 +147,12 @@ class WandbLogger(lightning_wandb.WandbLogger):
     def _log_checkpoint_artifacts(self) -> None:
         import wandb
 
+        # only the files that are best or last now: a top-k file that was best once is not
+        current = {
+            path for cb in self._checkpoint_callbacks_seen.values() for _, path in _checkpoint_roles(cb)
+        }
         for path, metadata in self._checkpoints.items():
-            if not Path(path).is_file() or self._artifact_logged.get(path) == metadata["mtime"]:
+            if path not in current or self._artifact_logged.get(path) == metadata["mtime"]:
                 continue
             name = self._checkpoint_name or f"model-{self.experiment.id}"
             artifact = wandb.Artifact(
