@@ -44,7 +44,6 @@ def _hand_count(cfg, checkpoint: str) -> torch.Tensor:
     return counts
 
 
-@pytest.mark.slow
 def test_confusion_matrix_and_per_class_accuracy_match_a_hand_count(make_cfg, tmp_path):
     cfg = make_cfg(*TINY)
     summary = train(cfg)

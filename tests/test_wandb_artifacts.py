@@ -32,7 +32,6 @@ def _artifacts(run_dir) -> list:
     return [a for a in records if a.type == "model"]
 
 
-@pytest.mark.slow
 def test_log_model_offline_logs_best_and_last_with_what_they_hold(make_cfg, tmp_path):
     summary = train(make_cfg(*TINY, "trainer.max_epochs=2", "logger.wandb.log_model=true"))
     assert summary["status"] == "completed"
@@ -77,7 +76,6 @@ def test_log_model_takes_only_false_true_or_all(make_cfg):
         wandb_logger(offline=True, log_model="best")
 
 
-@pytest.mark.slow
 def test_log_model_all_logs_each_checkpoint_as_it_is_written(make_cfg, tmp_path):
     summary = train(make_cfg(*TINY, "trainer.max_epochs=2", "logger.wandb.log_model=all", "test=false"))
     metadata = [json.loads(a.metadata) for a in _artifacts(tmp_path / "run")]
