@@ -11,7 +11,7 @@ import torch
 from trainlab import builders
 from trainlab.train import train
 
-from conftest import read_summary, wandb_history
+from conftest import read_summary, wait_for_wandb_exit, wandb_history
 
 TINY = [
     "data=digits",
@@ -66,6 +66,7 @@ def test_confusion_matrix_and_per_class_accuracy_match_a_hand_count(make_cfg, tm
     # the per-class accuracies average, weighted by support, to the logged test accuracy
     assert summary["metrics"]["test/acc"] == pytest.approx(counts.diag().sum().item() / counts.sum().item())
 
+    wait_for_wandb_exit(run_dir)
     logged = {key: value for row in wandb_history(run_dir) for key, value in row.items()}
     assert (
         logged["test/per_class_acc"]["_type"] == "table-file" and logged["test/per_class_acc"]["nrows"] == 3

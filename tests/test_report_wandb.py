@@ -10,7 +10,7 @@ import yaml
 from trainlab.report.collect import DEFAULT, load_jobs, typed_settings
 from trainlab.report.study import write_report
 
-from conftest import wandb_history, wandb_records
+from conftest import wait_for_wandb_exit, wandb_history, wandb_records
 
 
 def job(root: Path, num: int, overrides: list[str], acc: float, project: str | None = "my-study") -> Path:
@@ -46,6 +46,7 @@ def test_report_run_has_a_typed_table_in_the_jobs_project(tmp_path):
     job(tmp_path, 1, ["init=orthogonal", "seed=2", "optimizer.lr=0.01"], 0.8)
     job(tmp_path, 2, ["init=orthogonal", "seed=3", "optimizer.lr=0.01"], 0.85, project=None)  # logger=csv
     write_report(tmp_path, log_to_wandb=True)
+    wait_for_wandb_exit(tmp_path)
 
     (run,) = [r.run for r in wandb_records(tmp_path) if r.WhichOneof("record_type") == "run"]
     assert run.project == "my-study" and run.job_type == "report"

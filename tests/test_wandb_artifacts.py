@@ -10,7 +10,7 @@ import torch
 from trainlab.train import train
 from trainlab.utils.config import ConfigError
 
-from conftest import wandb_records
+from conftest import wait_for_wandb_exit, wandb_records
 
 TINY = [
     "data=digits",
@@ -28,6 +28,7 @@ TINY = [
 
 def _artifacts(run_dir) -> list:
     """The checkpoint artifacts (W&B stores a logged table as an artifact too, of type run_table)."""
+    wait_for_wandb_exit(run_dir)
     records = [r.artifact for r in wandb_records(run_dir) if r.WhichOneof("record_type") == "artifact"]
     return [a for a in records if a.type == "model"]
 
