@@ -81,7 +81,7 @@ def full_batch_losses(network, inputs, labels, optimizer, steps: int) -> list[fl
     return losses
 
 
-def wandb_records(run_dir: Path) -> list:
+def _read_wandb_records(run_dir: Path) -> list:
     """The records of the offline W&B runs under `run_dir` (`<run_dir>/wandb/offline-run-*/*.wandb`),
     oldest first: what W&B would show once synced (run: name, group, config; environment: args;
     summary; history).
@@ -134,3 +134,31 @@ def wandb_history(run_dir: Path) -> list[dict]:
             place[keys[-1]] = json.loads(item.value_json)
         rows.append(row)
     return rows
+
+
+def wandb_records(run_dir: Path) -> list:
+    """`_read_wandb_records`, once every run under `run_dir` is closed (see wait_for_wandb_exit)."""
+    wait_for_wandb_exit(run_dir)
+    return _read_wandb_records(run_dir)
+
+
+def wait_for_wandb_exit(run_dir: Path, timeout: float = 30.0) -> None:
+    """Wait until every offline W&B run under `run_dir` has its closing `exit` record: W&B's
+    service writes the .wandb file on its own, and can still be writing when wandb.finish has
+    returned (a read then misses the last records or meets a half-written one)."""
+    import time
+
+    from google.protobuf.message import DecodeError
+
+    deadline = time.monotonic() + timeout
+    runs = len(list(Path(run_dir).glob("wandb/offline-run-*/run-*.wandb")))
+    while True:
+        try:
+            kinds = [r.WhichOneof("record_type") for r in _read_wandb_records(run_dir)]
+            if runs and kinds.count("exit") >= runs:
+                return
+        except DecodeError:  # a record still being written
+            pass
+        if time.monotonic() > deadline:
+            raise AssertionError(f"the W&B runs under {run_dir} were not closed within {timeout:g} s")
+        time.sleep(0.1)

@@ -8,7 +8,7 @@ from collections.abc import Mapping
 import torch
 import torch.nn.functional as F
 from torchmetrics import MeanMetric
-from torchmetrics.classification import MulticlassAccuracy
+from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
 
 from trainlab.models.study_module import StudyModule
 
@@ -41,6 +41,11 @@ class Classifier(StudyModule):
         self.train_acc = MulticlassAccuracy(num_classes, average="micro", validate_args=False)
         self.val_acc = MulticlassAccuracy(num_classes, average="micro", validate_args=False)
         self.test_acc = MulticlassAccuracy(num_classes, average="micro", validate_args=False)
+        # Per class at test time: counts (rows the true class, columns the predicted one) and each
+        # class's accuracy (recall). Computed and reported by trainlab.callbacks.confusion_matrix,
+        # which knows the class names; reset when a test starts.
+        self.test_confusion = MulticlassConfusionMatrix(num_classes, validate_args=False)
+        self.test_class_acc = MulticlassAccuracy(num_classes, average=None, validate_args=False)
         # the epoch's mean training loss, weighted by batch size ("disable": no NaN check, which
         # would read the loss back to the host every step; a NaN loss gives a NaN mean)
         self.train_loss = MeanMetric(nan_strategy="disable")
@@ -53,6 +58,9 @@ class Classifier(StudyModule):
         # metric would also compute each batch's own accuracy, and a Metric object passed to
         # self.log every step costs Lightning a walk over its state.
         getattr(self, f"{stage}_acc").update(logits, labels)
+        if stage == "test":
+            self.test_confusion.update(logits, labels)
+            self.test_class_acc.update(logits, labels)
         if stage != "train":
             self.log(f"{stage}/loss", loss, on_epoch=True, prog_bar=True)
             return loss
@@ -95,6 +103,10 @@ class Classifier(StudyModule):
 
     def on_validation_epoch_end(self) -> None:
         self._log_epoch("val")
+
+    def on_test_epoch_start(self) -> None:
+        self.test_confusion.reset()
+        self.test_class_acc.reset()
 
     def on_test_epoch_end(self) -> None:
         self._log_epoch("test")

@@ -1,4 +1,6 @@
-"""`python -m trainlab.report <multirun dir> [--wandb]`: write the study report of a multirun."""
+"""`python -m trainlab.report <multirun dir> [--wandb] [--wandb-workspace]`: write the study
+report of a multirun; --wandb also logs it as a W&B run, --wandb-workspace saves a W&B view of the
+study (offline: prints the view it would save)."""
 
 from __future__ import annotations
 
@@ -6,13 +8,19 @@ import argparse
 import logging
 import sys
 
-from trainlab.report.study import write_report
+from trainlab.report.study import write_report, write_workspace
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m trainlab.report", description=__doc__)
     parser.add_argument("multirun_dir", help="a multirun directory, e.g. logs/train/multiruns/<timestamp>")
     parser.add_argument("--wandb", action="store_true", help="also log the table and plots to W&B")
+    parser.add_argument(
+        "--wandb-workspace",
+        action="store_true",
+        help="save a W&B view of the study: runs grouped by the study axes, accuracy, parallel "
+        "coordinates, layer statistics (offline: print what it would save)",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
@@ -22,6 +30,19 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     for path in report.files:
         print(path)
+    if args.wandb_workspace:
+        from trainlab.run.loggers import wandb_logged_in
+
+        online = wandb_logged_in()
+        try:
+            print(write_workspace(report, save=online))
+        except ImportError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 2
+        if not online:
+            print(
+                "Offline (WANDB_MODE=offline or not logged in): nothing saved; `wandb login` and re-run to save it."
+            )
     return 0
 
 

@@ -84,15 +84,37 @@ def load_jobs(multirun_dir: Path) -> pd.DataFrame:
         rows.append(row)
     jobs = pd.DataFrame(rows)
     # a key that some jobs did not override kept its config default there
-    settings = [c for c in jobs.columns if c not in FIXED_COLUMNS and not c.startswith("metric:")]
+    settings = setting_columns(jobs)
     jobs[settings] = jobs[settings].fillna(DEFAULT).astype(str)
     return jobs
 
 
+def setting_columns(jobs: pd.DataFrame) -> list[str]:
+    return [c for c in jobs.columns if c not in FIXED_COLUMNS and not c.startswith("metric:")]
+
+
+def typed_settings(jobs: pd.DataFrame) -> pd.DataFrame:
+    """The jobs with each setting whose values are all numbers (seed, optimizer.lr) as numbers, and
+    None where a job kept the default; option names (init=kaiming_normal), flags and lists stay
+    strings. `load_jobs` keeps every setting a string for grouping and the text report; a table
+    that sorts and plots (W&B's) needs the numbers."""
+    typed = jobs.copy()
+    for column in setting_columns(jobs):
+        given = jobs[column][jobs[column] != DEFAULT]
+        numbers = pd.to_numeric(given, errors="coerce")
+        if not len(given) or numbers.isna().any():
+            continue
+        whole = given.str.fullmatch(r"[+-]?\d+").all()
+        values = [
+            None if value == DEFAULT else int(value) if whole else float(value) for value in jobs[column]
+        ]
+        typed[column] = pd.Series(values, index=jobs.index, dtype=object)  # object: ints stay ints
+    return typed
+
+
 def varied_axes(jobs: pd.DataFrame) -> list[str]:
     """Overridden keys whose value differs between jobs (the study's axes), seed included."""
-    keys = [c for c in jobs.columns if c not in FIXED_COLUMNS and not c.startswith("metric:")]
-    return [k for k in keys if jobs[k].nunique(dropna=False) > 1]
+    return [k for k in setting_columns(jobs) if jobs[k].nunique(dropna=False) > 1]
 
 
 def num_classes(job: Path) -> int | None:

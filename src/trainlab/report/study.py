@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from trainlab.report.collect import STATUS_FAILED, load_jobs, varied_axes
+from trainlab.report.collect import STATUS_FAILED, load_jobs, typed_settings, varied_axes
 from trainlab.report.layer_plots import markdown_section, write_layer_plots
 from trainlab.report.plots import write_plots
 from trainlab.report.tables import main_metric, markdown
-from trainlab.report.wandb_run import log_report_run
+from trainlab.report.wandb_run import log_report_run, wandb_destination
 
 log = logging.getLogger(__name__)
 
@@ -55,12 +55,45 @@ def write_report(multirun_dir: str | Path, log_to_wandb: bool = False) -> StudyR
 
 
 def _log_to_wandb(report: StudyReport) -> None:
-    """The table and plots as one W&B run (job_type `report`) in the multirun's group."""
-    table = report.jobs.drop(columns=["path"]).rename(columns=lambda c: c.removeprefix("metric:"))
+    """The table and plots as one W&B run (job_type `report`) in the multirun's group and the
+    W&B project (and entity) its jobs logged to; numeric settings and metrics stay numbers."""
+    table = typed_settings(report.jobs).drop(columns=["path"])
     log_report_run(
-        tables={"report/table": table.astype(str)},
+        tables={"report/table": table.rename(columns=lambda c: c.removeprefix("metric:"))},
         images={f"report/{path.stem}": path for path in report.files if path.suffix == ".png"},
-        project="trainlab",
-        group=f"{report.directory.parent.parent.name}-{report.directory.name}",
+        **wandb_destination(Path(p) for p in report.jobs["path"]),
+        group=study_group(report.directory, report.jobs),
         dir=str(report.directory),
     )
+
+
+def study_group(multirun_dir: Path, jobs: pd.DataFrame) -> str:
+    """The W&B group of a multirun's jobs, named as trainlab.run.naming names it when they run:
+    `<experiment or task>-<time>`, the experiment and task read from a job's Hydra files."""
+    import yaml
+
+    from trainlab.run.naming import group_name
+
+    study = Path(multirun_dir).resolve().parent.parent.name  # logs/<task>/multiruns/<time>
+    for job in jobs.get("path", []):
+        hydra_file, config_file = Path(job) / ".hydra" / "hydra.yaml", Path(job) / ".hydra" / "config.yaml"
+        if hydra_file.is_file() and config_file.is_file():
+            choices = (yaml.safe_load(hydra_file.read_text()) or {}).get("hydra", {}).get("runtime", {})
+            experiment = (choices.get("choices") or {}).get("experiment")
+            study = experiment or (yaml.safe_load(config_file.read_text()) or {}).get("task_name") or study
+            break
+    return group_name(str(study), Path(multirun_dir).resolve().name)
+
+
+def write_workspace(report: StudyReport, save: bool) -> str:
+    """The study's W&B view (trainlab.report.workspace): saved when `save`, and described."""
+    from trainlab.report.workspace import describe, save_workspace, study_workspace
+
+    destination = wandb_destination(Path(p) for p in report.jobs["path"])
+    workspace = study_workspace(
+        axes=report.axes, group=study_group(report.directory, report.jobs), **destination
+    )
+    text = describe(workspace)
+    if save:
+        text += f"\nSaved: {save_workspace(workspace)}"
+    return text

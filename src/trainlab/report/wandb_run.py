@@ -2,10 +2,46 @@
 
 from __future__ import annotations
 
+import logging
+from collections import Counter
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
+from omegaconf import OmegaConf
+
+log = logging.getLogger(__name__)
+
+# Where a report goes when no job says (e.g. every job ran with logger=csv): the config's default.
+DEFAULT_PROJECT = "trainlab"
+
+
+def wandb_destination(jobs: Iterable[Path]) -> dict[str, str | None]:
+    """The W&B `project` and `entity` the jobs logged to (`logger.wandb.*` in each job's
+    .hydra/config.yaml), so that a study's report lands next to its runs. Jobs that disagree:
+    the most common, with a warning; none with a W&B logger: project `trainlab`."""
+    found = []
+    for job in jobs:
+        path = Path(job) / ".hydra" / "config.yaml"
+        if not path.is_file():
+            continue
+        wandb_cfg = OmegaConf.select(OmegaConf.load(path), "logger.wandb", default=None)
+        if wandb_cfg is None:
+            continue
+        try:
+            found.append((wandb_cfg.get("project"), wandb_cfg.get("entity")))
+        except Exception:  # an interpolation only Hydra's run could resolve: not this job's answer
+            continue
+    counts = Counter(place for place in found if place[0])
+    if not counts:
+        return {"project": DEFAULT_PROJECT, "entity": None}
+    (project, entity), _ = counts.most_common(1)[0]
+    if len(counts) > 1:
+        log.warning(
+            f"The jobs logged to several W&B projects ({sorted(counts)}); the report goes to {project}."
+        )
+    return {"project": project, "entity": entity}
 
 
 def log_report_run(

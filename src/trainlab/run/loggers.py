@@ -10,13 +10,18 @@ import sys
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any, Literal
 from urllib.parse import urlparse
 
-from lightning.pytorch.loggers import CSVLogger, WandbLogger
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.loggers import CSVLogger
+from lightning.pytorch.loggers import wandb as lightning_wandb
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 from lightning.pytorch.loggers.logger import rank_zero_experiment
+from lightning.pytorch.utilities import rank_zero_only
 
 from trainlab.utils import network
+from trainlab.utils.config import ConfigError
 from trainlab.utils.network import host_reachable
 
 log = logging.getLogger(__name__)
@@ -61,9 +66,10 @@ def wandb_logger(
     system_stats: bool = True,
     stats_interval_s: float = 15.0,
     args: list[str] | None = None,
+    log_model: bool | Literal["all"] = False,
     **kwargs,
 ) -> WandbLogger:
-    """Lightning's WandbLogger; `offline=None` picks offline unless `wandb_logged_in()`.
+    """trainlab's WandbLogger; `offline=None` picks offline unless `wandb_logged_in()`.
 
     console: W&B's capture of the terminal output (`auto`, `wrap`, `redirect` or `off`).
     system_stats: sample CPU/GPU/memory use every `stats_interval_s` seconds in W&B's own
@@ -71,9 +77,12 @@ def wandb_logger(
     args: the run's command-line arguments as W&B records them (its "Command"); given, the
     W&B run starts here, so that it records these; None: it starts when first used, and
     records the process's own.
+    log_model: the best and last checkpoints as W&B artifacts (see `WandbLogger`).
     """
     import wandb
 
+    if log_model not in (False, True, "all"):
+        raise ConfigError(f"logger.wandb.log_model={log_model!r}: choose false, true or all.")
     if offline is None:
         offline = not wandb_logged_in()
     settings = wandb.Settings(
@@ -83,7 +92,7 @@ def wandb_logger(
         # offline, W&B's banners (sync mode, `wandb leet`, the history sparklines) only repeat
         # what the run's last lines say: where its files are and how to upload them
         settings.silent = True
-    logger = WandbLogger(offline=offline, settings=settings, **kwargs)
+    logger = WandbLogger(offline=offline, settings=settings, log_model=log_model, **kwargs)
     if args is not None:
         with _command_line(args):
             logger.experiment  # noqa: B018  (starts the run; a no-op on ranks other than 0)
@@ -111,6 +120,109 @@ def summarise_best(logger: WandbLogger, best: Mapping[str, str]) -> None:
         logger.experiment.define_metric(
             metric, step_metric="trainer/global_step", step_sync=True, summary=f"{mode},last"
         )
+
+
+class WandbLogger(lightning_wandb.WandbLogger):
+    """Lightning's WandbLogger, whose checkpoint artifacts also work offline and say which
+    checkpoint they hold.
+
+    log_model=True logs the best checkpoint (the monitored one, alias `best`) and the last one
+    (alias `last`) when training ends; `all` logs each as it is written. Lightning's own
+    log_model refuses offline runs, but an offline run keeps its artifacts with the run and
+    `wandb sync` uploads them, so here it works in both modes. Each artifact (`model-<run id>`,
+    type `model`) carries metadata: `checkpoint` (best or last), `step`, `epoch`, `filename`,
+    `monitor` and the monitored value under its own name (e.g. `val/acc`).
+    """
+
+    def __init__(self, *args: Any, log_model: bool | Literal["all"] = False, **kwargs: Any) -> None:
+        super().__init__(*args, log_model=False, **kwargs)  # Lightning's scan is replaced below
+        self._artifact_mode = log_model
+        self._latest: dict[str, float] = {}  # the last logged value of every metric
+        self._checkpoints: dict[str, dict[str, Any]] = {}  # path -> metadata, when it was written
+        self._checkpoint_callbacks_seen: dict[int, ModelCheckpoint] = {}
+        self._artifact_logged: dict[str, float] = {}  # path -> mtime of the version logged
+
+    @rank_zero_only
+    def log_metrics(self, metrics: dict[str, Any], step: int | None = None) -> None:
+        super().log_metrics(metrics, step)
+        self._latest.update({k: float(v) for k, v in metrics.items() if _is_number(v)})
+
+    def after_save_checkpoint(self, checkpoint_callback: ModelCheckpoint) -> None:
+        if not self._artifact_mode:
+            return
+        self._checkpoint_callbacks_seen[id(checkpoint_callback)] = checkpoint_callback
+        for role, path in _checkpoint_roles(checkpoint_callback):
+            if self._checkpoints.get(path, {}).get("mtime") != Path(path).stat().st_mtime:
+                self._checkpoints[path] = self._describe(role, path, checkpoint_callback)
+        if self._artifact_mode == "all":
+            self._log_checkpoint_artifacts()
+
+    @rank_zero_only
+    def finalize(self, status: str) -> None:
+        if status == "success" and self._artifact_mode and self._experiment is not None:
+            self._log_checkpoint_artifacts()
+
+    def _describe(self, role: str, path: str, callback: ModelCheckpoint) -> dict[str, Any]:
+        """What an artifact says about the checkpoint at `path`, read right after it was written:
+        step and epoch from the file, the monitored value from the callback (best) or the last
+        value logged before the save (last)."""
+        import torch
+
+        state = torch.load(path, map_location="cpu", mmap=True, weights_only=True)
+        metadata: dict[str, Any] = {
+            "checkpoint": role,
+            "step": int(state.get("global_step", 0)),
+            "epoch": int(state.get("epoch", 0)),
+            "filename": Path(path).name,
+            "mtime": Path(path).stat().st_mtime,
+        }
+        monitor = callback.monitor or _monitor_of_best(self._checkpoints)
+        if monitor:
+            score = callback.best_model_score if role == "best" else self._latest.get(monitor)
+            metadata.update(monitor=monitor, **{monitor: float(score) if score is not None else None})
+        return metadata
+
+    def _log_checkpoint_artifacts(self) -> None:
+        import wandb
+
+        # only the files that are best or last now: a top-k file that was best once is not
+        current = {
+            path for cb in self._checkpoint_callbacks_seen.values() for _, path in _checkpoint_roles(cb)
+        }
+        for path, metadata in self._checkpoints.items():
+            if path not in current or self._artifact_logged.get(path) == metadata["mtime"]:
+                continue
+            name = self._checkpoint_name or f"model-{self.experiment.id}"
+            artifact = wandb.Artifact(
+                name=name, type="model", metadata={k: v for k, v in metadata.items() if k != "mtime"}
+            )
+            artifact.add_file(path, name="model.ckpt", policy=self.add_file_policy)
+            self.experiment.log_artifact(artifact, aliases=[metadata["checkpoint"]])
+            self._artifact_logged[path] = metadata["mtime"]
+
+
+def _is_number(value: Any) -> bool:
+    try:
+        float(value)
+    except (TypeError, ValueError):
+        return False
+    return not isinstance(value, str)
+
+
+def _checkpoint_roles(callback: ModelCheckpoint) -> list[tuple[str, str]]:
+    """(`best` or `last`, path) of the files a ModelCheckpoint keeps: its monitored best, its
+    last.ckpt (save_last), or, for a callback without a monitor, the file it rewrites."""
+    roles = []
+    if callback.monitor and callback.best_model_path:
+        roles.append(("best", callback.best_model_path))
+    last = callback.last_model_path or ("" if callback.monitor else callback.best_model_path)
+    if last:
+        roles.append(("last", last))
+    return [(role, path) for role, path in roles if Path(path).is_file()]
+
+
+def _monitor_of_best(checkpoints: dict[str, dict[str, Any]]) -> str | None:
+    return next((m["monitor"] for m in checkpoints.values() if m.get("monitor")), None)
 
 
 class _AppendingWriter(ExperimentWriter):

@@ -49,9 +49,13 @@ def run_group(cfg: DictConfig) -> str | None:
     the user named (`hydra.sweep.dir=studies/relu` groups as `<experiment>-relu`)."""
     if not in_multirun():
         return None
-    directory = Path(HydraConfig.get().sweep.dir).name
-    match = _TIMESTAMP.match(directory)
-    return f"{study_name(cfg)}-{match.group(1) if match else directory}"
+    return group_name(study_name(cfg), Path(HydraConfig.get().sweep.dir).name)
+
+
+def group_name(study: str, sweep_directory: str) -> str:
+    """`<study>-<time>` from the sweep directory's name (the study report finds its runs by it)."""
+    match = _TIMESTAMP.match(sweep_directory)
+    return f"{study}-{match.group(1) if match else sweep_directory}"
 
 
 def swept_keys() -> set[str] | None:
