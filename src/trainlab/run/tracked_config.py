@@ -74,7 +74,9 @@ def tracked_config(cfg: DictConfig) -> dict[str, Any]:
             # A group's `_target_` is what its option name already says; a node that is no
             # group's option (`module`) keeps it: it names the code that runs.
             value = _knobs(value, drop=_PLUMBING_KNOBS.get(key, set()), keep_target=key not in choices)
-            if value.get("name") == choices.get(key):  # augment.name, transfer.name: the option again
+            if "name" in value and value["name"] == choices.get(
+                key
+            ):  # augment.name, transfer.name: the option again
                 value.pop("name")
         if value is not None and value != {}:  # `module: null`, `activation: {}`: nothing to compare
             hparams[key] = value
