@@ -41,6 +41,16 @@ def _clear_hydra():
     GlobalHydra.instance().clear()
 
 
+@pytest.fixture(autouse=True)
+def _finish_wandb():
+    """No W&B run outlives its test: Lightning's WandbLogger joins a run already in progress, so a
+    run left open (a test that only builds loggers) would take the next test's records."""
+    yield
+    wandb = sys.modules.get("wandb")
+    if wandb is not None and getattr(wandb, "run", None) is not None:
+        wandb.finish()
+
+
 @pytest.fixture
 def make_cfg(tmp_path: Path) -> Callable[..., DictConfig]:
     """make_cfg(*overrides, run="run") composes `train` with the overrides into tmp_path/run."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import sys
 from pathlib import Path
 
 from hydra.core.hydra_config import HydraConfig
@@ -26,16 +28,15 @@ def hydra_overrides() -> list[str]:
 
 def finish_loggers(loggers: list, status: str) -> None:
     """Close every logger; a W&B run is finished with a non-zero exit code unless it completed,
-    so that the next job of a multirun starts a fresh W&B run."""
+    so that the next job of a multirun starts a fresh W&B run. A W&B run started for a logger
+    that never reached `loggers` (building the next one failed) is finished too: Lightning's
+    WandbLogger would otherwise join it in the next job and mix the two jobs' records."""
     for logger in loggers:
-        try:
-            if type(logger).__name__ == "WandbLogger":
-                import wandb
-
-                if wandb.run is not None:
-                    wandb.run.summary["status"] = status
-                    wandb.finish(exit_code=0 if status == "completed" else 1)
-            else:
+        if type(logger).__name__ != "WandbLogger":
+            with contextlib.suppress(Exception):  # closing a tracker must never hide the run's outcome
                 logger.finalize(status if status in ("success", "failed") else "success")
-        except Exception:  # closing a tracker must never hide the run's own outcome
-            pass
+    wandb = sys.modules.get("wandb")  # imported only where a W&B logger was built
+    if wandb is not None and getattr(wandb, "run", None) is not None:
+        with contextlib.suppress(Exception):
+            wandb.run.summary["status"] = status
+            wandb.finish(exit_code=0 if status == "completed" else 1)
