@@ -111,11 +111,12 @@ def test_a_run_prints_each_line_once_and_ends_with_its_result(tmp_path):
     assert "CONFIG" not in output  # the tree is saved, not printed
     assert "checkpoints" in (tmp_path / "run" / "config_tree.log").read_text()
     assert re.search(
-        r"^Run completed: test/acc [0-9.]+ \(val/acc [0-9.]+ at the last epoch\)$", "\n".join(messages), re.M
+        r"^Run completed: test/acc [0-9.]+ \(best val/acc [0-9.]+ at epoch \d+\)$", "\n".join(messages), re.M
     )
     files = next(m for m in messages if m.startswith("Files in "))
     assert files.endswith(
-        "summary.json, checkpoints/, config_tree.log, csv/, layer_stats.csv, layer_stats_*.png (9), train.log"
+        "summary.json, checkpoints/, config_tree.log, confusion_matrix.csv, csv/, layer_stats.csv, "
+        "layer_stats_*.png (9), per_class_acc.csv, train.log"
     )
 
 

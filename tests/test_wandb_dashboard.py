@@ -33,7 +33,12 @@ def _wandb_view(job: Path) -> dict:
             view.update(name=run.display_name, group=run.run_group, job_type=run.job_type)
         if kind in ("run", "config"):
             updates = (record.run.config if kind == "run" else record.config).update
-            view["config"].update({u.key: json.loads(u.value_json) for u in updates})
+            for update in updates:  # a nested key (W&B's own `_wandb.visualize...`) under its first part
+                keys = [update.key] if update.key else list(update.nested_key)
+                place = view["config"]
+                for key in keys[:-1]:
+                    place = place.setdefault(key, {})
+                place[keys[-1]] = json.loads(update.value_json)
         if kind == "environment" and record.environment.args:
             view["args"] = list(record.environment.args)
         if kind == "summary":
