@@ -19,6 +19,26 @@ def width_multiplier(activation: nn.Module) -> int:
     return int(getattr(activation, "width_multiplier", 1))
 
 
+def check_dropout(probability: float) -> float:
+    """model.dropout must be a drop probability in [0, 1) (1 would drop every unit)."""
+    if isinstance(probability, bool) or not isinstance(probability, int | float) or not 0 <= probability < 1:
+        raise ValueError(f"model.dropout={probability!r} must be a probability in [0, 1) (0 = no dropout).")
+    return float(probability)
+
+
+def dropout_layer(probability: float, spatial: bool) -> list[nn.Module]:
+    """No module at all for 0 (so a network without dropout keeps its exact layout), else
+    `nn.Dropout2d` for feature maps or `nn.Dropout` for vectors.
+
+    Dropout2d drops whole channels: neighbouring pixels of a feature map are strongly
+    correlated, so dropping single pixels barely removes information and regularises little
+    (Tompson et al. 2015, "Efficient object localization using convolutional networks").
+    """
+    if check_dropout(probability) == 0:
+        return []
+    return [nn.Dropout2d(probability) if spatial else nn.Dropout(probability)]
+
+
 def layer_block(
     make_layer: Callable[[int, bool], nn.Module],
     out_features: int,
@@ -26,8 +46,10 @@ def layer_block(
     activation: Callable[[], nn.Module],
     position: Position,
     spatial: bool,
+    dropout: float = 0.0,
 ) -> nn.Sequential:
-    """`layer -> norm -> act` (pre_act, as Ioffe & Szegedy recommend) or `layer -> act -> norm`.
+    """`layer -> norm -> act` (pre_act, as Ioffe & Szegedy recommend) or `layer -> act -> norm`,
+    then dropout with probability `dropout` where it is > 0 (see `dropout_layer`).
 
     `make_layer(out_features, bias)` builds the weight layer. A bias right before a norm
     that subtracts each channel's mean is cancelled by it, so it is dropped there.
@@ -42,4 +64,5 @@ def layer_block(
     else:
         norm_layer = norm(out_features, spatial)
         layers = [make_layer(out_features * pieces, True), act, norm_layer]
-    return nn.Sequential(*(layer for layer in layers if not isinstance(layer, nn.Identity)))
+    layers = [layer for layer in layers if not isinstance(layer, nn.Identity)]
+    return nn.Sequential(*layers, *dropout_layer(dropout, spatial))

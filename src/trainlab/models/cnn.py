@@ -14,7 +14,8 @@ from trainlab.transfer.stages import Split, blocks_and_head
 
 class CNN(nn.Module):
     """Block i has `width * 2**i` channels; max-pooling after each block while the map is >= 2
-    pixels; global average pooling and a linear head, so any input size works."""
+    pixels; global average pooling and a linear head, so any input size works. With `dropout` > 0
+    every conv block ends in channel-wise dropout (`blocks.dropout_layer`)."""
 
     def __init__(
         self,
@@ -26,6 +27,7 @@ class CNN(nn.Module):
         width: int = 32,
         convs_per_block: int = 2,
         position: Position = "pre_act",
+        dropout: float = 0.0,
     ) -> None:
         super().__init__()
         if depth < 1 or width < 1 or convs_per_block < 1:
@@ -40,7 +42,7 @@ class CNN(nn.Module):
             for _ in range(convs_per_block):
                 in_channels = channels
                 conv = lambda out, bias, c=in_channels: nn.Conv2d(c, out, 3, padding=1, bias=bias)  # noqa: E731
-                blocks.append(layer_block(conv, out_channels, norm, activation, position, spatial=True))
+                blocks.append(layer_block(conv, out_channels, norm, activation, position, True, dropout))
                 channels = out_channels
             if height >= 2:
                 blocks.append(nn.MaxPool2d(2))

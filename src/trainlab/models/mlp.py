@@ -1,4 +1,5 @@
-"""A plain multi-layer perceptron: flatten, `depth` hidden blocks of `width` units, a linear head."""
+"""A plain multi-layer perceptron: flatten, `depth` hidden blocks of `width` units (each optionally
+followed by dropout), a linear head."""
 
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ class MLP(nn.Module):
         depth: int = 2,
         width: int = 256,
         position: Position = "pre_act",
+        dropout: float = 0.0,
     ) -> None:
         super().__init__()
         if depth < 0 or width < 1:
@@ -41,6 +43,7 @@ class MLP(nn.Module):
                     activation,
                     position,
                     spatial=False,
+                    dropout=dropout,
                 )
             )
             features = width

@@ -9,7 +9,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from trainlab.models.blocks import POSITIONS, Position, layer_block, width_multiplier
+from trainlab.models.blocks import POSITIONS, Position, dropout_layer, layer_block, width_multiplier
 from trainlab.models.traits import removes_channel_mean
 from trainlab.norm.factories import NormFactory
 from trainlab.transfer.stages import Split, blocks_and_head
@@ -21,6 +21,10 @@ def conv3x3(in_channels: int, out_channels: int, stride: int = 1, bias: bool = F
 
 class ResidualBlock(nn.Module):
     """out = shortcut(x) + F(x), F = conv3x3 -> norm, act (in `position` order) -> conv3x3 -> norm.
+
+    With `dropout` > 0, channel-wise dropout sits between the two convs of F, where Zagoruyko &
+    Komodakis ("Wide residual networks", 2016) put it: the identity path is never dropped. With 0
+    there is no dropout module, so the layout (and checkpoints) are those of a block without it.
 
     The shortcut is the identity, or a 1x1 conv (+ norm) where the block changes size or width.
     There is no activation after the addition: the identity path stays clean as in He et al.'s
@@ -41,6 +45,7 @@ class ResidualBlock(nn.Module):
         norm: NormFactory,
         activation: Callable[[], nn.Module],
         position: Position = "pre_act",
+        dropout: float = 0.0,
     ) -> None:
         super().__init__()
         if position not in POSITIONS:
@@ -58,6 +63,8 @@ class ResidualBlock(nn.Module):
             self.norm1, self.act = norm1, act
         else:
             self.act, self.norm1 = act, norm1
+        # a plain None, not a module, at 0: the block's modules stay those of a block without dropout
+        self.dropout = next(iter(dropout_layer(dropout, spatial=True)), None)
         self.conv2 = conv3x3(out_channels, out_channels, bias=not cancels_bias)
         self.norm2 = norm2
         if stride != 1 or in_channels != out_channels:
@@ -84,6 +91,8 @@ class ResidualBlock(nn.Module):
         out = self.conv1(x)
         # pre_act: conv -> norm -> act; post_act: conv -> act -> norm
         out = self.act(self.norm1(out) + bias1b) if self.pre_act else self.norm1(self.act(out + bias1b))
+        if self.dropout is not None:
+            out = self.dropout(out)
         out = self.norm2(self.conv2(out + bias2a))
         return self.shortcut(x) + out * self.fixup_scale + bias2b
 
@@ -96,7 +105,8 @@ class ResNet(nn.Module):
 
     `position` orders norm and activation (pre_act: conv -> norm -> act; post_act: conv -> act ->
     norm) in the stem and in each branch. `blocks` holds the stem and the residual blocks in
-    order (layer-wise pretraining trains them one by one).
+    order (layer-wise pretraining trains them one by one). `dropout` > 0 adds channel-wise
+    dropout inside each residual branch (see ResidualBlock); the stem has none.
     """
 
     def __init__(
@@ -109,6 +119,7 @@ class ResNet(nn.Module):
         width: int = 16,
         stages: int = 3,
         position: Position = "pre_act",
+        dropout: float = 0.0,
     ) -> None:
         super().__init__()
         if depth < 1 or width < 1 or stages < 1:
@@ -129,7 +140,7 @@ class ResNet(nn.Module):
                 stride = 2 if s > 0 and b == 0 and height >= 2 else 1
                 height = (height + 1) // 2 if stride == 2 else height
                 blocks[f"stage{s + 1}_block{b + 1}"] = ResidualBlock(
-                    channels, out_channels, stride, norm, activation, position
+                    channels, out_channels, stride, norm, activation, position, dropout
                 )
                 channels = out_channels
         self.blocks = nn.Sequential(blocks)
