@@ -15,7 +15,8 @@ from trainlab.transfer.stages import Split, blocks_and_head
 class CNN(nn.Module):
     """Block i has `width * 2**i` channels; max-pooling after each block while the map is >= 2
     pixels; global average pooling and a linear head, so any input size works. With `dropout` > 0
-    every conv block ends in channel-wise dropout (`blocks.dropout_layer`)."""
+    each convolution (with its norm and activation) is followed by channel-wise dropout
+    (`blocks.dropout_layer`)."""
 
     def __init__(
         self,
