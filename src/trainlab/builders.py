@@ -183,7 +183,12 @@ def build_model(cfg: DictConfig, datamodule: ImageDataModule) -> tuple[pl.Lightn
     }
     module = cfg.get("module")
     # _recursive_=False: the network, optimizer and schedule are built by the module itself
-    model = instantiate(module, **arguments, _recursive_=False) if module else Classifier(**arguments)
+    if module:
+        model = instantiate(module, **arguments, _recursive_=False)
+    else:  # the loss and the mixing of training batches are the Classifier's
+        model = Classifier(
+            **arguments, loss=plain(cfg.get("loss")) or None, mix=plain(cfg.get("mix")) or None
+        )
     init_stats = apply_init(model.net, cfg.init, datamodule)
     loaded = None
     if not cfg.get("ckpt_path"):  # after init: the weights replace it where they exist
