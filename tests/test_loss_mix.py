@@ -123,3 +123,13 @@ def test_a_run_mixes_training_batches_only_and_trains(make_cfg, monkeypatch, opt
     # mixed (a CutMix box drawn with lambda near 1 may be empty on 8x8 digits: not every batch)
     assert any(not torch.equal(loaded, seen) for loaded, seen in recorder.train)
     assert all(torch.equal(loaded, seen) for loaded, seen in recorder.val)  # untouched
+
+
+def test_loss_and_mix_settings_are_checked_before_training(make_cfg):
+    from trainlab.builders import check_config
+    from trainlab.utils.config import ConfigError
+
+    with pytest.raises(ConfigError, match="loss.*label_smothing"):
+        check_config(make_cfg(*TINY_MLP, "+loss.label_smothing=0.1"))
+    with pytest.raises(ConfigError, match="mix=none"):
+        check_config(make_cfg("experiment=noise_as_l2", "mix=mixup"))
