@@ -97,7 +97,7 @@ class RecordBatches(pl.Callback):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("option", ["mixup", "cutmix"])
-def test_a_run_mixes_training_batches_only_and_trains(make_cfg, monkeypatch, option):
+def test_a_run_mixes_training_batches_only_and_trains(make_cfg, tmp_path, monkeypatch, option):
     import trainlab.builders as builders
 
     recorder = RecordBatches()
@@ -113,10 +113,15 @@ def test_a_run_mixes_training_batches_only_and_trains(make_cfg, monkeypatch, opt
             "trainer.max_epochs=1",
             "+trainer.limit_train_batches=3",
             "+trainer.limit_val_batches=2",
+            "loss.label_smoothing=0.1",
             "test=false",
         )
     )
     assert summary["status"] == "completed"
+    # the checkpoint rebuilds the same loss and mixing
+    rebuilt = Classifier.load_from_checkpoint(tmp_path / "run" / "checkpoints" / "last.ckpt")
+    assert rebuilt.hparams.mix["_target_"] == "trainlab.models.mixing.BatchMix"
+    assert rebuilt.criterion.label_smoothing == 0.1 and rebuilt.mix.num_classes == 10
     assert math.isfinite(summary["metrics"]["train/loss"]) and math.isfinite(summary["metrics"]["val/loss"])
     assert 0.0 <= summary["metrics"]["train/acc"] <= 1.0
     assert len(recorder.train) == 3 and len(recorder.val) >= 2
