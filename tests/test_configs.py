@@ -41,6 +41,7 @@ def test_every_group_has_options():
     groups = {g for g, _ in OPTIONS}
     assert {"data", "model", "init", "norm", "activation", "augment", "transfer", "optimizer"} <= groups
     assert {"scheduler", "trainer", "logger", "callbacks", "paths", "debug", "experiment"} <= groups
+    assert {"loss", "mix"} <= groups
 
 
 @pytest.mark.parametrize(("group", "option"), [o for o in OPTIONS if o not in INCLUDED_ONLY])
@@ -60,6 +61,10 @@ def test_option_composes_and_instantiates(make_cfg, tmp_path, group, option):
     optimizer = instantiate(cfg.optimizer)(network.parameters())
     if cfg.scheduler:
         instantiate(cfg.scheduler)(optimizer, total_steps=100)
+    loss = instantiate(cfg.loss)
+    assert float(loss(torch.zeros(2, 10), torch.tensor([0, 1]))) > 0
+    if cfg.mix:
+        instantiate(cfg.mix, num_classes=10)
     builders.build_callbacks(cfg, has_logger=True)
     for logger_cfg in (cfg.logger or {}).values():
         instantiate(logger_cfg)

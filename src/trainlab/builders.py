@@ -66,6 +66,8 @@ def check_config(cfg: DictConfig) -> None:
         "activation",
         "optimizer",
         "scheduler",
+        "loss",
+        "mix",
         "init",
         "transfer",
         "trainer",
@@ -81,6 +83,11 @@ def check_config(cfg: DictConfig) -> None:
     check_arguments(norm, "norm")
     check_optimizer(cfg)
     check_monitors(cfg)
+    if cfg.get("module") and cfg.get("mix"):  # the Classifier's: a study's own module never sees it
+        raise ConfigError(
+            "mix: batch mixing is the Classifier's, and this run trains `module` "
+            f"({cfg.module.get('_target_')}); use mix=none, or module=null."
+        )
     for key in ("max_epochs", "max_steps"):
         if (cfg.get("trainer") or {}).get(key) == 0:
             log.warning(f"trainer.{key}=0: nothing is trained; the test uses the initial weights.")
@@ -183,7 +190,12 @@ def build_model(cfg: DictConfig, datamodule: ImageDataModule) -> tuple[pl.Lightn
     }
     module = cfg.get("module")
     # _recursive_=False: the network, optimizer and schedule are built by the module itself
-    model = instantiate(module, **arguments, _recursive_=False) if module else Classifier(**arguments)
+    if module:
+        model = instantiate(module, **arguments, _recursive_=False)
+    else:  # the loss and the mixing of training batches are the Classifier's
+        model = Classifier(
+            **arguments, loss=plain(cfg.get("loss")) or None, mix=plain(cfg.get("mix")) or None
+        )
     init_stats = apply_init(model.net, cfg.init, datamodule)
     loaded = None
     if not cfg.get("ckpt_path"):  # after init: the weights replace it where they exist

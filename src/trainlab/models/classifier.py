@@ -1,16 +1,18 @@
-"""The LightningModule most studies train: cross-entropy and accuracy on a StudyModule (network,
-optimizer, parameter groups and schedule)."""
+"""The LightningModule most studies train: a classification loss (conf/loss) and accuracy on a
+StudyModule (network, optimizer, parameter groups and schedule), with training batches optionally
+mixed (conf/mix: Mixup, CutMix)."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 
 import torch
-import torch.nn.functional as F
+from hydra.utils import instantiate
 from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
 
 from trainlab.models.study_module import StudyModule
+from trainlab.utils.config import plain
 
 
 class Classifier(StudyModule):
@@ -18,6 +20,11 @@ class Classifier(StudyModule):
 
     Args:
         network, optimizer, scheduler: as for trainlab.models.study_module.StudyModule.
+        loss: the loss config (`_target_` + arguments, e.g. torch.nn.CrossEntropyLoss with
+            label_smoothing); None: plain cross-entropy. It takes class indices and, from mixing,
+            class probabilities alike.
+        mix: the config of a batch mixer for training batches (trainlab.models.mixing.BatchMix,
+            without num_classes: the network's), or None.
     """
 
     # What this module logs, i.e. what a callback's `monitor` may name (checked before training).
@@ -32,9 +39,19 @@ class Classifier(StudyModule):
         "test/acc",
     )
 
-    def __init__(self, network: Mapping, optimizer: Mapping, scheduler: Mapping | None = None) -> None:
-        super().__init__(network, optimizer, scheduler)
+    def __init__(
+        self,
+        network: Mapping,
+        optimizer: Mapping,
+        scheduler: Mapping | None = None,
+        loss: Mapping | None = None,
+        mix: Mapping | None = None,
+    ) -> None:
+        # stored with the other hyperparameters: a checkpoint rebuilds the same loss and mixing
+        super().__init__(network, optimizer, scheduler, loss=plain(loss) or None, mix=plain(mix) or None)
         num_classes = self.hparams.network["num_classes"]
+        self.criterion = instantiate(self.hparams.loss) if self.hparams.loss else torch.nn.CrossEntropyLoss()
+        self.mix = instantiate(self.hparams.mix, num_classes=num_classes) if self.hparams.mix else None
         # average="micro": plain accuracy (torchmetrics' multiclass default is macro).
         # validate_args=False: the checks scan the targets every step (a host sync); the
         # labels come from our own DataModule, already checked.
@@ -52,8 +69,14 @@ class Classifier(StudyModule):
 
     def _step(self, batch, stage: str) -> torch.Tensor:
         images, labels = batch
+        if stage == "train" and self.mix is not None:
+            images, labels = self.mix(images, labels)
         logits = self(images)
-        loss = F.cross_entropy(logits, labels)
+        loss = self.criterion(logits, labels)
+        if labels.is_floating_point():
+            # mixed (soft) targets: train accuracy counts a prediction right when it is the class
+            # with the largest share of the mixed target
+            labels = labels.argmax(dim=1)
         # update() only: the epoch's accuracy is logged at epoch end (_log_epoch); calling the
         # metric would also compute each batch's own accuracy, and a Metric object passed to
         # self.log every step costs Lightning a walk over its state.
