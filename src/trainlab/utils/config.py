@@ -13,7 +13,9 @@ from hydra.utils import get_object
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 # Config groups that are study axes: W&B tags, report columns, the first branches of the printed tree.
-STUDY_AXES = ("data", "model", "init", "norm", "activation", "augment", "transfer", "optimizer", "scheduler")
+STUDY_AXES = (
+    "data", "model", "init", "norm", "activation", "augment", "mix", "loss", "transfer", "optimizer", "scheduler",
+)  # fmt: skip
 
 
 class ConfigError(ValueError):
