@@ -117,6 +117,7 @@ def _fit_and_test(
     import lightning.pytorch as pl
 
     from trainlab import builders
+    from trainlab.callbacks.weight_averaging import SWA
     from trainlab.run.resources import cheap_cuda_checks_without_gpus, configure_threads
     from trainlab.run.summary import DIVERGED
     from trainlab.utils.config import require_values
@@ -156,8 +157,13 @@ def _fit_and_test(
     best = summary.record_best(trainer.checkpoint_callback)  # best_checkpoint, best_epoch, val/acc_best
     if cfg.get("test") and not trainer.interrupted:
         # test/* are the best checkpoint's; null: the weights at the end of training (no checkpoint)
-        summary.data["tested_checkpoint"] = best or None
-        trainer.test(model, datamodule=datamodule, ckpt_path="best" if best else None, weights_only=True)
+        # SWA's average reaches the model only when fit ends: test its checkpoint, not the best raw one
+        averaged = next(
+            (str(c.saved_path) for c in trainer.callbacks if isinstance(c, SWA) and c.saved_path), None
+        )
+        summary.data["tested_checkpoint"] = averaged or best or None
+        ckpt_path = averaged or ("best" if best else None)
+        trainer.test(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")

@@ -90,6 +90,15 @@ class StudyModule(RebuildableModule):
         return groups
 
     # --- optimizer and schedule ----------------------------------------------------------------
+    @property
+    def lr(self) -> float:
+        """optimizer.lr, under the name Lightning's LR finder reads and sets (its `attr_name`)."""
+        return self.hparams.optimizer["lr"]
+
+    @lr.setter
+    def lr(self, value: float) -> None:
+        self.hparams.optimizer["lr"] = float(value)  # what configure_optimizers builds from
+
     def configure_optimizers(self):
         optimizer = instantiate(self.hparams.optimizer)(self.parameter_groups())
         for group in optimizer.param_groups:  # before the schedule: it scales each group's own rate
