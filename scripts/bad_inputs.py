@@ -117,7 +117,8 @@ def cases(files: dict[str, str]) -> list[Case]:
         c("depth not an integer", ["model.depth=2.5"]),
         c("negative depth", ["model.depth=-1"]),
         c("width 0", ["model.width=0"]),
-        c("argument the model lacks", ["+model.dropout=0.1"], ["model.dropout"]),
+        c("argument the model lacks", ["+model.dropout_rate=0.1"], ["model.dropout_rate"]),
+        c("dropout not a probability", ["model.dropout=1.5"], ["model.dropout"]),
         c("unknown timm model", ["model=timm", "model.name=resnet18x"], ["model.name"]),
         c(
             "hub weights offline",

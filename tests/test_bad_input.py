@@ -55,8 +55,8 @@ def test_missing_required_value_names_the_key(make_cfg, tmp_path):
         ("model.depth=2.5", r"model.depth=2.5 .* expected int"),
         ("norm.position=middle", r"norm.position='middle' is not one of \['pre_act', 'post_act'\]"),
         (
-            "+model.dropout=0.1",
-            r"model.dropout: trainlab.models.cnn.CNN has no argument 'dropout'; valid arguments: .*depth",
+            "+model.dropout_rate=0.1",
+            r"model.dropout_rate: trainlab.models.cnn.CNN has no argument 'dropout_rate'; valid arguments: .*depth",
         ),
     ],
 )
