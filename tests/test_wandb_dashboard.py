@@ -84,7 +84,7 @@ def test_multirun_config_holds_option_names_and_knobs_only(study):
     config = _wandb_view(study[1])["config"]
     assert config["init"] == "kaiming_normal" and config["model"] == "mlp" and config["data"] == "digits"
     assert config["norm"] == "batchnorm" and config["experiment"] is None and config["seed"] == 42
-    assert config["hparams"]["model"] == {"depth": 1, "width": 16}
+    assert config["hparams"]["model"] == {"depth": 1, "width": 16, "dropout": 0.0}
     assert config["hparams"]["trainer"]["max_epochs"] == 2
     # nothing leaked from the DataModule's or module's own hyperparameters, nothing twice
     assert not {"name", "fraction", "batch_size", "source", "network"} & set(config)
