@@ -6,9 +6,7 @@ import csv
 import logging
 import netrc
 import os
-import sys
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlparse
@@ -23,6 +21,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from trainlab.utils import network
 from trainlab.utils.config import ConfigError
 from trainlab.utils.network import host_reachable
+from trainlab.utils.overrides import command_line
 
 log = logging.getLogger(__name__)
 
@@ -94,22 +93,12 @@ def wandb_logger(
         settings.silent = True
     logger = WandbLogger(offline=offline, settings=settings, log_model=log_model, **kwargs)
     if args is not None:
-        with _command_line(args):
+        # wandb 0.31 records a run's arguments from sys.argv when it starts (Settings._args, a
+        # computed field: neither a setting nor WANDB_ARGS changes it), and a multirun job's
+        # sys.argv is the whole sweep's command line
+        with command_line(args):
             logger.experiment  # noqa: B018  (starts the run; a no-op on ranks other than 0)
     return logger
-
-
-@contextmanager
-def _command_line(args: list[str]) -> Iterator[None]:
-    """`sys.argv[1:]` replaced by `args` for the block: wandb 0.31 records the arguments of a run
-    from sys.argv when it starts (Settings._args, a computed field: neither a setting nor
-    WANDB_ARGS changes it), and a multirun job's sys.argv is the whole sweep's command line."""
-    saved = sys.argv
-    sys.argv = [saved[0] if saved else "", *args]
-    try:
-        yield
-    finally:
-        sys.argv = saved
 
 
 def summarise_best(logger: WandbLogger, best: Mapping[str, str]) -> None:

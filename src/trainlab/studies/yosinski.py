@@ -27,8 +27,7 @@ import json
 import logging
 import shlex
 import sys
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from pathlib import Path
 
 import hydra
@@ -38,7 +37,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from trainlab import CONFIG_DIR
 from trainlab.utils.config import ConfigError
-from trainlab.utils.overrides import parse_override
+from trainlab.utils.overrides import command_line, parse_override
 from trainlab.utils.resolvers import register as register_resolvers
 from trainlab.utils.resolvers import timestamp
 
@@ -107,16 +106,6 @@ def _train_job(cfg: DictConfig) -> None:
     train(cfg)
 
 
-@contextmanager
-def _argv(arguments: list[str]) -> Iterator[None]:
-    saved = sys.argv
-    sys.argv = [saved[0] if saved else "trainlab", *arguments]
-    try:
-        yield
-    finally:
-        sys.argv = saved
-
-
 def run_multirun(overrides: list[str]) -> None:
     """`python -m trainlab.train -m <overrides>`, run in this process (no re-import per step)."""
     root = logging.getLogger()
@@ -125,7 +114,7 @@ def run_multirun(overrides: list[str]) -> None:
     GlobalHydra.instance().clear()
     print("  python -m trainlab.train -m " + " ".join(shlex.quote(o) for o in overrides), flush=True)
     try:
-        with _argv(["--multirun", *overrides]):
+        with command_line(["--multirun", *overrides], program="trainlab"):
             app()
     except SystemExit as exit:  # Hydra reports a failure that stopped the multirun and exits
         if exit.code not in (None, 0):

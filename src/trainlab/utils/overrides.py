@@ -9,7 +9,9 @@ costs a grammar parse per string, for nothing these readers need.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import sys
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 
@@ -57,3 +59,15 @@ BOOKKEEPING = (
 def is_bookkeeping(text: str) -> bool:
     """Whether the override `text` only changes how a run is run or recorded (see BOOKKEEPING)."""
     return parse_override(text).key.startswith(BOOKKEEPING)
+
+
+@contextmanager
+def command_line(arguments: list[str], program: str = "") -> Iterator[None]:
+    """`sys.argv` is `[program, *arguments]` for the block (the program's name kept when there is
+    one): for code that reads the command line itself, as Hydra's `main` and W&B's run start do."""
+    saved = sys.argv
+    sys.argv = [saved[0] if saved else program, *arguments]
+    try:
+        yield
+    finally:
+        sys.argv = saved
