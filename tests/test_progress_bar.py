@@ -86,3 +86,28 @@ def test_the_trainer_draws_the_configured_bar_or_none(make_cfg, overrides, expec
     trainer = build_trainer(cfg, build_callbacks(cfg, has_logger=False), loggers=[])
     bar = trainer.progress_bar_callback
     assert (bar is None) if expected is None else (type(bar) is expected)
+
+
+def test_the_bar_stops_without_sleeping_out_its_redraw_interval(monkeypatch, tmp_path):
+    """Lightning's redraw thread sleeps a whole interval before it sees that it was stopped, and the
+    bar waits for it at the end of every stage (fit, test). The bar's own thread ends at once: here
+    the interval is 1,000 s, so a thread that slept it out would keep fit waiting."""
+    threads = []
+    stop = progress._PromptRefreshThread.stop
+
+    def recorded_stop(thread):
+        threads.append(thread)
+        stop(thread)
+
+    monkeypatch.setattr(progress._PromptRefreshThread, "stop", recorded_stop)
+    bar = ThrottledRichProgressBar(refresh_rate=0.001)  # one redraw per 1,000 s
+    data = DataLoader(TensorDataset(torch.randn(4, 2)), batch_size=1)
+    trainer = pl.Trainer(
+        max_epochs=1, callbacks=[bar], logger=False, enable_checkpointing=False, default_root_dir=tmp_path
+    )
+    trainer.fit(Counting(), data)
+
+    assert threads, "the bar drew with its own redraw thread"
+    for thread in threads:
+        assert thread.refresh_per_second == 0.001
+        assert not thread.is_alive()  # joined by the bar's stop, which returned
