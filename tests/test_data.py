@@ -79,6 +79,47 @@ def test_loader_batches_are_normalised_tensors():
     assert abs(all_images.mean().item()) < 0.2 and 0.8 < all_images.std().item() < 1.2
 
 
+@pytest.mark.parametrize(
+    "augment", [None, {"transforms": [{"_target_": "albumentations.HorizontalFlip", "p": 0.5}]}]
+)
+def test_a_pipeline_without_random_draws_is_applied_once_with_the_same_tensors(monkeypatch, augment):
+    from trainlab.data import pipelines
+    from trainlab.data.sampler import SampleKey
+
+    dm = datamodule("digits", batch_size=32, **({"augment": augment} if augment else {}))
+    calls = []
+    original = pipelines.A.Compose.__call__
+    monkeypatch.setattr(
+        pipelines.A.Compose, "__call__", lambda self, **kw: calls.append(1) or original(self, **kw)
+    )
+    for split in ("train", "val", "test"):
+        before = len(calls)
+        dataset = dm.dataset(split)
+        built = len(calls) - before
+        for epoch in range(3):
+            for index in range(len(dataset)):
+                image, label = dataset[SampleKey(epoch, index) if split == "train" else index]
+                expected = dataset.transform(image=np.asarray(dataset.images[index]))["image"]
+                assert torch.equal(image, expected) or (split == "train" and augment)
+                assert label == dataset.labels[index]
+        reads = len(calls) - before - built - 3 * len(dataset)  # less the `expected` ones
+        if split == "train" and augment:  # random flips: drawn anew for every example and epoch
+            assert dataset._outputs is None and built == 0 and reads == 3 * len(dataset)
+        else:  # each image went through the pipeline once, when the dataset was built
+            assert built == len(dataset) and reads == 0
+            assert dataset._outputs.shape == (len(dataset), 1, 8, 8)
+
+
+def test_a_split_too_large_to_hold_transformed_goes_through_the_pipeline_per_example(monkeypatch):
+    from trainlab.data import pipelines
+
+    monkeypatch.setattr(pipelines, "FIXED_OUTPUT_LIMIT_BYTES", 1000)
+    dataset = datamodule("digits").dataset("val")
+    assert dataset._outputs is None
+    image, _ = dataset[0]
+    assert torch.equal(image, dataset.transform(image=np.asarray(dataset.images[0]))["image"])
+
+
 def test_folder_source(tmp_path):
     root = image_folder(tmp_path / "pets", per_class=5)
     source = folder(str(root), image_size=16, channels=3)

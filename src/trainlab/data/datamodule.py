@@ -341,13 +341,14 @@ class ImageDataModule(pl.LightningDataModule):
         images, labels = self.splits[split]
         source, shape = self._loaded(), self.image_shape
         if split != "train":
-            return ArrayDataset(images, labels, eval_pipeline(source.mean, source.std, shape))
+            return ArrayDataset(images, labels, eval_pipeline(source.mean, source.std, shape), fixed=True)
         if self.augment.offline:
             copies, copy_labels = self.offline_copies()
             images, labels = Concat(images, copies), np.concatenate([labels, copy_labels])
-            return ArrayDataset(images, labels, eval_pipeline(source.mean, source.std, shape))
+            return ArrayDataset(images, labels, eval_pipeline(source.mean, source.std, shape), fixed=True)
         transform = train_pipeline(self.augment, source.mean, source.std, shape)
-        return ArrayDataset(images, labels, transform, seed=self.augment_seed())
+        fixed = not self.augment.transforms  # no augmentation: resize and normalisation only
+        return ArrayDataset(images, labels, transform, seed=self.augment_seed(), fixed=fixed)
 
     def _loader(self, split: str) -> DataLoader:
         workers = self.hparams.num_workers

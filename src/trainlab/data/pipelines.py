@@ -318,6 +318,11 @@ def _rank() -> int:
     return int(getattr(rank_zero_only, "rank", 0) or 0)
 
 
+# A pipeline that draws nothing at random is applied once to the whole split when its output
+# (float32) takes at most this much memory; larger splits go through it example by example.
+FIXED_OUTPUT_LIMIT_BYTES = 256 * 2**20
+
+
 class ArrayDataset(torch.utils.data.Dataset):
     """(image, label) pairs from uint8 HWC images, passed through an Albumentations pipeline.
 
@@ -325,6 +330,12 @@ class ArrayDataset(torch.utils.data.Dataset):
     docstring): read with a `SampleKey` (what `EpochSampler` yields), from (seed, epoch, index);
     read with a plain index, from one stream per process, re-seeded from the seed, the DDP rank,
     the worker id and the worker's torch seed (PyTorch draws it anew every time it starts workers).
+
+    `fixed=True` says the pipeline draws nothing at random (resize and normalisation: validation,
+    test, and training without augmentation). Its outputs are then computed once, for all
+    examples, when they fit in FIXED_OUTPUT_LIMIT_BYTES: Albumentations' per-call overhead
+    (~30 us an image) is paid once per split, not once per example and epoch. The tensors are
+    the ones the pipeline gives (tests/test_data.py compares them).
     """
 
     def __init__(
@@ -333,10 +344,29 @@ class ArrayDataset(torch.utils.data.Dataset):
         labels: np.ndarray,
         transform: A.Compose,
         seed: int | None = None,
+        fixed: bool = False,
     ) -> None:
         self.images, self.labels, self.transform, self.seed = images, labels, transform, seed
         self._seeded_for: tuple | None = None
         self._keyed: tuple[np.random.Philox, random.Random] | None = None
+        self._outputs = self._apply_once() if fixed else None
+
+    def _apply_once(self) -> torch.Tensor | None:
+        """The pipeline's output for every example, stacked; None when it would take more than
+        FIXED_OUTPUT_LIMIT_BYTES (or the split is empty)."""
+        if not len(self.labels):
+            return None
+        first = self.transform(image=np.asarray(self.images[0]))["image"]
+        if (
+            not isinstance(first, torch.Tensor)
+            or first.nelement() * 4 * len(self.labels) > FIXED_OUTPUT_LIMIT_BYTES
+        ):
+            return None
+        outputs = torch.empty((len(self.labels), *first.shape), dtype=first.dtype)
+        outputs[0] = first
+        for index in range(1, len(self.labels)):
+            outputs[index] = self.transform(image=np.asarray(self.images[index]))["image"]
+        return outputs
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -372,6 +402,9 @@ class ArrayDataset(torch.utils.data.Dataset):
         python_random.seed((seed << 96) | (epoch << 48) | index)
 
     def __getitem__(self, key):
+        if self._outputs is not None:
+            index = key.index if isinstance(key, SampleKey) else key
+            return self._outputs[index], int(self.labels[index])
         if isinstance(key, SampleKey):
             if self.seed is not None:
                 self._seed_this_example(key.epoch, key.index)
