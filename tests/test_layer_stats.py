@@ -17,6 +17,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from trainlab.callbacks.layer_stats import LayerStats
 from trainlab.train import train
+from trainlab.utils.config import ConfigError
 
 LR = 0.1
 
@@ -245,6 +246,26 @@ def test_csv_and_plots_are_written(tmp_path):
     fit(tanh_mlp(), tmp_path, LayerStats(every_n_steps=2, plots=False), max_steps=1)
     lines = (tmp_path / "layer_stats.csv").read_text().splitlines()
     assert lines.count("step,layer,depth,stat,value") == 1 and len(lines) == 1 + 4 * 2 * 9
+
+
+@pytest.mark.parametrize(
+    ("plots", "multirun", "drawn"),
+    [("auto", False, True), ("auto", True, False), (True, True, True), (False, False, False)],
+)
+def test_plots_auto_draws_the_figures_in_single_runs_and_leaves_a_multiruns_to_its_report(
+    monkeypatch, tmp_path, plots, multirun, drawn
+):
+    import trainlab.run.tracking
+
+    monkeypatch.setattr(trainlab.run.tracking, "in_multirun", lambda: multirun)
+    fit(tanh_mlp(), tmp_path, LayerStats(every_n_steps=2, plots=plots), max_steps=3)
+    assert (tmp_path / "layer_stats.csv").is_file()
+    assert len(list(tmp_path.glob("layer_stats_*.png"))) == (9 if drawn else 0)
+
+
+def test_plots_setting_is_checked():
+    with pytest.raises(ConfigError, match=r"callbacks.layer_stats.plots='yes': expected true, false or auto"):
+        LayerStats(plots="yes")
 
 
 def test_default_callbacks_include_layer_stats(make_cfg, tmp_path):

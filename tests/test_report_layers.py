@@ -72,6 +72,20 @@ def test_no_layer_stats_no_figure(tmp_path):
     assert "Layer statistics" not in (tmp_path / "report.md").read_text()
 
 
+def test_job_figures_on_request_draw_each_jobs_own_from_its_csv(tmp_path):
+    from trainlab.report.__main__ import main
+
+    for num, seed in enumerate((1, 2)):
+        values = {(step, depth, "act_std"): depth + step + seed for step in (0, 10) for depth in (1, 2, 3)}
+        job_with_layer_stats(tmp_path, num, [f"seed={seed}"], values)
+    assert main([str(tmp_path)]) == 0
+    assert not list(tmp_path.glob("*/layer_stats_*.png"))  # the report alone draws none of them
+    assert main([str(tmp_path), "--job-figures"]) == 0
+    for num in (0, 1):
+        figure = tmp_path / str(num) / "layer_stats_act_std.png"
+        assert figure.is_file() and figure.stat().st_size > 5000
+
+
 @pytest.mark.slow
 def test_multirun_of_two_inits_and_two_seeds_draws_act_std_against_depth(tmp_path):
     result = run_cli(
@@ -82,6 +96,8 @@ def test_multirun_of_two_inits_and_two_seeds_draws_act_std_against_depth(tmp_pat
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-2000:]
     (sweep,) = (tmp_path / "train" / "multiruns").iterdir()
+    # the jobs leave their figures to the report (callbacks.layer_stats.plots=auto)
+    assert list(sweep.glob("*/layer_stats.csv")) and not list(sweep.glob("*/layer_stats_*.png"))
     assert (sweep / "report_layers_act_std.png").is_file() and (
         sweep / "report_layers_grad_std.png"
     ).is_file()

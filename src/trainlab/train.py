@@ -136,6 +136,7 @@ def _fit_and_test(
     datamodule = builders.build_datamodule(cfg)
     model, built = builders.build_model(cfg, datamodule)
     summary.data.update(built.summary_items())  # init_stats, pretrained
+    summary.data["num_classes"] = datamodule.num_classes  # the report's chance level
     loggers.extend(builders.build_loggers(cfg, resume_from=checkpoint))
     if built.init:  # e.g. LSUV's per-layer variances
         for logger in loggers:

@@ -1,6 +1,7 @@
-"""`python -m trainlab.report <multirun dir> [--wandb] [--wandb-workspace]`: write the study
-report of a multirun; --wandb also logs it as a W&B run, --wandb-workspace saves a W&B view of the
-study (offline: prints the view it would save)."""
+"""`python -m trainlab.report <multirun dir> [--wandb] [--wandb-workspace] [--job-figures]`: write
+the study report of a multirun; --wandb also logs it as a W&B run, --wandb-workspace saves a W&B
+view of the study (offline: prints the view it would save), --job-figures draws each job's own
+layer-statistics figures (layer_stats_<stat>.png) from its layer_stats.csv."""
 
 from __future__ import annotations
 
@@ -21,6 +22,12 @@ def main(argv: list[str] | None = None) -> int:
         help="save a W&B view of the study: runs grouped by the study axes, accuracy, parallel "
         "coordinates, layer statistics (offline: print what it would save)",
     )
+    parser.add_argument(
+        "--job-figures",
+        action="store_true",
+        help="also draw each job's layer_stats_<stat>.png from its layer_stats.csv (the jobs of a "
+        "multirun leave them out unless callbacks.layer_stats.plots=true)",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
@@ -30,6 +37,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     for path in report.files:
         print(path)
+    if args.job_figures:
+        from trainlab.report.layer_plots import job_figures
+
+        for path in job_figures(args.multirun_dir):
+            print(path)
     if args.wandb_workspace:
         from trainlab.run.loggers import wandb_logged_in
 

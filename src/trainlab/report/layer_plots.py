@@ -34,6 +34,23 @@ def job_layer_stats(job: Path) -> pd.DataFrame | None:
     return frame if len(frame) else None
 
 
+def job_figures(multirun_dir: Path) -> list[Path]:
+    """Each job's own `layer_stats_<stat>.png`, drawn from its layer_stats.csv, as a single run
+    draws them at the end of fit (the jobs of a multirun leave them out by default:
+    callbacks.layer_stats.plots=auto). Returns the files written."""
+    from trainlab.callbacks.layer_stats.plots import plot_against_depth
+    from trainlab.callbacks.layer_stats.record import read_csv
+    from trainlab.report.collect import job_dirs
+
+    written = []
+    for job in job_dirs(Path(multirun_dir)):
+        path = job / LAYER_STATS_FILE
+        rows = read_csv(path) if path.is_file() else []
+        if rows:
+            written += plot_against_depth(job, rows).values()
+    return written
+
+
 def _option(job: pd.Series, group_keys: list[str]) -> str:
     if not group_keys:
         return "all jobs"
@@ -42,14 +59,17 @@ def _option(job: pd.Series, group_keys: list[str]) -> str:
     return ", ".join(f"{key}={job[key]}" for key in group_keys)
 
 
-def depth_profiles(jobs: pd.DataFrame, axes: list[str], stat: str) -> pd.DataFrame:
+def depth_profiles(
+    jobs: pd.DataFrame, axes: list[str], stat: str, stats_of: dict[str, pd.DataFrame | None] | None = None
+) -> pd.DataFrame:
     """The plotted series of `stat`: one row per option (of the non-seed axes), `when` (init: the
     job's first sampled step; end: its last) and depth, with `mean`, `std`, `min`, `max` over
-    the option's jobs (its seeds), `jobs` (how many) and `steps` (the sampled steps they had)."""
+    the option's jobs (its seeds), `jobs` (how many) and `steps` (the sampled steps they had).
+    `stats_of` holds the jobs' CSVs already read, by path."""
     group_keys = [a for a in axes if a not in SEED_KEYS]
     samples = []
     for _, job in jobs.iterrows():
-        stats = job_layer_stats(Path(job["path"]))
+        stats = stats_of[job["path"]] if stats_of is not None else job_layer_stats(Path(job["path"]))
         if stats is None:
             continue
         stats = stats[stats["stat"] == stat]
@@ -79,16 +99,24 @@ def depth_profiles(jobs: pd.DataFrame, axes: list[str], stat: str) -> pd.DataFra
     return profiles.reset_index()
 
 
-def layer_figure(jobs: pd.DataFrame, axes: list[str], stat: str, path: Path) -> pd.DataFrame | None:
+def layer_figure(
+    jobs: pd.DataFrame,
+    axes: list[str],
+    stat: str,
+    path: Path,
+    stats_of: dict[str, pd.DataFrame | None] | None = None,
+) -> pd.DataFrame | None:
     """Write `path`: `stat` against depth, at init (left) and at the end (right), a line per option
     (mean over seeds) with its min-max band. Returns the plotted series (`depth_profiles`), or
     None when no job recorded `stat`."""
-    profiles = depth_profiles(jobs, axes, stat)
+    profiles = depth_profiles(jobs, axes, stat, stats_of)
     if not len(profiles):
         return None
     group_keys = [a for a in axes if a not in SEED_KEYS]
     colours = option_colours(list(profiles["option"].unique()))
+    # fixed margins: a layout engine (tight_layout) doubled the time of each figure
     figure, panels = plt.subplots(1, 2, figsize=(10, 3.8), sharey=True)
+    figure.subplots_adjust(left=0.08, right=0.98, bottom=0.13, top=0.82, wspace=0.06)
     for panel, when in zip(panels, WHEN, strict=True):
         at = profiles[profiles["when"] == when]
         for option, colour in colours.items():
@@ -112,7 +140,6 @@ def layer_figure(jobs: pd.DataFrame, axes: list[str], stat: str, path: Path) -> 
         panels[0].set_yscale("log")
     panels[1].legend(title=", ".join(group_keys) + " (jobs)" if group_keys else None, fontsize=7)
     figure.suptitle(f"{stat} against depth (mean over seeds, band: min-max)")
-    figure.tight_layout()
     figure.savefig(path, dpi=120)
     plt.close(figure)
     return profiles
@@ -121,15 +148,15 @@ def layer_figure(jobs: pd.DataFrame, axes: list[str], stat: str, path: Path) -> 
 def write_layer_plots(jobs: pd.DataFrame, axes: list[str], out_dir: Path) -> list[Path]:
     """`report_layers_<stat>.png` for every statistic the jobs' layer_stats.csv hold, in the
     order the CSV lists them; none when no job has one."""
+    stats_of = {job: job_layer_stats(Path(job)) for job in jobs["path"]}  # each CSV read once
     stats: list[str] = []
-    for job in jobs["path"]:
-        frame = job_layer_stats(Path(job))
+    for frame in stats_of.values():
         if frame is not None:
             stats += [s for s in frame["stat"].unique() if s not in stats]
     written = []
     for stat in stats:
         path = Path(out_dir) / f"report_layers_{stat}.png"
-        if layer_figure(jobs, axes, stat, path) is not None:
+        if layer_figure(jobs, axes, stat, path, stats_of) is not None:
             written.append(path)
     return written
 

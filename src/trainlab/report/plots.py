@@ -160,6 +160,8 @@ def write_plots(jobs: pd.DataFrame, axes: list[str], metric: str | None, out_dir
     """report_<axis>.png and curves_<metric>_<axis>.png for every study axis; their paths."""
     written: list[Path] = []
     study_axes = [a for a in axes if a not in SEED_KEYS]
+    if not study_axes:  # seeds only: no option to compare
+        return written
     chance = chance_level(jobs)
     noun = "seed" if len(study_axes) == 1 else "job"  # the jobs of an option differ by seed only
     for axis in study_axes:

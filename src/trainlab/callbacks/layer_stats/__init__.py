@@ -71,7 +71,11 @@ class LayerStats(LayerMeasurement, pl.Callback):
             (depth, layer, statistic, value, step; at most 10,000 rows: see record.table_steps).
         plots: after fit, write `layer_stats_<stat>.png` (the statistic against depth, at the
             first and the last sampled step) in the run directory, and send them to W&B (not
-            under fast_dev_run).
+            under fast_dev_run). "auto" (the default): in a single run, and not in the jobs of a
+            multirun, whose study report draws the same statistics against depth for all jobs
+            (report_layers_<stat>.png); the nine figures took more time than a small job's
+            training (scripts/bench/study_overhead.py). `python -m trainlab.report <multirun dir>
+            --job-figures` draws the jobs' own from their CSVs later.
         filename: the CSV written in the run directory (trainer.default_root_dir), long format
             `step, layer, depth, stat, value`, appended at every sample.
         csv_logger: also send the numbers to Lightning's CSVLogger (one column per layer and
@@ -86,7 +90,7 @@ class LayerStats(LayerMeasurement, pl.Callback):
         every_n_steps: int = 50,
         saturation_threshold: float = 0.99,
         histograms: bool = True,
-        plots: bool = True,
+        plots: bool | str = "auto",
         filename: str = "layer_stats.csv",
         csv_logger: bool = False,
         histogram_layers: Sequence[int] | str | None = None,
@@ -99,6 +103,11 @@ class LayerStats(LayerMeasurement, pl.Callback):
         self.histograms = histograms
         self.histogram_layers = _checked_histogram_layers(histogram_layers)
         self.table = table
+        if plots not in (True, False, "auto"):
+            raise ConfigError(
+                f"callbacks.layer_stats.plots={plots!r}: expected true, false or auto (in single runs, "
+                "not in the jobs of a multirun)."
+            )
         self.plots = plots
         self.filename = filename
         self.csv_logger = csv_logger
@@ -170,13 +179,20 @@ class LayerStats(LayerMeasurement, pl.Callback):
         if self.table:
             record.log_table(trainer.loggers, rows)
         # fast_dev_run (debug=fdr) is a smoke test of one batch: the CSV, but no plots of one step
-        if not self.plots or trainer.fast_dev_run:
+        if not self._draws_plots() or trainer.fast_dev_run:
             return
         paths = self.plot(directory, rows)
         for logger in trainer.loggers:
             if isinstance(logger, WandbLogger):
                 for stat, path in paths.items():
                     logger.log_image(key=f"layer_stats/{stat}_vs_depth", images=[str(path)])
+
+    def _draws_plots(self) -> bool:
+        if self.plots == "auto":
+            from trainlab.run.tracking import in_multirun
+
+            return not in_multirun()
+        return self.plots
 
     def plot(self, directory: Path, rows: list[dict] | None = None) -> dict[str, Path]:
         """`layer_stats_<stat>.png` for every statistic in `rows` (default: this fit's); see
