@@ -118,11 +118,16 @@ def _fit_and_test(
 
     from trainlab import builders
     from trainlab.callbacks.weight_averaging import SWA
-    from trainlab.run.resources import cheap_cuda_checks_without_gpus, configure_threads
+    from trainlab.run.resources import (
+        cheap_cuda_checks_without_gpus,
+        configure_threads,
+        spare_imports_from_garbage_collection,
+    )
     from trainlab.run.summary import DIVERGED
     from trainlab.utils.config import require_values
     from trainlab.utils.printing import print_config_tree
 
+    spare_imports_from_garbage_collection()
     require_values(cfg)
     builders.check_config(cfg)
     configure_threads(cfg.get("num_threads"))
