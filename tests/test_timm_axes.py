@@ -197,3 +197,9 @@ def test_timms_own_activation_classes_are_known_activations(name, gain, bounds):
     assert type(layer).__module__ == "timm.layers.activations"
     assert traits.init_nonlinearity(layer) == (gain, None)
     assert traits.saturation_bounds(layer) == bounds and traits.is_activation(layer)
+
+
+def test_a_model_too_small_for_the_data_is_not_blamed_on_the_option(make_cfg):
+    """test_convnext's stem and downsampling leave nothing of 28x28 digits, whatever its layers."""
+    with pytest.raises(ConfigError, match=r"model=timm \(test_convnext\) does not run on the data's input"):
+        network(make_cfg("model=timm", "model.name=test_convnext", "activation=relu"))

@@ -76,12 +76,12 @@ def timm_network(
     if not layer_sets:
         return create(name, input_shape, num_classes, **kwargs)
     check_name(name)  # a wrong name is that error, not one about layers
-    chosen = describe_axes(norm, activation)
     return timm_layers.build_with_layers(
         lambda **layers: create(name, input_shape, num_classes, **kwargs, **layers),
         layer_sets,
         tuple(input_shape),
-        f"model=timm ({name}) with {chosen}",
+        model=f"model=timm ({name})",
+        chosen=describe_axes(norm, activation),
     )
 
 

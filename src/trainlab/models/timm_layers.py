@@ -138,11 +138,13 @@ def build_with_layers(
     create: Callable[..., nn.Module],
     layer_sets: list[dict[str, Any]],
     input_shape: tuple[int, int, int],
-    what: str,
+    model: str,
+    chosen: str,
 ) -> nn.Module:
     """`create(**layers)` for the first layer set the architecture takes and runs with.
 
-    `what` names the model and the chosen options for the message when none works."""
+    `model` (`model=timm (resnet18)`) and `chosen` (the options asked for) name them in the
+    message when none works."""
     errors = []
     for layers in layer_sets:
         try:
@@ -151,10 +153,19 @@ def build_with_layers(
             raise
         except Exception as error:  # timm fails by architecture: TypeError, AssertionError, shapes
             errors.append(error)
+    try:  # the architecture itself may not run on the data's size: then no option is to blame
+        runs(create(), input_shape)
+    except ConfigError:
+        raise
+    except Exception as error:
+        raise ConfigError(
+            f"{model} does not run on the data's input {tuple(input_shape)} even with its own layers "
+            f"({_first_line(error)}): choose another model.name, or larger images."
+        ) from error
     takes_norm, takes_act = working_options(create, input_shape)
     raise ConfigError(
-        f"{what}: the architecture cannot take it ({_first_line(errors[0])}). This model takes "
-        f"norm in {takes_norm} and activation in {takes_act} (native: its own layers)."
+        f"{model} with {chosen}: the architecture cannot take it ({_first_line(errors[0])}). "
+        f"This model takes norm in {takes_norm} and activation in {takes_act} (native: its own layers)."
     ) from errors[0]
 
 
