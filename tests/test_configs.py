@@ -25,6 +25,8 @@ OPTIONS = sorted(
 )
 # Files that only exist to be included by other options of their group.
 INCLUDED_ONLY = {("callbacks", name) for name in ("model_checkpoint", "lr_monitor", "rich_progress_bar")}
+# Options that need another group's option: `native` keeps an architecture's own layers (timm's).
+NEEDS = {(axis, "native"): ["model=timm", "model.name=test_resnet"] for axis in ("norm", "activation")}
 
 
 def image_folder(root: Path, classes=("cat", "dog"), per_class=3) -> Path:
@@ -46,7 +48,7 @@ def test_every_group_has_options():
 
 @pytest.mark.parametrize(("group", "option"), [o for o in OPTIONS if o not in INCLUDED_ONLY])
 def test_option_composes_and_instantiates(make_cfg, tmp_path, group, option):
-    overrides = [f"{group}={option}"]
+    overrides = [f"{group}={option}", *NEEDS.get((group, option), [])]
     if group == "data" and option == "folder":
         overrides.append(f"data.source.root={image_folder(tmp_path / 'images')}")
     cfg = make_cfg(*overrides, quiet=False)

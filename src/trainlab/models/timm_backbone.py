@@ -1,9 +1,13 @@
 """Any timm model as the network of `model=timm model.name=<timm name>`.
 
-The network is timm's own model, untouched: `timm.create_model(name, num_classes=<the data's
-classes>, in_chans=<the data's channels>)`, so its classifier is a new head for the data's classes
-and its first convolution takes grey images where the data are grey. Its state dict keys are
-timm's, so a trainlab checkpoint's `net.*` tensors load straight into timm.
+The network is timm's own model: `timm.create_model(name, num_classes=<the data's classes>,
+in_chans=<the data's channels>)`, so its classifier is a new head for the data's classes and its
+first convolution takes grey images where the data are grey. Its state dict keys are timm's, so a
+trainlab checkpoint's `net.*` tensors load straight into timm.
+
+The norm and activation axes become timm's `norm_layer` / `act_layer` where the architecture takes
+them (trainlab.models.timm_layers); `norm=native activation=native`, model=timm's defaults, keep
+the architecture's own layers.
 
 Weights are never loaded here: this function only builds the architecture, also when a
 checkpoint is reloaded (eval, resume), so a reload never downloads anything. Pretrained weights
@@ -31,6 +35,7 @@ import timm
 from timm.models._manipulate import group_with_matcher  # what timm.models.group_parameters uses
 from torch import nn
 
+from trainlab.models import timm_layers
 from trainlab.transfer.network import register_adapter
 from trainlab.transfer.stages import Split, Stage, describe_keys
 from trainlab.utils.config import ConfigError
@@ -45,6 +50,7 @@ def timm_network(
     activation: Callable | None = None,
     position: str = "pre_act",
     name: str = "resnet18",
+    use_axes: bool = False,
     **kwargs: Any,
 ) -> nn.Module:
     """`timm.create_model(name, num_classes=..., in_chans=..., **kwargs)`, without weights.
@@ -52,27 +58,56 @@ def timm_network(
     Args:
         input_shape: (channels, height, width) of the data; channels become `in_chans`.
         num_classes: classes of the data: timm builds its classifier with this many outputs.
-        norm, activation, position: the study axes of trainlab's own networks. A timm model
-            has its own norm and activation layers, so they are not used (a message says so).
+        norm, activation, position: the study axes (partials of the `norm` and `activation`
+            options). With `use_axes`, they become timm's `norm_layer` / `act_layer`
+            (trainlab.models.timm_layers); `native` keeps the architecture's own.
         name: any name `timm.list_models()` knows, with or without a pretrained tag
             (`resnet18`, `resnet18.a1_in1k`, `test_resnet`, ...).
+        use_axes: whether the norm and activation axes apply (conf/model/timm.yaml sets it).
+            False, the default, is what checkpoints written before timm models took the axes
+            hold: they were built with the architecture's own layers and are rebuilt so.
         **kwargs: passed to timm (`drop_rate`, `drop_path_rate`, `patch_size`, ...); models
             with a fixed input size (ViTs) get `img_size` = the data's size unless given.
     """
-    log.info(
-        f"model=timm ({name}): the timm model has its own norm and activation layers; "
-        "the norm and activation axes do not apply to it."
+    if not use_axes or norm is None or activation is None:
+        log.info(f"model=timm ({name}): the architecture's own norm and activation layers.")
+        return create(name, input_shape, num_classes, **kwargs)
+    layer_sets = timm_layers.requested_layers(norm, activation, position)
+    if not layer_sets:
+        return create(name, input_shape, num_classes, **kwargs)
+    check_name(name)  # a wrong name is that error, not one about layers
+    return timm_layers.build_with_layers(
+        lambda **layers: create(name, input_shape, num_classes, **kwargs, **layers),
+        layer_sets,
+        tuple(input_shape),
+        model=f"model=timm ({name})",
+        chosen=describe_axes(norm, activation),
     )
-    return create(name, input_shape, num_classes, **kwargs)
+
+
+def describe_axes(norm: Callable, activation: Callable) -> str:
+    """`norm=groupnorm (norm.groups=32, ...), activation=silu`: the options a timm model was asked for."""
+    parts = []
+    for axis, chosen in (("norm", norm), ("activation", activation)):
+        func = getattr(chosen, "func", chosen)
+        option = timm_layers.ACTIVATIONS.get(func) or getattr(func, "__name__", repr(func))
+        knobs = ", ".join(f"{axis}.{k}={v}" for k, v in getattr(chosen, "keywords", {}).items())
+        parts.append(f"{axis}={option}" + (f" ({knobs})" if knobs else ""))
+    return ", ".join(parts)
+
+
+def check_name(name: str) -> None:
+    """A ConfigError with close names when `name` is not a timm model."""
+    if not timm.is_model(name):
+        close = difflib.get_close_matches(name.split(".")[0], timm.list_models(), n=8, cutoff=0.6)
+        hint = f" Close names: {', '.join(close)}." if close else ""
+        raise ConfigError(f"model.name={name!r} is not a timm model (see timm.list_models()).{hint}")
 
 
 def create(name: str, input_shape: tuple[int, int, int], num_classes: int, **kwargs: Any) -> nn.Module:
     """`timm.create_model` for the data's shape and classes; no weights unless kwargs ask for
     them (`pretrained=True`, `pretrained_cfg_overlay=dict(file=...)`: trainlab.transfer.pretrained)."""
-    if not timm.is_model(name):
-        close = difflib.get_close_matches(name.split(".")[0], timm.list_models(), n=8, cutoff=0.6)
-        hint = f" Close names: {', '.join(close)}." if close else ""
-        raise ConfigError(f"model.name={name!r} is not a timm model (see timm.list_models()).{hint}")
+    check_name(name)
     channels, height, width = input_shape
     try:
         pretrained_cfg = timm.models.get_pretrained_cfg(name)
@@ -143,7 +178,19 @@ class TimmTransfer:
         (`transfer.pretrained` / `transfer.pretrained_file`); `network`: its build arguments."""
         from trainlab.transfer.pretrained import timm_state
 
-        return timm_state(network["model"], network["input_shape"], network["num_classes"], file)
+        state, source, notes = timm_state(
+            network["model"], network["input_shape"], network["num_classes"], file
+        )
+        swapped = timm_layers.swapped_axes(network)
+        if swapped:  # allowed: fine-tuning another norm or activation from these weights is a study
+            note = (
+                f"{swapped} replace(s) the layers these weights were trained with: tensors of the same "
+                "name and shape load (a norm's scale and shift: BatchNorm's gamma and beta become "
+                "GroupNorm's), the old norm's running statistics have no place (listed as unused)"
+            )
+            log.warning(f"Pretrained weights from {source}: {note}.")
+            notes.append(note)
+        return state, source, notes
 
 
 register_adapter(is_timm_model, TimmTransfer)

@@ -60,6 +60,19 @@ SATURATING: tuple[tuple[type[nn.Module], tuple[float, float]], ...] = (
     (nn.Tanh, (-1.0, 1.0)),
     (nn.Sigmoid, (0.0, 1.0)),
 )
+# timm's own activation layers (timm.layers.activations: what timm.layers.get_act_layer gives for
+# gelu, sigmoid and tanh, as they take the `inplace` argument timm's blocks pass) and the torch
+# class each computes the same function as; matched by name, so trainlab imports timm only for
+# the models that use it.
+TIMM_ACTIVATIONS: dict[str, type[nn.Module]] = {
+    "GELU": nn.GELU,
+    "GELUTanh": nn.GELU,
+    "QuickGELU": nn.GELU,
+    "Sigmoid": nn.Sigmoid,
+    "Tanh": nn.Tanh,
+    "Swish": nn.SiLU,
+    "Mish": nn.Mish,
+}
 # Norms that subtract each channel's own mean: the BN family and instance norm. Layer and group
 # norm subtract a mean over several channels and do not cancel a per-channel bias.
 CHANNEL_MEAN_NORMS: tuple[type[nn.Module], ...] = (_BatchNorm, BatchNormScratch, _InstanceNorm)
@@ -69,13 +82,21 @@ def _declared(module: nn.Module, name: str):
     return getattr(module, name, None)
 
 
+def _kind(module: nn.Module) -> type[nn.Module]:
+    """The class to look up in the tables: a timm activation's torch twin, else its own class."""
+    kind = type(module)
+    if kind.__module__ == "timm.layers.activations":
+        return TIMM_ACTIVATIONS.get(kind.__name__, kind)
+    return kind
+
+
 def init_nonlinearity(module: nn.Module) -> tuple[str, float | None] | None:
     """(calculate_gain name, parameter) an activation stands for; None for other modules."""
     declared = _declared(module, "init_nonlinearity")
     if isinstance(declared, str):
         return declared, None
     for kind, name in NONLINEARITY:
-        if isinstance(module, kind):
+        if issubclass(_kind(module), kind):
             return name, (float(module.negative_slope) if name == "leaky_relu" else None)
     return None
 
@@ -83,7 +104,7 @@ def init_nonlinearity(module: nn.Module) -> tuple[str, float | None] | None:
 def is_rectifier(module: nn.Module) -> bool:
     """Units can die: the output is <= 0 exactly where the input is, and (nearly) flat there."""
     declared = _declared(module, "is_rectifier")
-    return bool(declared) if declared is not None else isinstance(module, RECTIFIERS)
+    return bool(declared) if declared is not None else issubclass(_kind(module), RECTIFIERS)
 
 
 def saturation_bounds(module: nn.Module) -> tuple[float, float] | None:
@@ -93,7 +114,7 @@ def saturation_bounds(module: nn.Module) -> tuple[float, float] | None:
         low, high = declared
         return float(low), float(high)
     for kind, bounds in SATURATING:
-        if isinstance(module, kind):
+        if issubclass(_kind(module), kind):
             return bounds
     return None
 

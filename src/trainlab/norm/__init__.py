@@ -16,6 +16,7 @@ from trainlab.norm.factories import (
     groupnorm,
     instancenorm,
     layernorm,
+    native,
     none,
 )
 from trainlab.norm.ghost_batchnorm import GhostBatchNorm
@@ -30,5 +31,6 @@ __all__ = [
     "groupnorm",
     "instancenorm",
     "layernorm",
+    "native",
     "none",
 ]

@@ -13,6 +13,7 @@ from torch import nn
 
 from trainlab.norm.batchnorm_scratch import BatchNormScratch
 from trainlab.norm.ghost_batchnorm import GhostBatchNorm
+from trainlab.utils.config import ConfigError
 
 
 class NormFactory(Protocol):
@@ -126,4 +127,16 @@ def instancenorm(
         )
     return nn.InstanceNorm2d(
         num_features, eps=eps, momentum=momentum, affine=affine, track_running_stats=track_running_stats
+    )
+
+
+def native(num_features: int, spatial: bool) -> nn.Module:
+    """`norm=native`: the architecture's own norm layers (a timm model's, model=timm's default).
+
+    trainlab's own networks build their norm layers from this axis and have none of their own,
+    so they cannot take it; a timm model never calls it (trainlab.models.timm_layers)."""
+    raise ConfigError(
+        "norm=native keeps an architecture's own norm layers (model=timm); trainlab's own models "
+        "(mlp, cnn, resnet) take their norm from this axis: pick another option, e.g. norm=batchnorm "
+        "(conf/norm/ lists them)."
     )

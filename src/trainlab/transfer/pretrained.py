@@ -280,7 +280,7 @@ def timm_state(
         weights, source = str(path.resolve()), str(path)
     else:
         weights, source = hub_weights(name)
-    kwargs = {k: v for k, v in model_cfg.items() if k not in ("_target_", "name")}
+    kwargs = {k: v for k, v in model_cfg.items() if k not in ("_target_", "name", "use_axes")}
     if weights is not None:
         kwargs["pretrained_cfg_overlay"] = {"file": weights}
     with _capture_logs("timm.models._builder") as messages:
