@@ -8,31 +8,15 @@ import pytest
 import torch
 from hydra.utils import instantiate
 from lightning.pytorch import Trainer
-from lightning.pytorch.loggers import Logger
 from torch.utils.data import DataLoader, TensorDataset
 
 from trainlab.models.classifier import Classifier
 from trainlab.utils.config import plain
 
+from conftest import StepLogger
 from test_transfer_policies import BATCHNORM, RELU, classifier, optimizer_at_start, policy
 
 ADAMW = {"_target_": "torch.optim.AdamW", "_partial_": True, "lr": 0.01, "weight_decay": 0.05}
-
-
-class StepLogger(Logger):
-    """Keeps every (step, metrics) the trainer logs."""
-
-    name, version = "memory", 0
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.records: list[tuple[int, dict]] = []
-
-    def log_hyperparams(self, params, *args, **kwargs) -> None:
-        pass
-
-    def log_metrics(self, metrics, step=None) -> None:
-        self.records.append((step, dict(metrics)))
 
 
 def timm_classifier(scheduler: dict | None) -> Classifier:
