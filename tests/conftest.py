@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 from hydra.core.global_hydra import GlobalHydra
+from lightning.pytorch.loggers import Logger
 from omegaconf import DictConfig
 
 from trainlab.utils.compose import compose_run_config
@@ -172,3 +173,19 @@ def wait_for_wandb_exit(run_dir: Path, timeout: float = 30.0) -> None:
         if time.monotonic() > deadline:
             raise AssertionError(f"the W&B runs under {run_dir} were not closed within {timeout:g} s")
         time.sleep(0.1)
+
+
+class StepLogger(Logger):
+    """A Lightning logger that keeps every (step, metrics) the trainer logs, in memory."""
+
+    name, version = "memory", 0
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.records: list[tuple[int, dict]] = []
+
+    def log_hyperparams(self, params, *args, **kwargs) -> None:
+        pass
+
+    def log_metrics(self, metrics, step=None) -> None:
+        self.records.append((step, dict(metrics)))

@@ -7,8 +7,8 @@ shares lives here, once:
 - the network, built from plain config data (`build_network`), so a checkpoint rebuilds it
   (`RebuildableModule`: the checkpoint names its class);
 - the optimizer, over parameter groups: the transfer policy's plan when the trainer has one
-  (head at optimizer.lr, backbone at optimizer.lr * transfer.backbone_lr_mult, frozen stages left
-  out), refined by the study's own per-parameter options (`parameter_options`, e.g. a weight
+  (head at optimizer.lr, backbone at optimizer.lr * transfer.backbone_lr_mult, or one group per
+  layer with transfer.layer_decay; frozen stages left out), refined by the study's own per-parameter options (`parameter_options`, e.g. a weight
   decay on weights only);
 - the learning-rate schedule, stepped every optimizer step.
 """

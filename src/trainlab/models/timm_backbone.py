@@ -36,6 +36,7 @@ from timm.models._manipulate import group_with_matcher  # what timm.models.group
 from torch import nn
 
 from trainlab.models import timm_layers
+from trainlab.transfer.layer_decay import Layer
 from trainlab.transfer.network import register_adapter
 from trainlab.transfer.stages import Split, Stage, describe_keys
 from trainlab.utils.config import ConfigError
@@ -162,8 +163,9 @@ def is_timm_model(net: nn.Module) -> bool:
 
 
 class TimmTransfer:
-    """trainlab.transfer.TransferNetwork for a timm model: stages from timm_stage_keys, and
-    timm's published weights (hub or a local file) as a source of pretrained weights."""
+    """trainlab.transfer.TransferNetwork for a timm model: stages from timm_stage_keys, the layers
+    of layer-wise LR decay from timm, and timm's published weights (hub or a local file) as a
+    source of pretrained weights."""
 
     def __init__(self, net: nn.Module) -> None:
         self.net = net
@@ -172,6 +174,24 @@ class TimmTransfer:
         stage_keys, head_keys = timm_stage_keys(self.net)
         stages = [Stage(describe_keys(keys, self.net), tuple(keys)) for keys in stage_keys]
         return Split(stages, Stage("head", tuple(head_keys)))
+
+    def decay_layers(self, layer_decay: float) -> list[Layer]:
+        """The layers of `transfer.layer_decay` as timm's own `param_groups_layer_decay` makes them
+        (its fine group_matcher: resnet's stem and each residual block, vit's embeddings and each
+        block; the classifier on top). Only its rate scales are used: weight_decay=0 and no 1-D
+        exclusion, so that it returns one group per layer and the optimizer config keeps deciding
+        weight decay. timm leaves out parameters without requires_grad: call it before freezing."""
+        from timm.optim import param_groups_layer_decay  # timm.optim imports every optimizer: only here
+
+        groups = param_groups_layer_decay(
+            self.net, weight_decay=0.0, weight_decay_exclude_1d=False, layer_decay=layer_decay
+        )
+        names = {id(p): n for n, p in self.net.named_parameters()}
+        layers = []
+        for group in groups:
+            params = tuple(names[id(p)] for p in group["params"])
+            layers.append(Layer(describe_keys(list(params), self.net), params, float(group["lr_scale"])))
+        return layers
 
     def pretrained_state(self, network: dict[str, Any], file: str | None):
         """(tensors, source, notes) of timm's weights for this model, as timm loads them

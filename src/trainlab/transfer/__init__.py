@@ -4,17 +4,20 @@
 - `stages`: a network as backbone stages + head, the same idea for mlp, cnn, resnet and timm.
 - `policy`: `TransferPolicy`, the Lightning callback (built on BaseFinetuning) behind the
   `transfer` options scratch, finetune, linear_probe, partial and gradual.
+- `layer_decay`: the layers of layer-wise LR decay (`transfer.layer_decay`) and their rate scales.
 - `pretrained`: `WeightSources` (`transfer.pretrained*`) and `load_pretrained`, called once after
   the init scheme: timm hub weights, a local weights file, or the backbone of a trainlab checkpoint.
 - `aliases`: the weight sources' old names (`model.pretrained*`), moved to `transfer.*` with a warning.
 """
 
+from trainlab.transfer.layer_decay import Layer
 from trainlab.transfer.network import TransferNetwork, register_adapter, transfer_view
 from trainlab.transfer.policy import TransferPolicy
 from trainlab.transfer.pretrained import LoadReport, WeightSources, load_pretrained
 from trainlab.transfer.stages import Split, Stage, blocks_and_head, split_network
 
 __all__ = [
+    "Layer",
     "LoadReport",
     "Split",
     "Stage",

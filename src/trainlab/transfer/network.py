@@ -18,10 +18,12 @@ trainlab.models.timm_backbone does.
 From the split alone trainlab.transfer freezes the first `freeze_depth` stages (their parameters,
 and the running statistics of their norm layers), builds the optimizer's groups (head at
 optimizer.lr, backbone at optimizer.lr * backbone_lr_mult) and copies the first
-`pretrained_depth` stages from a trainlab checkpoint, by name and shape. One more method is
+`pretrained_depth` stages from a trainlab checkpoint, by name and shape. Two more methods are
 optional: `pretrained_state(network, file) -> (tensors, source, notes)`, the network's own
 published weights (timm's hub or a local timm file: `transfer.pretrained`,
 `transfer.pretrained_file`); a network without it loads weights from trainlab checkpoints only.
+And `decay_layers(layer_decay) -> list[trainlab.transfer.layer_decay.Layer]`, its layers for
+layer-wise LR decay (`transfer.layer_decay`); without it the layers are the stages and the head.
 """
 
 from __future__ import annotations

@@ -18,7 +18,11 @@ Stages are what the network declares (trainlab.transfer.network.TransferNetwork)
 always trains. The backbone trains at `optimizer.lr * backbone_lr_mult` (discriminative rates),
 the head at `optimizer.lr`: the policy's `param_group_plan()` says which parameter is in which
 group, and the LightningModule (trainlab.models.study_module.StudyModule) asks for it when it
-builds its optimizer.
+builds its optimizer. With `layer_decay` (trainlab.transfer.layer_decay) each layer gets its own
+group, named after the layer (`head`, `layer4`, `blocks.2`, ...: the LR monitor logs
+`lr-<Optimizer>/<name>`), at `optimizer.lr * layer_decay ** depth` (depth from the top, the head
+at 0), times `backbone_lr_mult` for the backbone's layers: the two multiply. Frozen stages keep
+their depth (the layers above them do not move up) and, frozen for good, stay out of the optimizer.
 
 Frozen means: `requires_grad=False` and out of reach of the optimizer, and, with
 `freeze_bn_stats=true` (default), the stage's BatchNorm layers held in eval mode so that their
@@ -48,6 +52,7 @@ import torch
 from lightning.pytorch.callbacks import BaseFinetuning
 from torch import nn
 
+from trainlab.transfer.layer_decay import Layer, check_layer_decay, decay_layers
 from trainlab.transfer.network import transfer_view
 from trainlab.transfer.pretrained import WeightSources
 from trainlab.transfer.stages import Split, resolve_depth
@@ -63,6 +68,7 @@ class TransferPolicy(BaseFinetuning):
         name: the policy's name (its config option), for messages.
         freeze_depth: backbone stages frozen at the start: 0..number of stages, or `all`.
         backbone_lr_mult: the backbone's learning rate relative to `optimizer.lr`.
+        layer_decay: layer-wise learning-rate decay, a factor in (0, 1], or None (off).
         freeze_bn_stats: frozen BatchNorm layers stay in eval mode (statistics fixed).
         unfreeze_at_epoch: epoch at which gradual unfreezing opens the top frozen stage (null: never).
         unfreeze_every: epochs between two unfreezings.
@@ -75,6 +81,7 @@ class TransferPolicy(BaseFinetuning):
         name: str = "scratch",
         freeze_depth: int | str = 0,
         backbone_lr_mult: float = 1.0,
+        layer_decay: float | None = None,
         freeze_bn_stats: bool = True,
         unfreeze_at_epoch: int | None = None,
         unfreeze_every: int = 1,
@@ -100,6 +107,7 @@ class TransferPolicy(BaseFinetuning):
         self.name = name
         self.freeze_depth = freeze_depth
         self.backbone_lr_mult = float(backbone_lr_mult)
+        self.layer_decay = check_layer_decay(layer_decay)
         self.freeze_bn_stats = freeze_bn_stats
         self.unfreeze_at_epoch = unfreeze_at_epoch
         self.unfreeze_every = unfreeze_every
@@ -122,10 +130,12 @@ class TransferPolicy(BaseFinetuning):
         self.depth = resolve_depth(self.freeze_depth, self.split, "transfer.freeze_depth")
         # what the network keeps fixed itself (e.g. resnet's inert Fixup scalars) stays fixed
         self._trainable = {n for n, p in net.named_parameters() if p.requires_grad}
+        # before freezing: timm's layer grouping skips parameters without requires_grad
+        layers = None if self.layer_decay is None else decay_layers(net, self.split, self.layer_decay)
         self.frozen = set()
         for index in range(len(self.split.stages)):
             self._set_frozen(net, index, index < self.depth)
-        self._plan = self._group_plan(net)
+        self._plan = self._group_plan(net, layers)
 
     def param_group_plan(self) -> list[dict[str, Any]] | None:
         """The optimizer's parameter groups this policy asks for, once it has frozen the network
@@ -145,11 +155,12 @@ class TransferPolicy(BaseFinetuning):
                 norm.train(not frozen)
         (self.frozen.add if frozen else self.frozen.discard)(index)
 
-    def _group_plan(self, net: nn.Module) -> list[dict[str, Any]] | None:
+    def _group_plan(self, net: nn.Module, layers: list[Layer] | None) -> list[dict[str, Any]] | None:
         """Parameter groups (names relative to the LightningModule) for StudyModule.parameter_groups:
-        the head at lr, the backbone at lr * backbone_lr_mult. Stages frozen for good are left out;
-        stages that gradual unfreezing will open are in from the start."""
-        if not self.frozen and self.backbone_lr_mult == 1.0:
+        the head at lr, the backbone at lr * backbone_lr_mult, or with layer decay one group per
+        layer. Stages frozen for good are left out; stages that gradual unfreezing will open are in
+        from the start."""
+        if not self.frozen and self.backbone_lr_mult == 1.0 and layers is None:
             return None  # the default: every trainable parameter in one group
         will_train = set(range(len(self.split.stages)))
         if self.unfreeze_at_epoch is None:
@@ -163,11 +174,22 @@ class TransferPolicy(BaseFinetuning):
         in_backbone = set(self.split.backbone_keys())
         # in the network's own order: a resumed optimizer maps its state to parameters by position
         head = [n for n, _ in net.named_parameters() if n in self._trainable and n not in in_backbone]
-        groups = [
-            {"name": "head", "params": [f"net.{n}" for n in head], "lr_mult": 1.0},
-            {"name": "backbone", "params": [f"net.{n}" for n in backbone], "lr_mult": self.backbone_lr_mult},
-        ]
-        return [g for g in groups if g["params"]]
+        if layers is None:
+            groups = [("head", head, 1.0), ("backbone", backbone, self.backbone_lr_mult)]
+        else:
+            groups = []
+            in_head, trained = set(head), set(backbone)
+            for layer in layers:  # a layer may hold head and backbone parameters (timm: a final norm)
+                groups.append(("head", [n for n in layer.params if n in in_head], layer.scale))
+                lower = [n for n in layer.params if n in trained]
+                groups.append((layer.name, lower, layer.scale * self.backbone_lr_mult))
+        plan, names = [], set()
+        for name, params, lr_mult in groups:
+            if params:
+                name = name if name not in names else f"{name}#{len(plan)}"  # LR monitor: unique names
+                names.add(name)
+                plan.append({"name": name, "params": [f"net.{n}" for n in params], "lr_mult": lr_mult})
+        return plan
 
     # --- gradual unfreezing ---------------------------------------------------------------------
     def stages_to_unfreeze(self, epoch: int) -> list[int]:
@@ -245,6 +267,7 @@ class TransferPolicy(BaseFinetuning):
         lines = [
             f"transfer={self.name}: freeze_depth={self.freeze_depth} of {len(self.split.stages)} stages, "
             f"backbone lr x{self.backbone_lr_mult:g}, freeze_bn_stats={self.freeze_bn_stats}"
+            + (f", layer decay {self.layer_decay:g}" if self.layer_decay is not None else "")
             + (
                 f", unfreezing from epoch {self.unfreeze_at_epoch} every {self.unfreeze_every}"
                 if self.unfreeze_at_epoch is not None
@@ -259,4 +282,7 @@ class TransferPolicy(BaseFinetuning):
                 state += " (BatchNorm in eval mode: Lightning's 'modules in eval mode' warning means these)"
             lines.append(f"  {stage.name:<28} {stage.numel(net):>12,}  {state}")
         lines.append(f"  trainable {trainable:,} / frozen {frozen:,} parameters")
+        if self._plan:
+            rates = ", ".join(f"{g['name']} x{g['lr_mult']:.4g}" for g in self._plan)
+            lines.append(f"  learning rates (optimizer.lr times): {rates}")
         return "\n".join(lines)
