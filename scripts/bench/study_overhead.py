@@ -139,7 +139,17 @@ def measure_first_step(repeats: int, extra: list[str], tmp: Path) -> list[dict]:
         "default study (python -m trainlab.train)": [],
         "this study, seed=1": [*STUDY, "seed=1"],
     }
-    rows = []
+    # the floor: the interpreter importing Lightning (torch, torch._dynamo, torchmetrics, ...),
+    # which any Lightning script pays before its first step
+    floor = [timed([sys.executable, "-c", "import lightning.pytorch"], tmp) for _ in range(repeats)]
+    rows = [
+        {
+            "first training step of": "(floor: python -c 'import lightning.pytorch')",
+            "median s": statistics.median(floor),
+            "min s": min(floor),
+            "max s": max(floor),
+        }
+    ]
     for name, overrides in cases.items():
         command = [
             sys.executable,
