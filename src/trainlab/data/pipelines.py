@@ -353,7 +353,9 @@ class ArrayDataset(torch.utils.data.Dataset):
 
     def _apply_once(self) -> torch.Tensor | None:
         """The pipeline's output for every example, stacked; None when it would take more than
-        FIXED_OUTPUT_LIMIT_BYTES (or the split is empty)."""
+        FIXED_OUTPUT_LIMIT_BYTES (or the split is empty). Images of one size go through
+        Albumentations' `images` target in one call (the same tensors as one call per image, a
+        tenth of the time); images of different sizes one by one."""
         if not len(self.labels):
             return None
         first = self.transform(image=np.asarray(self.images[0]))["image"]
@@ -362,11 +364,12 @@ class ArrayDataset(torch.utils.data.Dataset):
             or first.nelement() * 4 * len(self.labels) > FIXED_OUTPUT_LIMIT_BYTES
         ):
             return None
-        outputs = torch.empty((len(self.labels), *first.shape), dtype=first.dtype)
-        outputs[0] = first
-        for index in range(1, len(self.labels)):
-            outputs[index] = self.transform(image=np.asarray(self.images[index]))["image"]
-        return outputs
+        images = [np.asarray(self.images[index]) for index in range(len(self.labels))]
+        if all(image.shape == images[0].shape for image in images):
+            stacked = self.transform(images=np.stack(images))["images"]
+            if isinstance(stacked, torch.Tensor) and stacked.shape == (len(images), *first.shape):
+                return stacked.contiguous()
+        return torch.stack([first, *(self.transform(image=image)["image"] for image in images[1:])])
 
     def __len__(self) -> int:
         return len(self.labels)
