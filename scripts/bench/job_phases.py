@@ -46,6 +46,13 @@ PHASES = [
         "checkpoint restore",
     ),
     ("trainlab.run.console", "end_of_run_lines", "end-of-run lines"),
+    ("trainlab.run.summary", "RunSummary.write", "summary.json writes"),
+    ("trainlab.run.summary", "RunSummary.collect", "summary: collect from callbacks"),
+    ("trainlab.run.summary", "RunSummary.record_best", "summary: best checkpoint"),
+    ("trainlab.utils.config", "require_values", "config: required values"),
+    ("lightning.fabric.utilities.seed", "seed_everything", "seed_everything"),
+    ("trainlab.builders", "resolve_checkpoint", "resolve checkpoint"),
+    ("trainlab.run.console", "quiet_library_output", "quiet library output"),
     ("trainlab.report.hydra_callback", "MultirunReport.on_multirun_end", "study report"),
 ]
 

@@ -199,7 +199,10 @@ def main() -> None:
     """Console entry point; exits 1 if any job of a multirun failed or diverged (the multirun's
     report callback, trainlab.report.hydra_callback, says so when the sweep ends), non-zero when
     stopped by Ctrl-C or SIGTERM (143)."""
+    from trainlab.utils.sweep_configs import compose_each_job_once
+
     signal.signal(signal.SIGTERM, _raise_on_sigterm)
+    compose_each_job_once()
     _hydra_main()
 
 
