@@ -16,6 +16,7 @@ from omegaconf import OmegaConf, open_dict
 from trainlab.run import naming
 from trainlab.run.tracked_config import AXES, tracked_config
 from trainlab.train import train
+from trainlab.utils.config import ConfigError
 
 from conftest import read_summary, run_cli, wandb_records
 
@@ -186,3 +187,25 @@ def test_summary_records_the_best_epoch_and_the_tested_checkpoint(make_cfg, tmp_
     assert summary["best_epoch"] == best_epoch
     assert summary["tested_checkpoint"] == summary["best_checkpoint"]
     assert Path(summary["best_checkpoint"]).name.startswith(f"epoch{best_epoch:03d}")
+
+
+def test_the_packages_are_recorded_by_the_first_wandb_run_of_a_process(monkeypatch, tmp_path):
+    """save_requirements=once: a multirun's later jobs run in the same process, with the same
+    packages, and skip W&B's 70 ms listing of them; true records them in every run."""
+    import wandb
+
+    from trainlab.run import loggers
+
+    monkeypatch.setattr(loggers, "_requirements_saved", False)
+    recorded = []
+    for setting in ("once", "once", True, False):
+        logger = loggers.wandb_logger(
+            offline=True, project="p", save_dir=str(tmp_path), save_requirements=setting
+        )
+        recorded.append(logger._wandb_init["settings"].x_save_requirements)
+    assert recorded == [True, False, True, False]
+    with pytest.raises(
+        ConfigError, match=r"logger.wandb.save_requirements='yes': choose true, false or once"
+    ):
+        loggers.wandb_logger(offline=True, project="p", save_dir=str(tmp_path), save_requirements="yes")
+    assert wandb.run is None  # no run was started

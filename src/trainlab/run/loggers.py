@@ -59,6 +59,10 @@ def _netrc_has_key(url: str) -> bool:
         return False
 
 
+# whether a W&B run of this process has recorded the installed packages (save_requirements=once)
+_requirements_saved = False
+
+
 def wandb_logger(
     offline: bool | None = None,
     console: str = "auto",
@@ -66,6 +70,7 @@ def wandb_logger(
     stats_interval_s: float = 15.0,
     args: list[str] | None = None,
     log_model: bool | Literal["all"] = False,
+    save_requirements: bool | Literal["once"] = "once",
     **kwargs,
 ) -> WandbLogger:
     """trainlab's WandbLogger; `offline=None` picks offline unless `wandb_logged_in()`.
@@ -77,16 +82,31 @@ def wandb_logger(
     W&B run starts here, so that it records these; None: it starts when first used, and
     records the process's own.
     log_model: the best and last checkpoints as W&B artifacts (see `WandbLogger`).
+    save_requirements: the installed Python packages as the run's requirements.txt (W&B lists
+    them at every run start: 70 ms, a tenth of a small study job). "once": the first W&B run of
+    this process records them; the later jobs of a multirun, which run in the same process and so
+    with the same packages, do not. true: every run; false: none.
     """
     import wandb
 
+    global _requirements_saved
     if log_model not in (False, True, "all"):
         raise ConfigError(f"logger.wandb.log_model={log_model!r}: choose false, true or all.")
+    if save_requirements not in (False, True, "once"):
+        raise ConfigError(
+            f"logger.wandb.save_requirements={save_requirements!r}: choose true, false or once (the "
+            "first W&B run of the process)."
+        )
     if offline is None:
         offline = not wandb_logged_in()
     settings = wandb.Settings(
         console=console, x_disable_stats=not system_stats, x_stats_sampling_interval=stats_interval_s
     )
+    if "x_save_requirements" in type(settings).model_fields:  # a private setting of wandb 0.2x-0.31
+        settings.x_save_requirements = save_requirements is True or (
+            save_requirements == "once" and not _requirements_saved
+        )
+        _requirements_saved = _requirements_saved or settings.x_save_requirements
     if offline and "WANDB_SILENT" not in os.environ:
         # offline, W&B's banners (sync mode, `wandb leet`, the history sparklines) only repeat
         # what the run's last lines say: where its files are and how to upload them
