@@ -82,3 +82,30 @@ def test_layer_stats_benchmark_reports_a_sample_cost_with_and_without_histograms
         assert row["layers"] == 2  # the MLP's two hidden layers
         assert all(math.isfinite(row[key]) for key in ("extra ms per sample", *hook_keys))
         assert all(row[key] >= 0 for key in hook_keys)
+
+
+@pytest.mark.slow
+def test_study_overhead_benchmark_reports_per_job_cost_ratio_first_step_and_phases(tmp_path):
+    out = tmp_path / "study_overhead.json"
+    stdout = run_script(
+        "study_overhead.py", "--repeats", "1", "--seeds", "1", "2", "--phases", "--out", str(out),
+        "trainer.max_epochs=1",
+    )  # fmt: skip
+    report = json.loads(out.read_text())
+    assert [row["way"] for row in report["studies"]] == ["plain", "trainlab", "trainlab lean"]
+    for row in report["studies"]:
+        assert row["1 seed(s) s"] > 0 and row["2 seeds s"] > 0 and math.isfinite(row["per extra job s"])
+        if row["way"] != "plain":
+            assert row["2 seeds / plain"] == pytest.approx(
+                row["2 seeds s"] / report["studies"][0]["2 seeds s"]
+            )
+    assert [len(v) for w in report["times"].values() for v in w.values()] == [1] * 6
+    first_steps = {row["first training step of"]: row["median s"] for row in report["first_step"]}
+    assert len(first_steps) == 3 and all(s > 0 for s in first_steps.values())
+    phases = {row["phase"]: row for row in report["phases"]}
+    assert (
+        phases["fit"]["later jobs s"] > 0
+        and phases["whole job (its start to the next job's start)"]["first job s"] > 0
+    )
+    assert report["targets"] == {"marginal_over_plain_s": 0.7, "first_step_s": 4.0, "study_ratio": 2.5}
+    assert "Where a job's time goes" in stdout

@@ -72,7 +72,8 @@ def test_tiny_inputs_stop_downsampling_at_one_pixel():
     assert network(torch.randn(2, 1, 2, 2)).shape == (2, 3)
 
 
-NORMS = sorted(p.stem for p in (CONF / "norm").glob("*.yaml"))
+# native (a timm model's own layers) is an error with trainlab's networks: tests/test_timm_axes.py
+NORMS = sorted(p.stem for p in (CONF / "norm").glob("*.yaml") if p.stem != "native")
 
 
 @pytest.mark.parametrize("norm_name", NORMS)
