@@ -36,8 +36,6 @@ PHASES = [
     ("lightning.pytorch.callbacks.model_summary", "ModelSummary.on_fit_start", "model summary"),
     ("trainlab.callbacks.layer_stats", "LayerStats.plot", "layer-statistics figures"),
     ("trainlab.run.tracking", "finish_loggers", "finish loggers"),
-    ("wandb", "init", "W&B: wandb.init"),
-    ("wandb", "finish", "W&B: wandb.finish"),
     ("lightning.pytorch.trainer.trainer", "Trainer._run_sanity_check", "sanity check"),
     ("lightning.pytorch.trainer.trainer", "Trainer._teardown", "trainer teardown"),
     (

@@ -99,14 +99,17 @@ def wandb_logger(
         )
     if offline is None:
         offline = not wandb_logged_in()
+    optional = {}
+    if "x_save_requirements" in wandb.Settings.model_fields:  # a private setting of wandb 0.2x-0.31
+        saves = save_requirements is True or (save_requirements == "once" and not _requirements_saved)
+        optional["x_save_requirements"] = saves
+        _requirements_saved = _requirements_saved or saves
     settings = wandb.Settings(
-        console=console, x_disable_stats=not system_stats, x_stats_sampling_interval=stats_interval_s
+        console=console,
+        x_disable_stats=not system_stats,
+        x_stats_sampling_interval=stats_interval_s,
+        **optional,
     )
-    if "x_save_requirements" in type(settings).model_fields:  # a private setting of wandb 0.2x-0.31
-        settings.x_save_requirements = save_requirements is True or (
-            save_requirements == "once" and not _requirements_saved
-        )
-        _requirements_saved = _requirements_saved or settings.x_save_requirements
     if offline and "WANDB_SILENT" not in os.environ:
         # offline, W&B's banners (sync mode, `wandb leet`, the history sparklines) only repeat
         # what the run's last lines say: where its files are and how to upload them
