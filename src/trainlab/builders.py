@@ -310,9 +310,20 @@ def build_trainer(cfg: DictConfig, callbacks: list, loggers: list) -> pl.Trainer
     }
     if not any(isinstance(c, ResumeState) for c in callbacks):  # exact resume: not a study's choice
         callbacks = [*callbacks, ResumeState()]
+    if cfg.trainer.get("sync_batchnorm") and _runs_on_cpu(cfg.trainer):
+        log.warning(
+            "trainer.sync_batchnorm=true on the CPU: torch's SyncBatchNorm runs on GPUs only, so each "
+            "process normalises with its own batch's statistics (sync_batchnorm=false)."
+        )
+        settings["sync_batchnorm"] = False
     return instantiate(
         cfg.trainer, callbacks=callbacks, logger=loggers or False, plugins=_plugins(cfg), **settings
     )
+
+
+def _runs_on_cpu(trainer: DictConfig) -> bool:
+    accelerator = str(trainer.get("accelerator", "auto")).lower()
+    return accelerator == "cpu" or (accelerator == "auto" and not torch.cuda.is_available())
 
 
 def resolve_checkpoint(cfg: DictConfig, run_dir: Path) -> Path | None:
