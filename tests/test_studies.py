@@ -217,6 +217,37 @@ def test_ddp_sim_fits_with_two_processes(tmp_path):
 
 
 @pytest.mark.slow
+def test_submitit_local_runs_the_jobs_in_their_own_processes_and_records_each_outcome(tmp_path):
+    """hydra/launcher=submitit_local (the code path of SLURM, here): each job in a process of its
+    own; a job that fails or diverges is recorded and the others finish; the report and the exit
+    code say so, as with the default launcher."""
+    sweep = tmp_path / "sweep"
+    result = run_cli(
+        "trainlab.train", "-m", "hydra/launcher=submitit_local", *TINY, *QUIET, "trainer.max_epochs=2",
+        "optimizer=sgd", "optimizer.lr=0.05,1000", "data.train_size=null,5", f"hydra.sweep.dir={sweep}",
+        f"paths.log_dir={tmp_path}", cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 1, result.stderr[-2000:]  # a job did not complete
+    outcomes = {
+        tuple(
+            o for o in summary["overrides"] if o.startswith(("optimizer.lr=", "data.train_size="))
+        ): summary["status"]
+        for summary in (read_summary(sweep / str(job)) for job in range(4))
+    }
+    assert outcomes == {
+        ("optimizer.lr=0.05", "data.train_size=null"): "completed",
+        ("optimizer.lr=0.05", "data.train_size=5"): "failed",  # too few examples: a ConfigError
+        ("optimizer.lr=1000", "data.train_size=null"): "diverged",
+        ("optimizer.lr=1000", "data.train_size=5"): "failed",
+    }
+    assert (sweep / ".submitit").is_dir()  # submitit's own logs of each job's process
+    jobs = load_jobs(sweep)
+    assert sorted(jobs["status"]) == ["completed", "diverged", "failed", "failed"]
+    assert "3 of 4 jobs did not complete" in result.stdout + result.stderr
+    assert (sweep / "report.md").is_file()
+
+
+@pytest.mark.slow
 def test_ddp_on_the_cpu_trains_with_per_process_batchnorm(tmp_path):
     """trainer=ddp asks for SyncBatchNorm, which torch runs on GPUs only: on the CPU (gloo) the run
     trains with each process's own BN statistics, and says so, instead of failing."""
