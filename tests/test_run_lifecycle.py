@@ -169,6 +169,51 @@ def test_slurm_trainer_and_launcher_configs(tmp_path):
     assert isinstance(trainer.strategy.checkpoint_io, AtomicCheckpointIO)
 
 
+def test_slurm_submission_script_asks_for_the_resources_and_the_preemption_signal(tmp_path, monkeypatch):
+    """hydra/launcher=slurm without a cluster: the real submitit launcher builds its sbatch script
+    (a stand-in `srun` satisfies submitit's check; submitting is stopped before `sbatch`)."""
+    import submitit
+    from hydra.utils import instantiate
+
+    fake_bin = tmp_path / "bin"
+    fake_bin.mkdir()
+    (fake_bin / "srun").write_text("#!/bin/sh\nexit 0\n")
+    (fake_bin / "srun").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{fake_bin}{os.pathsep}{os.environ['PATH']}")
+    sweep = tmp_path / "sweep"
+    cfg = compose_config(
+        [
+            *TINY, "trainer=slurm", "trainer.num_nodes=2", "trainer.devices=4", "hydra/launcher=slurm",
+            "hydra.launcher.partition=gpu", "hydra.launcher.nodes=2", "hydra.launcher.tasks_per_node=4",
+            "hydra.launcher.gpus_per_node=4", f"hydra.sweep.dir={sweep}",
+        ],
+        tmp_path / "run",
+    )  # fmt: skip
+    launcher = instantiate(cfg.hydra.launcher)
+    launcher.config = cfg
+    scripts = []
+
+    class Submitted(Exception):
+        pass
+
+    def write_instead_of_submitting(executor, function, *arguments):
+        scripts.append(executor._executor._make_submission_file_text("python -m trainlab.train", "0"))
+        raise Submitted
+
+    monkeypatch.setattr(submitit.AutoExecutor, "map_array", write_instead_of_submitting)
+    with pytest.raises(Submitted):
+        launcher.launch([["seed=1"]], initial_job_idx=0)
+    sbatch = {line.removeprefix("#SBATCH ") for line in scripts[0].splitlines() if line.startswith("#SBATCH")}
+    assert {
+        "--partition=gpu", "--nodes=2", "--ntasks-per-node=4", "--gpus-per-node=4", "--cpus-per-task=8",
+        "--mem=32GB", "--time=240", "--signal=USR1@90",
+    } <= sbatch  # fmt: skip
+    assert not any("USR2" in line for line in sbatch)  # submitit's own resubmitting signal is replaced
+    assert f"--output={sweep}/.submitit/%j/%j_0_log.out" in sbatch
+    # the trainer on the job's side: Lightning's SLURM environment requeues on that signal
+    assert cfg.trainer.num_nodes == 2 and cfg.trainer.devices == 4
+
+
 # ----- subprocesses: real signals ---------------------------------------------------------------
 
 
