@@ -253,15 +253,18 @@ def test_ddp_on_the_cpu_trains_with_per_process_batchnorm(tmp_path):
     trains with each process's own BN statistics, and says so, instead of failing."""
     result = run_cli(
         "trainlab.train", "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2", "norm=batchnorm",
-        *TINY, *QUIET, "trainer.max_epochs=1", f"paths.log_dir={tmp_path}", cwd=tmp_path,
+        *TINY, "logger=wandb", *QUIET, "trainer.max_epochs=1", f"paths.log_dir={tmp_path}", cwd=tmp_path,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-2000:]
-    assert "torch's SyncBatchNorm runs on GPUs only" in result.stdout + result.stderr
+    output = result.stdout + result.stderr
+    assert "torch's SyncBatchNorm runs on GPUs only" in output
     (run,) = (tmp_path / "train" / "runs").iterdir()  # one run directory for both processes
     summary = read_summary(run)
     # 1293 training examples over 2 processes of batch 64: 11 steps per epoch each
     assert summary["status"] == "completed" and summary["global_step"] == 11
     assert len(list((run / "checkpoints").glob("*.ckpt"))) == 2  # the best and last.ckpt, once each
+    assert len(list((run / "wandb").glob("offline-run-*"))) == 1  # one W&B run, from rank 0
+    assert output.count("Run completed") == 1  # one account of the run, not one per process
 
 
 def test_report_logs_table_and_plots_to_wandb_offline(tmp_path):

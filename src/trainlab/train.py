@@ -72,8 +72,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         stopped = error
     finally:
         finish_loggers(loggers, summary.data["status"])
-    for line in end_of_run_lines(summary.data, output_dir):
-        log.info(line)
+    if rank_zero_only.rank == 0:  # one account of the run, not one per process of a multi-device run
+        for line in end_of_run_lines(summary.data, output_dir):
+            log.info(line)
     if stopped is not None:
         _stop(stopped)
     return summary.data
