@@ -267,6 +267,29 @@ def test_ddp_on_the_cpu_trains_with_per_process_batchnorm(tmp_path):
     assert output.count("Run completed") == 1  # one account of the run, not one per process
 
 
+@pytest.mark.slow
+def test_ddp_validation_reduces_over_processes_to_the_single_process_accuracy(tmp_path):
+    """Two processes each validate half of the 180 validation images; their accuracy, reduced
+    over the processes, is the accuracy one process computes with the same weights (last.ckpt).
+    norm=none: without BatchNorm, whose running statistics are each process's own on the CPU,
+    both processes hold the same network."""
+    import lightning.pytorch as pl
+
+    from trainlab.eval import load_checkpoint
+
+    result = run_cli(
+        "trainlab.train", "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2", "norm=none",
+        *TINY, *QUIET, "trainer.max_epochs=2", "test=false", f"paths.log_dir={tmp_path}", cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    (run,) = (tmp_path / "train" / "runs").iterdir()
+    reduced = read_summary(run)["metrics"]["val/acc"]
+    module, datamodule = load_checkpoint(run / "checkpoints" / "last.ckpt")
+    trainer = pl.Trainer(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False)
+    (single,) = trainer.validate(module, datamodule=datamodule, weights_only=True, verbose=False)
+    assert reduced == pytest.approx(single["val/acc"], abs=1e-6) and 0.3 < reduced < 1
+
+
 def test_report_logs_table_and_plots_to_wandb_offline(tmp_path):
     from trainlab.report.study import write_report
 
