@@ -290,6 +290,29 @@ def test_ddp_validation_reduces_over_processes_to_the_single_process_accuracy(tm
     assert reduced == pytest.approx(single["val/acc"], abs=1e-6) and 0.3 < reduced < 1
 
 
+@pytest.mark.slow
+def test_ddp_writes_the_offline_augmentation_once_and_stops_together_on_divergence(tmp_path):
+    """Two CPU processes: the offline copies are written by one process (Lightning's prepare_data)
+    and read by both; a loss that explodes stops both processes at the same check, and the run is
+    recorded `diverged` once."""
+    cache = tmp_path / "cache"
+    result = run_cli(
+        "trainlab.train", "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2", *TINY, *QUIET,
+        "trainer.max_epochs=2", "augment=basic", "augment.mode=offline", "augment.copies=1",
+        f"augment.cache_dir={cache}", "optimizer=sgd", "optimizer.lr=1000", f"paths.log_dir={tmp_path}",
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    output = result.stdout + result.stderr
+    assert output.count("Offline augmentation: wrote") == 1 and "reusing" in output
+    (folder,) = cache.iterdir()
+    assert (folder / "images.npy").is_file()
+    (run,) = (tmp_path / "train" / "runs").iterdir()
+    summary = read_summary(run)
+    assert summary["status"] == "diverged" and summary["diverged_at_step"] == 20
+    assert output.count("[WARNING] - Run diverged:") == 1  # from one process, not from each
+
+
 def test_report_logs_table_and_plots_to_wandb_offline(tmp_path):
     from trainlab.report.study import write_report
 

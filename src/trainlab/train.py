@@ -159,7 +159,8 @@ def _fit_and_test(
         summary.read_last_checkpoint(trainer)
     summary.collect(trainer)  # what the callbacks offer, e.g. the divergence guard's outcome
     if summary.data["status"] == DIVERGED:
-        log.warning(f"Run diverged: {summary.data['error']}.")
+        if trainer.is_global_zero:
+            log.warning(f"Run diverged: {summary.data['error']}.")
         return
     best = summary.record_best(trainer.checkpoint_callback)  # best_checkpoint, best_epoch, val/acc_best
     if cfg.get("test") and not trainer.interrupted:

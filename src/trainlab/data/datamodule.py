@@ -227,6 +227,10 @@ class ImageDataModule(pl.LightningDataModule):
     # --- Lightning hooks ----------------------------------------------------------------------
     def prepare_data(self) -> None:
         self._loaded()  # downloads, where the source downloads, happen once here
+        if self.augment.offline:
+            # Lightning runs prepare_data in one process per node while the others wait: the
+            # offline copies are written once, and the other processes read them
+            self.offline_copies()
 
     def setup(self, stage: str | None = None) -> None:
         if self.splits is not None:
