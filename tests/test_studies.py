@@ -283,11 +283,36 @@ def test_ddp_validation_reduces_over_processes_to_the_single_process_accuracy(tm
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-2000:]
     (run,) = (tmp_path / "train" / "runs").iterdir()
-    reduced = read_summary(run)["metrics"]["val/acc"]
+    reduced = read_summary(run)["metrics"]
     module, datamodule = load_checkpoint(run / "checkpoints" / "last.ckpt")
     trainer = pl.Trainer(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False)
     (single,) = trainer.validate(module, datamodule=datamodule, weights_only=True, verbose=False)
-    assert reduced == pytest.approx(single["val/acc"], abs=1e-6) and 0.3 < reduced < 1
+    assert reduced["val/acc"] == pytest.approx(single["val/acc"], abs=1e-6) and 0.3 < reduced["val/acc"] < 1
+    assert reduced["val/loss"] == pytest.approx(single["val/loss"], rel=1e-5)  # not process 0's half
+
+
+@pytest.mark.slow
+def test_ddp_precise_bn_gives_every_process_the_population_statistics_of_all_batches(tmp_path):
+    """callbacks=precise_bn under 2 processes: the BatchNorm statistics are summed over both
+    processes' batches, so both hold the same network, and validation (reduced over them) equals
+    one process's with last.ckpt."""
+    import lightning.pytorch as pl
+
+    from trainlab.eval import load_checkpoint
+
+    result = run_cli(
+        "trainlab.train", "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2", "norm=batchnorm",
+        "callbacks=precise_bn", "callbacks.precise_bn.num_batches=20", *TINY, *QUIET, "trainer.max_epochs=2",
+        "test=false", f"paths.log_dir={tmp_path}", cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    (run,) = (tmp_path / "train" / "runs").iterdir()
+    reduced = read_summary(run)["metrics"]
+    module, datamodule = load_checkpoint(run / "checkpoints" / "last.ckpt")
+    trainer = pl.Trainer(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False)
+    (single,) = trainer.validate(module, datamodule=datamodule, weights_only=True, verbose=False)
+    assert reduced["val/acc"] == pytest.approx(single["val/acc"], abs=1e-6)
+    assert reduced["val/loss"] == pytest.approx(single["val/loss"], rel=1e-5)
 
 
 @pytest.mark.slow

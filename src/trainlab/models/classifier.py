@@ -85,7 +85,8 @@ class Classifier(StudyModule):
             self.test_confusion.update(logits, labels)
             self.test_class_acc.update(logits, labels)
         if stage != "train":
-            self.log(f"{stage}/loss", loss, on_epoch=True, prog_bar=True)
+            # sync_dist: the epoch's mean over every process's batches (one all-reduce an epoch)
+            self.log(f"{stage}/loss", loss, on_epoch=True, prog_bar=True, sync_dist=True)
             return loss
         # one copy of the batch's mean loss per example: the batch-size weighting (weight= is
         # dropped under nan_strategy="disable", torchmetrics issue #3434)
