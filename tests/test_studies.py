@@ -265,6 +265,10 @@ def test_ddp_on_the_cpu_trains_with_per_process_batchnorm(tmp_path):
     assert len(list((run / "checkpoints").glob("*.ckpt"))) == 2  # the best and last.ckpt, once each
     assert len(list((run / "wandb").glob("offline-run-*"))) == 1  # one W&B run, from rank 0
     assert output.count("Run completed") == 1  # one account of the run, not one per process
+    # layer statistics are measured by one process: each (step, layer, statistic) once
+    stats = pd.read_csv(run / "layer_stats.csv")
+    assert len(stats) and not stats.duplicated(["step", "layer", "stat"]).any()
+    assert set(stats["step"]) == {0}  # sampled every 50 steps: step 0 of the 11
 
 
 @pytest.mark.slow
