@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 import os
 import platform
+import subprocess
 import sys
+import time
 from datetime import datetime
 from pathlib import Path
 
@@ -13,6 +15,27 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "src"))
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
+
+
+def time_command(command: list[str], cwd: Path, env: dict, marker: str | None = None) -> float:
+    """Seconds from starting `command` to its exit, or to the line of its output holding `marker`
+    (then it is stopped). A command that fails, or ends without printing `marker`, raises with
+    the end of its output."""
+    start = time.perf_counter()
+    process = subprocess.Popen(
+        command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    tail: list[str] = []
+    for line in process.stdout:
+        if marker and marker in line:
+            elapsed = time.perf_counter() - start
+            process.kill()
+            process.wait()
+            return elapsed
+        tail = [*tail[-30:], line]
+    if process.wait() != 0 or marker:
+        raise RuntimeError(f"{' '.join(command)} failed or never printed {marker}:\n{''.join(tail)}")
+    return time.perf_counter() - start
 
 
 def compose(overrides: list[str], output_dir: Path):

@@ -8,43 +8,24 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-from common import REPO, print_table, write_json
+from common import REPO, print_table, time_command, write_json
 
 HERE = Path(__file__).resolve().parent
 
 
-def time_command(args: list[str], marker: str | None, cwd: Path) -> float:
-    """Seconds until the process prints `marker` (then it is stopped), or until it exits."""
+def time_trainlab(args: list[str], marker: str | None, cwd: Path) -> float:
+    """Seconds until `python -m trainlab.train <args>` prints `marker` (then it is stopped), or
+    until it exits."""
     env = {
         **os.environ,
         "WANDB_MODE": "offline",
         "PYTHONPATH": f"{HERE}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
     }
-    start = time.perf_counter()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "trainlab.train", *args],
-        cwd=cwd,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    for line in process.stdout:
-        if marker and marker in line:
-            elapsed = time.perf_counter() - start
-            process.kill()
-            process.wait()
-            return elapsed
-    process.wait()
-    if marker:
-        raise RuntimeError(f"{args}: the run ended without printing {marker}")
-    return time.perf_counter() - start
+    return time_command([sys.executable, "-m", "trainlab.train", *args], cwd, env, marker)
 
 
 def main() -> None:
@@ -73,7 +54,7 @@ def main() -> None:
         }
         rows = []
         for name, (command, marker) in cases.items():
-            times = [time_command(command, marker, REPO) for _ in range(args.repeats)]
+            times = [time_trainlab(command, marker, REPO) for _ in range(args.repeats)]
             rows.append(
                 {
                     "command": name,

@@ -31,10 +31,9 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-from common import REPO, print_table, write_json
+from common import REPO, print_table, time_command, write_json
 
 HERE = Path(__file__).resolve().parent
 
@@ -59,23 +58,7 @@ def environment() -> dict:
 
 
 def timed(command: list[str], cwd: Path, marker: str | None = None) -> float:
-    """Seconds from starting `command` to its exit, or to the line holding `marker` (then it is
-    stopped). A command that fails raises, with its output's end."""
-    start = time.perf_counter()
-    process = subprocess.Popen(
-        command, cwd=cwd, env=environment(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-    )
-    tail: list[str] = []
-    for line in process.stdout:
-        if marker and marker in line:
-            elapsed = time.perf_counter() - start
-            process.kill()
-            process.wait()
-            return elapsed
-        tail = [*tail[-30:], line]
-    if process.wait() != 0 or marker:
-        raise RuntimeError(f"{' '.join(command)} failed or never printed {marker}:\n{''.join(tail)}")
-    return time.perf_counter() - start
+    return time_command(command, cwd, environment(), marker)
 
 
 def plain_command(seeds: int) -> list[str]:
