@@ -271,26 +271,32 @@ def test_ddp_on_the_cpu_trains_with_per_process_batchnorm(tmp_path):
     assert set(stats["step"]) == {0}  # sampled every 50 steps: step 0 of the 11
 
 
+def validated_by_two_processes_and_by_one(tmp_path: Path, *overrides: str) -> tuple[dict, dict]:
+    """Train on 2 CPU processes (trainer=ddp), then validate last.ckpt in one process: the run's
+    validation metrics (reduced over its processes) and the single process's."""
+    import lightning.pytorch as pl
+
+    from trainlab.eval import load_checkpoint
+
+    result = run_cli(
+        "trainlab.train", "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2", *overrides,
+        *TINY, *QUIET, "trainer.max_epochs=2", "test=false", f"paths.log_dir={tmp_path}", cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    (run,) = (tmp_path / "train" / "runs").iterdir()
+    module, datamodule = load_checkpoint(run / "checkpoints" / "last.ckpt")
+    trainer = pl.Trainer(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False)
+    (single,) = trainer.validate(module, datamodule=datamodule, weights_only=True, verbose=False)
+    return read_summary(run)["metrics"], single
+
+
 @pytest.mark.slow
 def test_ddp_validation_reduces_over_processes_to_the_single_process_accuracy(tmp_path):
     """Two processes each validate half of the 180 validation images; their accuracy, reduced
     over the processes, is the accuracy one process computes with the same weights (last.ckpt).
     norm=none: without BatchNorm, whose running statistics are each process's own on the CPU,
     both processes hold the same network."""
-    import lightning.pytorch as pl
-
-    from trainlab.eval import load_checkpoint
-
-    result = run_cli(
-        "trainlab.train", "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2", "norm=none",
-        *TINY, *QUIET, "trainer.max_epochs=2", "test=false", f"paths.log_dir={tmp_path}", cwd=tmp_path,
-    )  # fmt: skip
-    assert result.returncode == 0, result.stderr[-2000:]
-    (run,) = (tmp_path / "train" / "runs").iterdir()
-    reduced = read_summary(run)["metrics"]
-    module, datamodule = load_checkpoint(run / "checkpoints" / "last.ckpt")
-    trainer = pl.Trainer(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False)
-    (single,) = trainer.validate(module, datamodule=datamodule, weights_only=True, verbose=False)
+    reduced, single = validated_by_two_processes_and_by_one(tmp_path, "norm=none")
     assert reduced["val/acc"] == pytest.approx(single["val/acc"], abs=1e-6) and 0.3 < reduced["val/acc"] < 1
     assert reduced["val/loss"] == pytest.approx(single["val/loss"], rel=1e-5)  # not process 0's half
 
@@ -300,21 +306,9 @@ def test_ddp_precise_bn_gives_every_process_the_population_statistics_of_all_bat
     """callbacks=precise_bn under 2 processes: the BatchNorm statistics are summed over both
     processes' batches, so both hold the same network, and validation (reduced over them) equals
     one process's with last.ckpt."""
-    import lightning.pytorch as pl
-
-    from trainlab.eval import load_checkpoint
-
-    result = run_cli(
-        "trainlab.train", "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2", "norm=batchnorm",
-        "callbacks=precise_bn", "callbacks.precise_bn.num_batches=20", *TINY, *QUIET, "trainer.max_epochs=2",
-        "test=false", f"paths.log_dir={tmp_path}", cwd=tmp_path,
-    )  # fmt: skip
-    assert result.returncode == 0, result.stderr[-2000:]
-    (run,) = (tmp_path / "train" / "runs").iterdir()
-    reduced = read_summary(run)["metrics"]
-    module, datamodule = load_checkpoint(run / "checkpoints" / "last.ckpt")
-    trainer = pl.Trainer(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False)
-    (single,) = trainer.validate(module, datamodule=datamodule, weights_only=True, verbose=False)
+    reduced, single = validated_by_two_processes_and_by_one(
+        tmp_path, "norm=batchnorm", "callbacks=precise_bn", "callbacks.precise_bn.num_batches=20"
+    )
     assert reduced["val/acc"] == pytest.approx(single["val/acc"], abs=1e-6)
     assert reduced["val/loss"] == pytest.approx(single["val/loss"], rel=1e-5)
 
