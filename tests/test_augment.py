@@ -140,7 +140,7 @@ def test_transforms_of_one_pipeline_draw_independently():
     assert seen == {"none", "h", "v", "both"}
 
 
-def test_offline_cache_is_written_once_and_reused(make_cfg, sources, tmp_path):
+def test_offline_cache_is_written_once_and_reused(make_cfg, sources, tmp_path, monkeypatch):
     source = sources["digits"]
     augment = augment_config(make_cfg, "basic", "augment.mode=offline", "augment.copies=2", "augment.seed=5")
     augment["cache_dir"] = str(tmp_path / "cache")
@@ -160,6 +160,13 @@ def test_offline_cache_is_written_once_and_reused(make_cfg, sources, tmp_path):
     assert torch.equal(train_set[150][0], val_transform(image=cached[50])["image"])
     assert torch.equal(train_set[150][0], train_set[150][0])
     written = {p.name: p.stat().st_mtime_ns for p in folder.iterdir()}
+    # the same DataModule asked again (prepare_data, then each loader) reads the cache once
+    from trainlab.data import offline_cache
+
+    reads = []
+    materialise = offline_cache.materialise
+    monkeypatch.setattr(offline_cache, "materialise", lambda *a, **k: reads.append(1) or materialise(*a, **k))
+    assert torch.equal(dm.dataset("train")[150][0], train_set[150][0]) and reads == []
 
     again = make_datamodule(source, augment, train_size=100).dataset("train")
     assert {p.name: p.stat().st_mtime_ns for p in folder.iterdir()} == written  # reused, not rewritten

@@ -7,6 +7,7 @@ import logging
 import math
 import os
 from collections.abc import Iterable, Sequence
+from pathlib import Path
 
 import lightning.pytorch as pl
 import numpy as np
@@ -156,6 +157,7 @@ class ImageDataModule(pl.LightningDataModule):
         self._augment: AugmentSettings | None = None
         self._seed: int | None = None  # the data seed a checkpoint recorded (resume)
         self._resume_at: tuple[int, int] | None = None  # (epoch, batches trained) of a checkpoint
+        self._copies: tuple[Path, tuple[np.ndarray, np.ndarray]] | None = None  # offline, as read last
 
     @classmethod
     def load_from_checkpoint(  # type: ignore[override]
@@ -336,8 +338,11 @@ class ImageDataModule(pl.LightningDataModule):
             "copies": settings.copies,
         }
         folder = offline_cache.cache_folder(settings.cache_dir, settings.name, material)
-        pipeline = self.augmentation_pipeline(seed)
-        return offline_cache.materialise(folder, images, labels, pipeline, settings.copies, material)
+        if self._copies is None or self._copies[0] != folder:  # read once (prepare_data, then loaders)
+            pipeline = self.augmentation_pipeline(seed)
+            copies = offline_cache.materialise(folder, images, labels, pipeline, settings.copies, material)
+            self._copies = (folder, copies)
+        return self._copies[1]
 
     def dataset(self, split: str) -> ArrayDataset:
         """A split as a Dataset. Training: online augmentation (seeded per example), or the
