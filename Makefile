@@ -18,10 +18,10 @@ $(INSTALLED): pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 10), "trainlab needs Python >= 3.10"'
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	@echo "Installing trainlab and its dependencies into $(VENV) (first time: a few minutes)..."
-	$(PY) -m pip install --quiet -e ".[dev,launchers]" 2>&1 | { grep -v "is ignored: it is neither a file nor a directory" || true; }
+	$(PY) -m pip install --quiet -e ".[dev,launchers,search]" 2>&1 | { grep -v "is ignored: it is neither a file nor a directory" || true; }
 	touch $(INSTALLED)
 
-install: $(INSTALLED)  ## create .venv and install trainlab (editable) with dev and launcher extras
+install: $(INSTALLED)  ## create .venv and install trainlab (editable) with the dev, launcher and search extras
 
 train: install  ## train the default study (small CNN on the embedded MNIST digits, W&B offline)
 	$(PY) -m trainlab.train $(ARGS)

@@ -116,6 +116,13 @@ def test_a_wheel_installed_from_a_clone_trains_anywhere_and_runs_a_study_from_ou
     module, config_dir = where.stdout.split()
     assert Path(module) == site / "trainlab" / "__init__.py"  # the installed copy, not the clone
     assert Path(config_dir) == site / "trainlab" / "conf"
+    # the Optuna sweeper (hparams_search=optuna) sits in the hydra_plugins namespace, where Hydra finds it
+    assert (site / "hydra_plugins" / "trainlab_optuna_sweeper" / "optuna_sweeper.py").is_file()
+    plugins = run(
+        bin_dir / "python", "-c", "from hydra.core.plugins import Plugins; print(*Plugins.instance().class_name_to_class)",
+        cwd=elsewhere,
+    ).stdout  # fmt: skip
+    assert "hydra_plugins.trainlab_optuna_sweeper.optuna_sweeper.OptunaSweeper" in plugins.split()
 
     assert_trainlab_help(run(bin_dir / "trainlab-train", "--help", cwd=elsewhere).stdout)
     job = run(bin_dir / "trainlab-train", "--cfg", "job", "experiment=mlp_digits", cwd=elsewhere).stdout

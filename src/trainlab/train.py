@@ -124,7 +124,7 @@ def _fit_and_test(
         configure_threads,
         spare_imports_from_garbage_collection,
     )
-    from trainlab.run.summary import DIVERGED
+    from trainlab.run.summary import DIVERGED, PRUNED
     from trainlab.utils.config import require_values
     from trainlab.utils.printing import print_config_tree
 
@@ -161,6 +161,8 @@ def _fit_and_test(
     if summary.data["status"] == DIVERGED:
         if trainer.is_global_zero:
             log.warning(f"Run diverged: {summary.data['error']}.")
+        return
+    if summary.data["status"] == PRUNED:  # a search's trial stopped early: no test
         return
     best = summary.record_best(trainer.checkpoint_callback)  # best_checkpoint, best_epoch, val/acc_best
     if cfg.get("test") and not trainer.interrupted:

@@ -16,6 +16,8 @@ log = logging.getLogger(__name__)
 
 # `killed`: summary.json still says `running` but its process is gone (SIGKILL, OOM killer)
 STATUS_FAILED = ("failed", "diverged", "interrupted", "killed", "missing")
+# overrides that identify a job instead of setting it: a search's trial number
+NOT_AXES = ("optuna_trial",)
 # columns of a job row that are not settings (overrides) nor metrics
 # the value of a key that a job did not override (it kept its config default)
 DEFAULT = "(default)"
@@ -113,8 +115,9 @@ def typed_settings(jobs: pd.DataFrame) -> pd.DataFrame:
 
 
 def varied_axes(jobs: pd.DataFrame) -> list[str]:
-    """Overridden keys whose value differs between jobs (the study's axes), seed included."""
-    return [k for k in setting_columns(jobs) if jobs[k].nunique(dropna=False) > 1]
+    """Overridden keys whose value differs between jobs (the study's axes), seed included; not
+    the keys that name a job rather than set it (NOT_AXES)."""
+    return [k for k in setting_columns(jobs) if k not in NOT_AXES and jobs[k].nunique(dropna=False) > 1]
 
 
 def num_classes(job: Path) -> int | None:

@@ -50,7 +50,11 @@ def write_report(multirun_dir: str | Path, log_to_wandb: bool = False) -> StudyR
     report.files = [csv_path, md_path, *write_plots(jobs, axes, main_metric(jobs), directory), *layer_plots]
     if log_to_wandb:
         _log_to_wandb(report)
-    log.info(f"Study report: {md_path} ({len(jobs)} jobs, {len(report.failed_jobs)} did not complete)")
+    pruned = int((jobs["status"] == "pruned").sum())
+    log.info(
+        f"Study report: {md_path} ({len(jobs)} jobs, {len(report.failed_jobs)} did not complete"
+        + (f", {pruned} pruned by the search)" if pruned else ")")
+    )
     return report
 
 

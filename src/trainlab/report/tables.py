@@ -82,11 +82,18 @@ def markdown(jobs: pd.DataFrame, axes: list[str], title: str) -> str:
         wall = row.get("wall_time_s mean")
         cells.append("–" if pd.isna(wall) else f"{wall:.1f}")
         lines.append("| " + " | ".join(cells) + " |")
-    problems = jobs[jobs["status"] != "completed"]
+    pruned = jobs[jobs["status"] == "pruned"]
+    problems = jobs[~jobs["status"].isin(("completed", "pruned"))]
+    if len(pruned):  # a search's trials stopped early by its pruner: an outcome, not a failure
+        lines += ["", f"## Trials pruned by the search ({len(pruned)})", ""]
+        lines += [_job_line(job, axes) for _, job in pruned.iterrows()]
     lines += ["", f"## Jobs that did not complete ({len(problems)})", ""]
     if not len(problems):
         lines.append("None.")
-    for _, job in problems.iterrows():
-        setting = ", ".join(f"{a}={job[a]}" for a in axes) or job["path"]
-        lines.append(f"- job {job['job']} ({setting}): **{job['status']}** — {job['error']}")
+    lines += [_job_line(job, axes) for _, job in problems.iterrows()]
     return "\n".join(lines) + "\n"
+
+
+def _job_line(job: pd.Series, axes: list[str]) -> str:
+    setting = ", ".join(f"{a}={job[a]}" for a in axes) or job["path"]
+    return f"- job {job['job']} ({setting}): **{job['status']}** — {job['error']}"

@@ -13,6 +13,8 @@ from typing import Any
 
 COMPLETED, DIVERGED, FAILED, INTERRUPTED = "completed", "diverged", "failed", "interrupted"
 RUNNING, KILLED = "running", "killed"
+# a search's trial stopped early by Optuna's pruner: an outcome, not a failure
+PRUNED = "pruned"
 # What a re-launch with skip_completed=true resumes from its checkpoints/last.ckpt.
 RESUMABLE = (INTERRUPTED, KILLED)
 

@@ -32,6 +32,7 @@ from trainlab.run.status import (
     DIVERGED,  # noqa: F401  (re-exported: the statuses a run writes are imported from here)
     FAILED,
     INTERRUPTED,
+    PRUNED,  # noqa: F401  (re-exported)
     RESUMABLE,
     RUNNING,
     current_status,

@@ -27,7 +27,8 @@ def hydra_overrides() -> list[str]:
 
 
 def finish_loggers(loggers: list, status: str) -> None:
-    """Close every logger; a W&B run is finished with a non-zero exit code unless it completed,
+    """Close every logger; a W&B run is finished with a non-zero exit code unless it completed
+    (or was pruned by a search: an outcome, not a crash),
     so that the next job of a multirun starts a fresh W&B run. A W&B run started for a logger
     that never reached `loggers` (building the next one failed) is finished too: Lightning's
     WandbLogger would otherwise join it in the next job and mix the two jobs' records."""
@@ -39,4 +40,4 @@ def finish_loggers(loggers: list, status: str) -> None:
     if wandb is not None and getattr(wandb, "run", None) is not None:
         with contextlib.suppress(Exception):
             wandb.run.summary["status"] = status
-            wandb.finish(exit_code=0 if status == "completed" else 1)
+            wandb.finish(exit_code=0 if status in ("completed", "pruned") else 1)

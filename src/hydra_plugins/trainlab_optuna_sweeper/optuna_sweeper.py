@@ -1,0 +1,138 @@
+"""trainlab's Optuna sweeper: `python -m trainlab.train -m hparams_search=optuna`.
+
+A Hydra sweeper on Optuna's ask-and-tell interface (current Optuna: its samplers, pruners and
+optuna-dashboard), replacing the hydra-optuna-sweeper plugin, which pins optuna<3. Each batch
+of `n_jobs` trials is asked from the study, launched as ordinary trainlab jobs through the
+configured launcher (basic, joblib, submitit), and told back from each job's summary.json:
+completed with its `optimized_metric`, pruned, or failed. The study lives in
+`hydra.sweeper.storage` (null: `<sweep dir>/optuna.db`), so several launches can share it.
+
+Hydra instantiates sweepers only from the `hydra_plugins` package, hence this module's place;
+the search logic is in trainlab.search. Nothing here imports Optuna until a search starts.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from hydra.core.plugins import Plugins
+from hydra.plugins.sweeper import Sweeper
+from hydra.types import HydraContext, TaskFunction
+from omegaconf import DictConfig, OmegaConf
+
+log = logging.getLogger(__name__)
+
+
+class OptunaSweeper(Sweeper):
+    def __init__(
+        self,
+        study_name: str,
+        storage: str | None,
+        direction: str,
+        n_trials: int,
+        n_jobs: int,
+        sampler: Any,
+        pruner: Any,
+        params: DictConfig | None,
+    ) -> None:
+        if direction not in ("maximize", "minimize"):
+            raise ValueError(f"hydra.sweeper.direction={direction!r}: choose maximize or minimize.")
+        if int(n_trials) < 0 or int(n_jobs) < 1:
+            raise ValueError(f"hydra.sweeper.n_trials={n_trials} must be >= 0 and n_jobs={n_jobs} >= 1.")
+        self.study_name, self.storage, self.direction = study_name, storage, direction
+        self.n_trials, self.n_jobs = int(n_trials), int(n_jobs)
+        self.sampler, self.pruner, self.params = sampler, pruner, params
+        self.config: DictConfig | None = None
+        self.launcher = None
+        self.hydra_context: HydraContext | None = None
+        self.job_idx = 0
+
+    def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
+        self.config, self.hydra_context = config, hydra_context
+        self.launcher = Plugins.instance().instantiate_launcher(
+            hydra_context=hydra_context, task_function=task_function, config=config
+        )
+
+    def sweep(self, arguments: list[str]) -> None:
+        from trainlab.search.space import search_space, trial_overrides
+        from trainlab.search.study import job_outcome, open_study, results, shown_url, storage_url
+
+        assert self.config is not None and self.launcher is not None
+        configured = [f"{key}={value}" for key, value in (self.params or {}).items()]
+        distributions, fixed = search_space([*configured, *arguments])
+        if not distributions and self.n_trials:
+            raise ValueError(
+                "hparams_search: nothing to search. Give hydra.sweeper.params or sweep overrides, "
+                "e.g. 'optimizer.lr=tag(log, interval(1e-4, 1e-1))'."
+            )
+        sweep_dir = Path(self.config.hydra.sweep.dir)
+        url = storage_url(self.storage, sweep_dir)
+        study = open_study(self.study_name, url, self.sampler, self.pruner, self.direction)
+        metric = self.config.get("optimized_metric")
+        if not metric:
+            raise ValueError("hparams_search needs optimized_metric (a key of summary.json's metrics).")
+        earlier = len(study.get_trials(deepcopy=False))
+        log.info(
+            f"Optuna study {study.study_name!r} in {shown_url(url)}: {earlier} trials so far; {self.n_trials} more, "
+            f"{self.n_jobs} at a time; {self.direction} {metric} over {', '.join(distributions)}. "
+            f"Sampler {type(self.sampler).__name__}, pruner {type(study.pruner).__name__}."
+        )
+        seed = OmegaConf.select(self.config, "hydra.sweeper.sampler.seed")
+        if self.storage and seed is not None and self.n_trials:
+            log.warning(
+                f"hydra.sweeper.sampler.seed={seed} on a shared storage: launches of this study that run "
+                "at the same time with the same seed propose the same first trials; give each its own "
+                "seed (or null)."
+            )
+        launched: list[int] = []
+        while len(launched) < self.n_trials:
+            trials = [
+                study.ask(distributions) for _ in range(min(self.n_jobs, self.n_trials - len(launched)))
+            ]
+            batch = [
+                [*fixed, *trial_overrides(trial.params), f"optuna_trial={trial.number}"] for trial in trials
+            ]
+            try:
+                self.validate_batch_is_legal(batch)  # a bad override fails before any job runs
+                returns = self.launcher.launch(batch, initial_job_idx=self.job_idx)
+            except BaseException:
+                for trial in trials:  # not left RUNNING in a shared study
+                    study.tell(trial, state=_fail())
+                raise
+            self.job_idx += len(returns)
+            for trial, ret in zip(trials, returns, strict=True):
+                job_dir = _job_dir(ret)
+                state, value, summary = job_outcome(job_dir, metric)
+                trial.set_user_attr("job_dir", str(job_dir) if job_dir else None)
+                trial.set_user_attr("status", summary.get("status", "missing"))
+                if summary.get("error"):
+                    trial.set_user_attr("error", str(summary["error"])[:500])
+                study.tell(trial, value, state=state)
+                launched.append(trial.number)
+        record = results(study, url, launched)
+        (sweep_dir / "optimization_results.yaml").parent.mkdir(parents=True, exist_ok=True)
+        OmegaConf.save(OmegaConf.create(record), sweep_dir / "optimization_results.yaml")
+        if "best_value" in record:
+            log.info(
+                f"Best of study {study.study_name!r} ({sum(record['trials'].values())} trials): trial "
+                f"{record['best_trial']}, {metric} {record['best_value']:.6g}, {record['best_params']}"
+            )
+        else:
+            log.info(f"Study {study.study_name!r} has no completed trial yet: {record['trials']}")
+        log.info(
+            f"Search results: {sweep_dir / 'optimization_results.yaml'}; optuna-dashboard {shown_url(url)}"
+        )
+
+
+def _job_dir(ret: Any) -> Path | None:
+    """The job's output directory, from the Hydra config its JobReturn carries."""
+    output_dir = OmegaConf.select(ret.hydra_cfg, "hydra.runtime.output_dir") if ret.hydra_cfg else None
+    return Path(output_dir) if output_dir else None
+
+
+def _fail() -> Any:
+    from optuna.trial import TrialState
+
+    return TrialState.FAIL

@@ -1,0 +1,165 @@
+"""The Optuna study of a search: where it is stored, how several launches share it, and what
+each finished job tells it.
+
+Several launches (at the same time, on one machine or many) add trials to one study when they
+name the same `storage` and `study_name`; a re-launch continues the study. Optuna numbers the
+trials in the database, so numbers stay unique across launches.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import random
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import optuna
+
+log = logging.getLogger(__name__)
+
+# How long a SQLite connection waits for another process's write before it gives up (SQLite's
+# own default is 5 s; a launch reporting a trial can hold the lock that long on a busy disk).
+SQLITE_BUSY_TIMEOUT_S = 60
+# Launches started together race to create the tables and the study; the loser retries.
+OPEN_ATTEMPTS = 8
+# The driver package SQLAlchemy needs for each database (the URL's scheme before any '+driver').
+DRIVERS = {"postgresql": "psycopg2-binary (or psycopg)", "mysql": "PyMySQL (URL mysql+pymysql://...)"}
+
+
+def storage_url(storage: str | None, sweep_dir: str | Path) -> str:
+    """`storage`, or, when it is null, a SQLite file in the sweep directory (the search is never
+    only in memory: optuna-dashboard and a re-launch can read it)."""
+    if storage:
+        return str(storage)
+    return f"sqlite:///{(Path(sweep_dir) / 'optuna.db').resolve()}"
+
+
+def shown_url(url: str) -> str:
+    """`url` with its password masked, for logs and files (`postgresql://u:***@host/db`)."""
+    try:
+        from sqlalchemy.engine import make_url
+
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # not a URL SQLAlchemy parses: nothing to hide that it could find
+        return url
+
+
+def rdb_storage(url: str) -> optuna.storages.RDBStorage:
+    """Optuna's database storage for `url`, created (tables included) by whichever launch gets
+    there first; for SQLite, its folder is created and writers wait for each other."""
+    import sqlalchemy.exc
+    from optuna.storages import RDBStorage
+
+    engine_kwargs: dict[str, Any] = {}
+    if url.startswith("sqlite:///"):
+        path = url.removeprefix("sqlite:///")
+        if path and path != ":memory:":
+            Path(path).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        engine_kwargs["connect_args"] = {"timeout": SQLITE_BUSY_TIMEOUT_S}
+    else:
+        engine_kwargs["pool_pre_ping"] = True  # a server that dropped an idle connection
+    for attempt in range(OPEN_ATTEMPTS):
+        try:
+            return RDBStorage(url, engine_kwargs=engine_kwargs)
+        except ModuleNotFoundError as error:
+            scheme = url.split(":", 1)[0].split("+", 1)[0]
+            hint = DRIVERS.get(scheme, "the database driver SQLAlchemy names")
+            raise ModuleNotFoundError(
+                f"hydra.sweeper.storage={shown_url(url)!r} needs {hint}: pip install it ({error})."
+            ) from error
+        # "table ... already exists", "database is locked", the schema version stamped twice
+        except (sqlalchemy.exc.OperationalError, sqlalchemy.exc.IntegrityError) as error:
+            if attempt == OPEN_ATTEMPTS - 1:
+                raise
+            log.debug(f"Opening {url} raced another launch ({error.orig}); trying again.")
+            time.sleep(0.2 + random.random() * (attempt + 1))
+    raise AssertionError("unreachable")
+
+
+def pruner_or_none(pruner: Any) -> optuna.pruners.BasePruner:
+    """`pruner`, or Optuna's NopPruner for null (`hydra.sweeper.pruner=null`: never prune;
+    Optuna itself would take None for its MedianPruner)."""
+    import optuna
+
+    return optuna.pruners.NopPruner() if pruner is None else pruner
+
+
+def open_study(study_name: str, url: str, sampler: Any, pruner: Any, direction: str) -> optuna.study.Study:
+    """The study `study_name` in `url`: created, or loaded when it exists (a re-launch, or another
+    launch that was first). A study optimised in the other direction is an error."""
+    import optuna
+    import sqlalchemy.exc
+
+    storage = rdb_storage(url)
+    for attempt in range(OPEN_ATTEMPTS):
+        try:
+            study = optuna.create_study(
+                study_name=study_name,
+                storage=storage,
+                sampler=sampler,
+                pruner=pruner_or_none(pruner),
+                direction=direction,
+                load_if_exists=True,
+            )
+            break
+        except sqlalchemy.exc.OperationalError:  # a lock held past the busy timeout
+            if attempt == OPEN_ATTEMPTS - 1:
+                raise
+            time.sleep(0.2 + random.random() * (attempt + 1))
+    if study.direction.name.lower() != direction.lower():
+        raise ValueError(
+            f"Study {study_name!r} in {shown_url(url)} maximises or minimises the other way "
+            f"({study.direction.name.lower()}); hydra.sweeper.direction={direction}. Use its "
+            "direction or another hydra.sweeper.study_name."
+        )
+    return study
+
+
+def job_outcome(job_dir: Path | None, metric: str) -> tuple[optuna.trial.TrialState, float | None, dict]:
+    """(the trial's state, its value, its summary.json) from what a job left in `job_dir`:
+    `completed` with a finite `metric` is COMPLETE, `pruned` is PRUNED, anything else FAIL
+    (failed, diverged, interrupted, no summary, a metric that is missing or not finite)."""
+    from optuna.trial import TrialState
+
+    summary_path = Path(job_dir) / "summary.json" if job_dir is not None else None
+    try:
+        summary = json.loads(summary_path.read_text()) if summary_path is not None else {}
+    except (OSError, ValueError):
+        summary = {}
+    value = (summary.get("metrics") or {}).get(metric)
+    status = summary.get("status")
+    if status == "pruned":
+        return TrialState.PRUNED, None, summary
+    if status == "completed" and isinstance(value, int | float) and math.isfinite(value):
+        return TrialState.COMPLETE, float(value), summary
+    if status == "completed":
+        summary = {**summary, "error": f"{metric} is {value!r} in summary.json's metrics"}
+    return TrialState.FAIL, None, summary
+
+
+def results(study: optuna.study.Study, url: str, launched: list[int]) -> dict[str, Any]:
+    """What `optimization_results.yaml` holds: the best trial of the whole study (all launches
+    so far), the count of trials per state, and the trials this launch ran."""
+    from optuna.trial import TrialState
+
+    trials = study.get_trials(deepcopy=False)
+    counts = {state.name.lower(): sum(t.state == state for t in trials) for state in TrialState}
+    record: dict[str, Any] = {
+        "name": "optuna",
+        "study_name": study.study_name,
+        "storage": shown_url(url),
+        "direction": study.direction.name.lower(),
+        "trials": {state: n for state, n in counts.items() if n},
+        "this_launch": launched,
+    }
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    if complete:
+        best = study.best_trial
+        record.update(best_trial=best.number, best_value=best.value, best_params=best.params)
+        if best.user_attrs.get("job_dir"):
+            record["best_job_dir"] = best.user_attrs["job_dir"]
+    return record
