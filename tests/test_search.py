@@ -371,6 +371,32 @@ def test_a_trial_the_pruner_stops_is_recorded_as_pruned(tmp_path):
     }
 
 
+@pytest.mark.slow
+def test_a_ddp_trial_is_pruned_in_every_process_and_its_worker_adds_no_trial(tmp_path):
+    """Trials on 2 CPU processes: process 0 reports and decides, both stop at the same epoch; the
+    worker runs its job (not a sweep of its own, which would ask the study for trials)."""
+    threshold = [
+        "hydra.sweeper.pruner._target_=optuna.pruners.ThresholdPruner",
+        "~hydra.sweeper.pruner.n_startup_trials",
+        "~hydra.sweeper.pruner.n_warmup_steps",
+        "+hydra.sweeper.pruner.lower=1.01",
+    ]
+    ddp = ["trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2", "trainer.max_epochs=3"]
+    result = run_cli(
+        "trainlab.train",
+        *_launch(tmp_path, "s", "hydra.sweeper.n_trials=2", *ddp, *threshold)[3:],
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    study = optuna.load_study(study_name="trainlab", storage=f"sqlite:///{tmp_path / 's' / 'optuna.db'}")
+    assert [t.state for t in study.trials] == [TrialState.PRUNED] * 2
+    for job in ("0", "1"):
+        summary = read_summary(tmp_path / "s" / job)
+        # 1293 examples over 2 processes of batch 64: 11 steps each; both stopped after epoch 0
+        assert summary["status"] == "pruned" and summary["global_step"] == 11
+    assert not (tmp_path / "train").exists()  # no second sweep directory from a worker
+
+
 def test_the_sweeper_is_found_by_hydra():
     """Hydra instantiates sweepers only from the hydra_plugins package: the install must put
     trainlab's there (setup.py lists it)."""

@@ -336,6 +336,24 @@ def test_ddp_writes_the_offline_augmentation_once_and_stops_together_on_divergen
     assert output.count("[WARNING] - Run diverged:") == 1  # from one process, not from each
 
 
+@pytest.mark.slow
+def test_ddp_jobs_of_a_multirun_each_start_workers_for_that_job_alone(tmp_path):
+    """Lightning starts the second process by running the command line again: in a multirun that
+    was the whole sweep, run by the worker in step with the main process (a second multirun
+    directory with its own summaries and report). Each job now gets a worker that runs it alone."""
+    result = run_cli(
+        "trainlab.train", "-m", "seed=1,2", "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2",
+        *TINY, *QUIET, "trainer.max_epochs=1", f"paths.log_dir={tmp_path}", cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    (sweep,) = (tmp_path / "train" / "multiruns").iterdir()  # one multirun directory, not one per process
+    for job, seed in (("0", 1), ("1", 2)):
+        summary = read_summary(sweep / job)
+        assert summary["status"] == "completed" and summary["global_step"] == 11  # 2 processes' share
+        assert f"[rank: 1] Seed set to {seed}" in (sweep / job / "train.log").read_text()  # its own worker
+    assert (result.stdout + result.stderr).count("Study report:") == 1
+
+
 def test_report_logs_table_and_plots_to_wandb_offline(tmp_path):
     from trainlab.report.study import write_report
 

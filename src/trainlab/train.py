@@ -39,6 +39,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     from lightning.pytorch.utilities import rank_zero_only
 
     from trainlab.run.console import end_of_run_lines, quiet_library_output
+    from trainlab.run.ddp_workers import WorkersPerJob
     from trainlab.run.summary import RunSummary
     from trainlab.run.tracking import finish_loggers, hydra_overrides, in_multirun, run_dir
 
@@ -60,6 +61,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         resume_from = summary.resumed_by_rank_zero()
     loggers: list = []
     stopped: BaseException | None = None
+    workers = WorkersPerJob()  # DDP in a multirun: this job's workers run this job only
     try:
         with summary.record():
             _fit_and_test(cfg, output_dir, summary, loggers, resume_from)
@@ -71,6 +73,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     except BaseException as error:  # Ctrl-C, SIGTERM: this run ends, and so does a multirun
         stopped = error
     finally:
+        workers.end(summary.trainer)
         finish_loggers(loggers, summary.data["status"])
     if rank_zero_only.rank == 0:  # one account of the run, not one per process of a multi-device run
         for line in end_of_run_lines(summary.data, output_dir):

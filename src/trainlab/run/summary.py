@@ -25,6 +25,7 @@ from typing import Any, Protocol, runtime_checkable
 import lightning.pytorch as pl
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from trainlab.run.status import (
@@ -215,7 +216,8 @@ class RunSummary:
             self._read_trainer()
             self.data["wall_time_s"] = round(time.perf_counter() - self._start, 3)
             self.data["finished_at"] = self.data["updated_at"] = _now()
-            self.write()
+            if rank_zero_only.rank == 0:  # one record of a multi-process run: process 0's
+                self.write()
 
     def copy_completed(self, previous: Path) -> dict[str, Any]:
         """Record, without training, the outcome of an earlier run with the same overrides."""
