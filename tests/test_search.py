@@ -277,6 +277,88 @@ def test_optuna_dashboard_reads_the_search_storage(tmp_path):
     assert summary["study_name"] == "lr-search"
 
 
+# --- the sweeper ---------------------------------------------------------------------------------
+
+
+class FakeLauncher:
+    """Runs no training: each job writes the summary.json a run would, val/acc = 1 - (lr - 0.01)^2
+    (best at lr=0.01), or `pruned` when lr > 0.5."""
+
+    def __init__(self, sweep_dir: Path) -> None:
+        self.sweep_dir, self.batches = sweep_dir, []
+
+    def launch(self, batch, initial_job_idx):
+        from hydra.core.utils import JobReturn, JobStatus
+        from omegaconf import OmegaConf
+
+        self.batches.append([list(job) for job in batch])
+        returns = []
+        for num, overrides in enumerate(batch, start=initial_job_idx):
+            job = self.sweep_dir / str(num)
+            job.mkdir(parents=True)
+            lr = float(next(o for o in overrides if o.startswith("optimizer.lr=")).split("=")[1])
+            status = "pruned" if lr > 0.5 else "completed"
+            summary = {
+                "status": status,
+                "overrides": list(overrides),
+                "metrics": {"val/acc": 1 - (lr - 0.01) ** 2},
+            }
+            (job / "summary.json").write_text(json.dumps(summary))
+            hydra_cfg = OmegaConf.create({"hydra": {"runtime": {"output_dir": str(job)}}})
+            returns.append(
+                JobReturn(overrides=list(overrides), hydra_cfg=hydra_cfg, status=JobStatus.COMPLETED)
+            )
+        return returns
+
+
+def _sweeper(tmp_path: Path, **settings):
+    from omegaconf import OmegaConf
+
+    from hydra_plugins.trainlab_optuna_sweeper.optuna_sweeper import OptunaSweeper
+
+    arguments = dict(
+        study_name="s", storage=None, direction="maximize", n_trials=5, n_jobs=2,
+        sampler=optuna.samplers.RandomSampler(seed=0), pruner=None, params=None,
+    )  # fmt: skip
+    sweeper = OptunaSweeper(**{**arguments, **settings})
+    sweeper.config = OmegaConf.create(
+        {"optimized_metric": "val/acc", "hydra": {"sweep": {"dir": str(tmp_path / "sweep")}, "sweeper": {}}}
+    )
+    sweeper.launcher = FakeLauncher(tmp_path / "sweep")
+    sweeper.validate_batch_is_legal = lambda batch: None  # no Hydra config to compose here
+    return sweeper
+
+
+def test_the_sweeper_asks_in_batches_launches_and_tells_what_each_job_left(tmp_path):
+    sweeper = _sweeper(tmp_path)
+    sweeper.sweep(["optimizer.lr=choice(0.001, 0.01, 0.9)", "seed=3"])
+    assert [len(batch) for batch in sweeper.launcher.batches] == [2, 2, 1]  # n_trials=5, n_jobs=2
+    jobs = [job for batch in sweeper.launcher.batches for job in batch]
+    assert all(job[0] == "seed=3" and job[-1] == f"optuna_trial={n}" for n, job in enumerate(jobs))
+    study = optuna.load_study(study_name="s", storage=f"sqlite:///{tmp_path / 'sweep' / 'optuna.db'}")
+    for trial in study.trials:
+        lr = trial.params["optimizer.lr"]
+        assert trial.state == (TrialState.PRUNED if lr > 0.5 else TrialState.COMPLETE)
+        assert trial.user_attrs["job_dir"] == str(tmp_path / "sweep" / str(trial.number))
+    record = yaml.safe_load((tmp_path / "sweep" / "optimization_results.yaml").read_text())
+    assert record["this_launch"] == [0, 1, 2, 3, 4] and sum(record["trials"].values()) == 5
+    assert record["best_params"] == {"optimizer.lr": 0.01} and record["best_value"] == 1.0
+
+
+def test_a_sweep_with_nothing_to_search_is_an_error(tmp_path):
+    with pytest.raises(ValueError, match="nothing to search"):
+        _sweeper(tmp_path).sweep(["seed=3"])
+
+
+@pytest.mark.parametrize(
+    ("setting", "message"),
+    [({"direction": "max"}, "choose maximize or minimize"), ({"n_jobs": 0}, "n_jobs=0")],
+)
+def test_bad_sweeper_settings_are_named(tmp_path, setting, message):
+    with pytest.raises(ValueError, match=message):
+        _sweeper(tmp_path, **setting)
+
+
 # --- the sweeper, end to end ---------------------------------------------------------------------
 
 
