@@ -6,9 +6,11 @@ from __future__ import annotations
 import io
 import json
 import os
+import sqlite3
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -286,12 +288,15 @@ class FakeLauncher:
 
     def __init__(self, sweep_dir: Path) -> None:
         self.sweep_dir, self.batches = sweep_dir, []
+        self.while_running = None  # called while the batch's jobs "run"
 
     def launch(self, batch, initial_job_idx):
         from hydra.core.utils import JobReturn, JobStatus
         from omegaconf import OmegaConf
 
         self.batches.append([list(job) for job in batch])
+        if self.while_running is not None:
+            self.while_running()
         returns = []
         for num, overrides in enumerate(batch, start=initial_job_idx):
             job = self.sweep_dir / str(num)
@@ -343,6 +348,37 @@ def test_the_sweeper_asks_in_batches_launches_and_tells_what_each_job_left(tmp_p
     record = yaml.safe_load((tmp_path / "sweep" / "optimization_results.yaml").read_text())
     assert record["this_launch"] == [0, 1, 2, 3, 4] and sum(record["trials"].values()) == 5
     assert record["best_params"] == {"optimizer.lr": 0.01} and record["best_value"] == 1.0
+
+
+def test_trials_of_a_launch_that_died_are_failed_and_running_ones_are_kept_alive(tmp_path):
+    """Heartbeats: a launch killed mid-trial leaves its trial RUNNING; the next launch to ask for
+    trials fails it once its heartbeat is two intervals old. The trials a live launch is running
+    keep beating, so another launch's check leaves them alone."""
+    from optuna.storages import fail_stale_trials
+
+    from trainlab.search.study import rdb_storage
+
+    url = f"sqlite:///{tmp_path / 'search.db'}"
+    storage = rdb_storage(url, heartbeat_interval=1)
+    orphan = open_study("s", storage, None, None, "maximize").ask(
+        {"optimizer.lr": CategoricalDistribution([0.01])}
+    )
+    storage.record_heartbeat(orphan._trial_id)  # its launch beat once, then died
+    sweeper = _sweeper(tmp_path, storage=url, heartbeat_interval=1, n_trials=1, n_jobs=1)
+    other_launch = open_study("s", rdb_storage(url, heartbeat_interval=1), None, None, "maximize")
+
+    def another_launch_checks_after_two_intervals():
+        time.sleep(3.2)  # SQLite's clock has whole seconds: the orphan's beat is now >= 3 s old
+        fail_stale_trials(other_launch)
+        running = other_launch.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+        assert [t.number for t in running] == [1]  # this launch's trial beats on
+        with sqlite3.connect(tmp_path / "search.db") as db:  # (a trial that never beat is never failed)
+            assert len(db.execute("SELECT * FROM trial_heartbeats").fetchall()) == 2
+
+    sweeper.launcher.while_running = another_launch_checks_after_two_intervals
+    sweeper.sweep(["optimizer.lr=choice(0.01)"])
+    states = [t.state for t in optuna.load_study(study_name="s", storage=url).trials]
+    assert states == [TrialState.FAIL, TrialState.COMPLETE]
 
 
 def test_a_sweep_with_nothing_to_search_is_an_error(tmp_path):

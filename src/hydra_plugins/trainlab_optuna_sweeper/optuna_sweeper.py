@@ -36,6 +36,7 @@ class OptunaSweeper(Sweeper):
         sampler: Any,
         pruner: Any,
         params: DictConfig | None,
+        heartbeat_interval: int | None = 60,
     ) -> None:
         if direction not in ("maximize", "minimize"):
             raise ValueError(f"hydra.sweeper.direction={direction!r}: choose maximize or minimize.")
@@ -44,6 +45,7 @@ class OptunaSweeper(Sweeper):
         self.study_name, self.storage, self.direction = study_name, storage, direction
         self.n_trials, self.n_jobs = int(n_trials), int(n_jobs)
         self.sampler, self.pruner, self.params = sampler, pruner, params
+        self.heartbeat_interval = int(heartbeat_interval) if heartbeat_interval else None
         self.config: DictConfig | None = None
         self.launcher = None
         self.hydra_context: HydraContext | None = None
@@ -56,8 +58,18 @@ class OptunaSweeper(Sweeper):
         )
 
     def sweep(self, arguments: list[str]) -> None:
+        from optuna.storages import fail_stale_trials
+
         from trainlab.search.space import search_space, trial_overrides
-        from trainlab.search.study import job_outcome, open_study, results, shown_url, storage_url
+        from trainlab.search.study import (
+            heartbeats,
+            job_outcome,
+            open_study,
+            rdb_storage,
+            results,
+            shown_url,
+            storage_url,
+        )
 
         assert self.config is not None and self.launcher is not None
         configured = [f"{key}={value}" for key, value in (self.params or {}).items()]
@@ -69,7 +81,8 @@ class OptunaSweeper(Sweeper):
             )
         sweep_dir = Path(self.config.hydra.sweep.dir)
         url = storage_url(self.storage, sweep_dir)
-        study = open_study(self.study_name, url, self.sampler, self.pruner, self.direction)
+        storage = rdb_storage(url, self.heartbeat_interval)
+        study = open_study(self.study_name, storage, self.sampler, self.pruner, self.direction)
         metric = self.config.get("optimized_metric")
         if not metric:
             raise ValueError("hparams_search needs optimized_metric (a key of summary.json's metrics).")
@@ -88,6 +101,7 @@ class OptunaSweeper(Sweeper):
             )
         launched: list[int] = []
         while len(launched) < self.n_trials:
+            fail_stale_trials(study)  # trials of a launch that died without telling: FAIL
             trials = [
                 study.ask(distributions) for _ in range(min(self.n_jobs, self.n_trials - len(launched)))
             ]
@@ -96,7 +110,8 @@ class OptunaSweeper(Sweeper):
             ]
             try:
                 self.validate_batch_is_legal(batch)  # a bad override fails before any job runs
-                returns = self.launcher.launch(batch, initial_job_idx=self.job_idx)
+                with heartbeats(storage, trials):
+                    returns = self.launcher.launch(batch, initial_job_idx=self.job_idx)
             except BaseException:
                 for trial in trials:  # not left RUNNING in a shared study
                     study.tell(trial, state=_fail())

@@ -12,7 +12,10 @@ import json
 import logging
 import math
 import random
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -48,12 +51,16 @@ def shown_url(url: str) -> str:
         return url
 
 
-def rdb_storage(url: str) -> optuna.storages.RDBStorage:
+def rdb_storage(url: str, heartbeat_interval: int | None = None) -> optuna.storages.RDBStorage:
     """Optuna's database storage for `url`, created (tables included) by whichever launch gets
-    there first; for SQLite, its folder is created and writers wait for each other."""
+    there first; for SQLite, its folder is created and writers wait for each other. With
+    `heartbeat_interval` (seconds) the running trials of a launch that stopped sending
+    heartbeats for two intervals can be failed (`fail_stale_trials`)."""
     import sqlalchemy.exc
     from optuna.storages import RDBStorage
 
+    if heartbeat_interval:
+        _expect_heartbeats_outside_optimize()
     engine_kwargs: dict[str, Any] = {}
     if url.startswith("sqlite:///"):
         path = url.removeprefix("sqlite:///")
@@ -64,7 +71,7 @@ def rdb_storage(url: str) -> optuna.storages.RDBStorage:
         engine_kwargs["pool_pre_ping"] = True  # a server that dropped an idle connection
     for attempt in range(OPEN_ATTEMPTS):
         try:
-            return RDBStorage(url, engine_kwargs=engine_kwargs)
+            return RDBStorage(url, engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat_interval)
         except ModuleNotFoundError as error:
             scheme = url.split(":", 1)[0].split("+", 1)[0]
             hint = DRIVERS.get(scheme, "the database driver SQLAlchemy names")
@@ -88,13 +95,18 @@ def pruner_or_none(pruner: Any) -> optuna.pruners.BasePruner:
     return optuna.pruners.NopPruner() if pruner is None else pruner
 
 
-def open_study(study_name: str, url: str, sampler: Any, pruner: Any, direction: str) -> optuna.study.Study:
-    """The study `study_name` in `url`: created, or loaded when it exists (a re-launch, or another
-    launch that was first). A study optimised in the other direction is an error."""
+def open_study(
+    study_name: str, storage: str | optuna.storages.RDBStorage, sampler: Any, pruner: Any, direction: str
+) -> optuna.study.Study:
+    """The study `study_name` in `storage` (a URL or an RDBStorage): created, or loaded when it
+    exists (a re-launch, or another launch that was first). A study optimised in the other
+    direction is an error."""
     import optuna
     import sqlalchemy.exc
 
-    storage = rdb_storage(url)
+    if isinstance(storage, str):
+        storage = rdb_storage(storage)
+    url = storage.url
     for attempt in range(OPEN_ATTEMPTS):
         try:
             study = optuna.create_study(
@@ -117,6 +129,51 @@ def open_study(study_name: str, url: str, sampler: Any, pruner: Any, direction: 
             "direction or another hydra.sweeper.study_name."
         )
     return study
+
+
+def _expect_heartbeats_outside_optimize() -> None:
+    """Optuna warns, at every launch and every trial asked, that heartbeats are experimental and
+    meant for `Study.optimize`; the sweeper records them itself (`heartbeats`), on purpose."""
+    import warnings
+
+    from optuna.exceptions import ExperimentalWarning
+
+    warnings.filterwarnings(
+        "ignore", message="Heartbeat of storage is supposed to be used with Study.optimize"
+    )
+    warnings.filterwarnings("ignore", message=".*heartbeat_interval", category=ExperimentalWarning)
+    warnings.filterwarnings("ignore", message=".*fail_stale_trials", category=ExperimentalWarning)
+
+
+@contextmanager
+def heartbeats(storage: optuna.storages.RDBStorage, trials: list[optuna.trial.Trial]) -> Iterator[None]:
+    """Record a heartbeat for `trials` every heartbeat interval while the block runs (their jobs),
+    so that another launch's `optuna.storages.fail_stale_trials` leaves them alone; the trials
+    of a launch that was killed stop beating and are failed by the next launch to look."""
+    interval = storage.get_heartbeat_interval()
+    if not interval or not trials:
+        yield
+        return
+    stop = threading.Event()
+    trial_ids = [trial._trial_id for trial in trials]  # Optuna's Trial has no public id
+
+    def beat() -> None:
+        while True:
+            for trial_id in trial_ids:
+                try:
+                    storage.record_heartbeat(trial_id)
+                except Exception:  # a database hiccup: the next beat tries again
+                    log.debug(f"Could not record the heartbeat of trial {trial_id}.", exc_info=True)
+            if stop.wait(interval):
+                return
+
+    thread = threading.Thread(target=beat, name="optuna-heartbeat", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
 
 
 def job_outcome(job_dir: Path | None, metric: str) -> tuple[optuna.trial.TrialState, float | None, dict]:
