@@ -524,3 +524,12 @@ def test_the_sweeper_is_found_by_hydra():
         Plugins.instance().class_name_to_class
     )
     assert (REPO / "src" / "hydra_plugins" / "trainlab_optuna_sweeper" / "optuna_sweeper.py").is_file()
+
+
+def test_a_trial_is_tagged_with_its_study_for_wandb(make_cfg):
+    """Each launch of a shared search is a W&B group of its own; the tag gathers the study."""
+    from trainlab import builders
+
+    cfg = make_cfg("hparams_search=optuna", "optuna_trial=3", "hydra.sweeper.study_name=lr")
+    assert "optuna:lr" in builders.study_tags(cfg)
+    assert not any(tag.startswith("optuna:") for tag in builders.study_tags(make_cfg("seed=1", run="plain")))

@@ -227,11 +227,19 @@ def build_callbacks(cfg: DictConfig, has_logger: bool) -> list[pl.Callback]:
 
 
 def study_tags(cfg: DictConfig) -> list[str]:
-    """The user's tags plus `axis:option` for each study axis chosen on the command line or default."""
+    """The user's tags plus `axis:option` for each study axis chosen on the command line or
+    default; a search's trial also `optuna:<study name>`, which gathers the trials of a study
+    that several launches share (each launch is a W&B group of its own)."""
     tags = list(cfg.get("tags") or [])
     if HydraConfig.initialized():
-        choices = HydraConfig.get().runtime.choices
-        tags += [f"{axis}:{choices[axis]}" for axis in STUDY_AXES if choices.get(axis)]
+        hydra_cfg = HydraConfig.get()
+        tags += [
+            f"{axis}:{hydra_cfg.runtime.choices[axis]}"
+            for axis in STUDY_AXES
+            if hydra_cfg.runtime.choices.get(axis)
+        ]
+        if cfg.get("optuna_trial") is not None and hydra_cfg.sweeper.get("study_name"):
+            tags.append(f"optuna:{hydra_cfg.sweeper.study_name}")
     return tags
 
 
