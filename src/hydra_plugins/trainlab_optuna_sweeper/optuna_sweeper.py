@@ -60,16 +60,8 @@ class OptunaSweeper(Sweeper):
     def sweep(self, arguments: list[str]) -> None:
         from optuna.storages import fail_stale_trials
 
-        from trainlab.search.space import search_space, trial_overrides
-        from trainlab.search.study import (
-            heartbeats,
-            job_outcome,
-            open_study,
-            rdb_storage,
-            results,
-            shown_url,
-            storage_url,
-        )
+        from trainlab.search.space import search_space
+        from trainlab.search.study import open_study, rdb_storage, storage_url
 
         assert self.config is not None and self.launcher is not None
         configured = [f"{key}={value}" for key, value in (self.params or {}).items()]
@@ -79,18 +71,29 @@ class OptunaSweeper(Sweeper):
                 "hparams_search: nothing to search. Give hydra.sweeper.params or sweep overrides, "
                 "e.g. 'optimizer.lr=tag(log, interval(1e-4, 1e-1))'."
             )
+        metric = self.config.get("optimized_metric")
+        if not metric:
+            raise ValueError("hparams_search needs optimized_metric (a key of summary.json's metrics).")
         sweep_dir = Path(self.config.hydra.sweep.dir)
         url = storage_url(self.storage, sweep_dir)
         storage = rdb_storage(url, self.heartbeat_interval)
         study = open_study(self.study_name, storage, self.sampler, self.pruner, self.direction)
-        metric = self.config.get("optimized_metric")
-        if not metric:
-            raise ValueError("hparams_search needs optimized_metric (a key of summary.json's metrics).")
-        earlier = len(study.get_trials(deepcopy=False))
+        self._announce(study, url, metric, list(distributions))
+        launched: list[int] = []
+        while len(launched) < self.n_trials:
+            fail_stale_trials(study)  # trials of a launch that died without telling: FAIL
+            size = min(self.n_jobs, self.n_trials - len(launched))
+            trials = [study.ask(distributions) for _ in range(size)]
+            launched += self._run(study, storage, trials, fixed, metric)
+        self._write_results(study, url, launched, sweep_dir, metric)
+
+    def _announce(self, study: Any, url: str, metric: str, keys: list[str]) -> None:
+        from trainlab.search.study import shown_url
+
         log.info(
-            f"Optuna study {study.study_name!r} in {shown_url(url)}: {earlier} trials so far; {self.n_trials} more, "
-            f"{self.n_jobs} at a time; {self.direction} {metric} over {', '.join(distributions)}. "
-            f"Sampler {type(self.sampler).__name__}, pruner {type(study.pruner).__name__}."
+            f"Optuna study {study.study_name!r} in {shown_url(url)}: {len(study.get_trials(deepcopy=False))} "
+            f"trials so far; {self.n_trials} more, {self.n_jobs} at a time; {self.direction} {metric} over "
+            f"{', '.join(keys)}. Sampler {type(self.sampler).__name__}, pruner {type(study.pruner).__name__}."
         )
         seed = OmegaConf.select(self.config, "hydra.sweeper.sampler.seed")
         if self.storage and seed is not None and self.n_trials:
@@ -99,36 +102,43 @@ class OptunaSweeper(Sweeper):
                 "at the same time with the same seed propose the same first trials; give each its own "
                 "seed (or null)."
             )
-        launched: list[int] = []
-        while len(launched) < self.n_trials:
-            fail_stale_trials(study)  # trials of a launch that died without telling: FAIL
-            trials = [
-                study.ask(distributions) for _ in range(min(self.n_jobs, self.n_trials - len(launched)))
-            ]
-            batch = [
-                [*fixed, *trial_overrides(trial.params), f"optuna_trial={trial.number}"] for trial in trials
-            ]
-            try:
-                self.validate_batch_is_legal(batch)  # a bad override fails before any job runs
-                with heartbeats(storage, trials):
-                    returns = self.launcher.launch(batch, initial_job_idx=self.job_idx)
-            except BaseException:
-                for trial in trials:  # not left RUNNING in a shared study
-                    study.tell(trial, state=_fail())
-                raise
-            self.job_idx += len(returns)
-            for trial, ret in zip(trials, returns, strict=True):
-                job_dir = _job_dir(ret)
-                state, value, summary = job_outcome(job_dir, metric)
-                trial.set_user_attr("job_dir", str(job_dir) if job_dir else None)
-                trial.set_user_attr("status", summary.get("status", "missing"))
-                if summary.get("error"):
-                    trial.set_user_attr("error", str(summary["error"])[:500])
-                study.tell(trial, value, state=state)
-                launched.append(trial.number)
+
+    def _run(self, study: Any, storage: Any, trials: list, fixed: list[str], metric: str) -> list[int]:
+        """Launch one batch of trials as jobs, then tell the study what each job left; returns
+        the trials' numbers. A batch stopped on the way (Ctrl-C, SIGTERM, a config that does not
+        compose) is told FAIL, so that a shared study keeps no trial RUNNING for it."""
+        from optuna.trial import TrialState
+
+        from trainlab.search.space import trial_overrides
+        from trainlab.search.study import heartbeats, job_outcome
+
+        batch = [[*fixed, *trial_overrides(trial.params), f"optuna_trial={trial.number}"] for trial in trials]
+        try:
+            self.validate_batch_is_legal(batch)  # a bad override fails before any job runs
+            with heartbeats(storage, trials):
+                returns = self.launcher.launch(batch, initial_job_idx=self.job_idx)
+        except BaseException:
+            for trial in trials:
+                study.tell(trial, state=TrialState.FAIL)
+            raise
+        self.job_idx += len(returns)
+        for trial, ret in zip(trials, returns, strict=True):
+            job_dir = _job_dir(ret)
+            state, value, summary = job_outcome(job_dir, metric)
+            trial.set_user_attr("job_dir", str(job_dir) if job_dir else None)
+            trial.set_user_attr("status", summary.get("status", "missing"))
+            if summary.get("error"):
+                trial.set_user_attr("error", str(summary["error"])[:500])
+            study.tell(trial, value, state=state)
+        return [trial.number for trial in trials]
+
+    def _write_results(self, study: Any, url: str, launched: list[int], sweep_dir: Path, metric: str) -> None:
+        from trainlab.search.study import results, shown_url
+
         record = results(study, url, launched)
-        (sweep_dir / "optimization_results.yaml").parent.mkdir(parents=True, exist_ok=True)
-        OmegaConf.save(OmegaConf.create(record), sweep_dir / "optimization_results.yaml")
+        path = sweep_dir / "optimization_results.yaml"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        OmegaConf.save(OmegaConf.create(record), path)
         if "best_value" in record:
             log.info(
                 f"Best of study {study.study_name!r} ({sum(record['trials'].values())} trials): trial "
@@ -136,18 +146,10 @@ class OptunaSweeper(Sweeper):
             )
         else:
             log.info(f"Study {study.study_name!r} has no completed trial yet: {record['trials']}")
-        log.info(
-            f"Search results: {sweep_dir / 'optimization_results.yaml'}; optuna-dashboard {shown_url(url)}"
-        )
+        log.info(f"Search results: {path}; optuna-dashboard {shown_url(url)}")
 
 
 def _job_dir(ret: Any) -> Path | None:
     """The job's output directory, from the Hydra config its JobReturn carries."""
     output_dir = OmegaConf.select(ret.hydra_cfg, "hydra.runtime.output_dir") if ret.hydra_cfg else None
     return Path(output_dir) if output_dir else None
-
-
-def _fail() -> Any:
-    from optuna.trial import TrialState
-
-    return TrialState.FAIL
