@@ -348,6 +348,9 @@ def test_the_sweeper_asks_in_batches_launches_and_tells_what_each_job_left(tmp_p
     record = yaml.safe_load((tmp_path / "sweep" / "optimization_results.yaml").read_text())
     assert record["this_launch"] == [0, 1, 2, 3, 4] and sum(record["trials"].values()) == 5
     assert record["best_params"] == {"optimizer.lr": 0.01} and record["best_value"] == 1.0
+    assert (
+        tmp_path / "sweep" / "multirun.yaml"
+    ).is_file()  # the sweep's record, as Hydra's own sweeper keeps it
 
 
 def test_trials_of_a_launch_that_died_are_failed_and_running_ones_are_kept_alive(tmp_path):

@@ -75,6 +75,10 @@ class OptunaSweeper(Sweeper):
         if not metric:
             raise ValueError("hparams_search needs optimized_metric (a key of summary.json's metrics).")
         sweep_dir = Path(self.config.hydra.sweep.dir)
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        # the sweep's config and arguments, as Hydra's basic sweeper records them: the jobs read
+        # the swept keys from it to name their W&B runs (trainlab.run.naming.swept_keys)
+        OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
         url = storage_url(self.storage, sweep_dir)
         storage = rdb_storage(url, self.heartbeat_interval)
         study = open_study(self.study_name, storage, self.sampler, self.pruner, self.direction)
