@@ -172,6 +172,39 @@ def test_frozen_batchnorm_stays_in_eval_mode_and_keeps_its_statistics(make_cfg):
     assert not torch.equal(before["blocks.3.1.running_mean"], after["blocks.3.1.running_mean"])
 
 
+def test_precise_bn_leaves_the_statistics_of_frozen_batchnorm_alone(make_cfg):
+    """PreciseBN recomputes BN statistics before each validation; those of a frozen stage
+    (freeze_bn_stats) stay the pretrained ones, and the layers after it are recomputed from
+    inputs normalised with them, as in training."""
+    from trainlab.callbacks.precise_bn import PreciseBN
+
+    net = classifier("cnn")
+    stage0 = split_network(net.net).stages[0]
+    before = snapshot(net)
+    transfer = policy(make_cfg, "transfer=partial", "transfer.freeze_depth=1")
+    fit(net, [transfer, PreciseBN(num_batches=2)])
+    after = net.net.state_dict()
+    assert stage0.norm_layers(net.net) == transfer.frozen_norm_layers(net)
+    for key in stage0.keys:
+        assert torch.equal(before[key], after[key]), key
+    assert not torch.equal(before["blocks.3.1.running_mean"], after["blocks.3.1.running_mean"])
+    # a trainable layer's statistics are those of its inputs over the first 2 training batches,
+    # in train mode as in training, frozen stage 0 in eval mode
+    probe = dict(net.net.named_modules())["blocks.3.1"]
+    recomputed = probe.running_mean.clone()
+    inputs = []
+    handle = probe.register_forward_pre_hook(lambda module, args: inputs.append(args[0].detach()))
+    net.train()
+    for norm in stage0.norm_layers(net.net):
+        norm.eval()
+    with torch.no_grad():
+        for x, _ in list(loader())[:2]:
+            net(x)
+    handle.remove()
+    channels = torch.cat([x.transpose(0, 1).flatten(1) for x in inputs], dim=1)
+    assert torch.allclose(recomputed, channels.mean(1).to(recomputed.dtype), atol=1e-5)
+
+
 def test_freeze_bn_stats_false_lets_frozen_bn_statistics_move(make_cfg):
     net = classifier("cnn")
     stage0 = split_network(net.net).stages[0]

@@ -36,9 +36,12 @@ class PreciseBN(pl.Callback):
 
     Works with every layer that keeps running statistics (trainlab.models.traits.keeps_running_stats:
     torch's BatchNorm, trainlab's BatchNormScratch and GhostBatchNorm, a user's BN-like norm);
-    layers without them (track_running_stats=False) are left alone. The training batches come from a fresh training loader (the datamodule's,
-    else the trainer's), and the model is called on the batch's first element (the inputs).
-    Under DDP the sums are added over all processes, so every rank gets the same statistics.
+    layers without them (track_running_stats=False) are left alone, and so are the layers whose
+    statistics a callback holds fixed (`frozen_norm_layers(pl_module)`: the transfer policy's
+    frozen stages with freeze_bn_stats), which stay in eval mode during the passes as in
+    training. The training batches come from a fresh training loader (the datamodule's, else
+    the trainer's), and the model is called on the batch's first element (the inputs). Under DDP
+    the sums are added over all processes, so every rank gets the same statistics.
     """
 
     def __init__(self, num_batches: int = 200) -> None:
@@ -59,7 +62,13 @@ class PreciseBN(pl.Callback):
                 )
                 self._warned = True
             return
-        recompute_bn_stats(pl_module, self._batches(trainer, pl_module, num_batches), trainer)
+        fixed = [
+            m
+            for c in trainer.callbacks
+            if hasattr(c, "frozen_norm_layers")
+            for m in c.frozen_norm_layers(pl_module)
+        ]
+        recompute_bn_stats(pl_module, self._batches(trainer, pl_module, num_batches), trainer, fixed=fixed)
 
     def _batches(self, trainer: pl.Trainer, pl_module: pl.LightningModule, num_batches: int):
         # A fresh loader: re-iterating the one the fit loop is using would reset it mid-epoch
@@ -78,11 +87,15 @@ class PreciseBN(pl.Callback):
 
 
 @torch.no_grad()
-def recompute_bn_stats(model: nn.Module, inputs, trainer: pl.Trainer | None = None) -> int:
+def recompute_bn_stats(
+    model: nn.Module, inputs, trainer: pl.Trainer | None = None, fixed: Sequence[nn.Module] = ()
+) -> int:
     """Set the running statistics of every BN layer in `model` to the population statistics of
-    its inputs over the batches in `inputs` (an iterable of model inputs). Returns the number of
-    batches used. The model's parameters and train/eval modes are left as they were."""
-    layers = [m for m in model.modules() if keeps_running_stats(m)]
+    its inputs over the batches in `inputs` (an iterable of model inputs); the layers in `fixed`
+    keep theirs and normalise with them (eval mode). Returns the number of batches used. The
+    model's parameters and train/eval modes are left as they were."""
+    fixed = set(fixed)
+    layers = [m for m in model.modules() if keeps_running_stats(m) and m not in fixed]
     if not layers:
         return 0
     sums: dict[nn.Module, list] = {m: [0, 0.0, 0.0] for m in layers}  # count, sum x, sum x^2
@@ -105,6 +118,8 @@ def recompute_bn_stats(model: nn.Module, inputs, trainer: pl.Trainer | None = No
     num_batches = 0
     try:
         model.train()
+        for module in fixed:  # frozen statistics, used as in training
+            module.eval()
         # a compiled network (compile=true) runs eagerly here: compiled, its hooked float64
         # passes would be compiled as graphs of their own, once per run, for a few batches
         with torch.compiler.set_stance("force_eager"):

@@ -145,6 +145,17 @@ class TransferPolicy(BaseFinetuning):
         parameter in one group at optimizer.lr."""
         return self._plan
 
+    def frozen_norm_layers(self, pl_module: pl.LightningModule) -> list[nn.Module]:
+        """The norm layers whose statistics this policy holds fixed (frozen stages with
+        freeze_bn_stats): PreciseBN leaves them as they are."""
+        if not self.freeze_bn_stats or self.split is None:
+            return []
+        return [
+            norm
+            for index in sorted(self.frozen)
+            for norm in self.split.stages[index].norm_layers(pl_module.net)
+        ]
+
     def _set_frozen(self, net: nn.Module, index: int, frozen: bool) -> None:
         stage = self.split.stages[index]
         for name, param in stage.parameters(net).items():
