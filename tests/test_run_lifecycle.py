@@ -325,6 +325,43 @@ def test_sigterm_stops_a_multirun_and_the_relaunch_resumes_it(tmp_path):
     assert "skipped 1 of 3 jobs (already completed in" in output
 
 
+STOP_BETWEEN_JOBS = """
+import os, signal, sys
+import hydra.core.utils
+from trainlab.train import main
+
+saves, save = [], hydra.core.utils._save_config
+def save_then_stop(*args, **kwargs):  # Hydra saves 3 files per job before the job starts
+    saves.append(1)
+    if len(saves) == 4:  # the second job's first: between the jobs
+        os.kill(os.getpid(), signal.SIGTERM)
+    return save(*args, **kwargs)
+hydra.core.utils._save_config = save_then_stop
+sys.argv = ["trainlab.train", *sys.argv[1:]]
+main()
+"""
+
+
+@pytest.mark.slow
+def test_sigterm_between_multirun_jobs_still_writes_the_report_of_the_jobs_so_far(tmp_path):
+    """SIGTERM while Hydra prepares the next job (outside any job) stops the multirun with 143,
+    and the jobs that ran are reported, as when the stop lands inside a job."""
+    script = tmp_path / "stop_between_jobs.py"
+    script.write_text(STOP_BETWEEN_JOBS)
+    sweep = tmp_path / "sweep"
+    result = subprocess.run(
+        [sys.executable, str(script), "-m", "seed=1,2,3", *TINY, *QUIET, "trainer.max_epochs=1",
+         f"hydra.sweep.dir={sweep}", f"paths.log_dir={tmp_path}"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=300,
+        env={**os.environ, "WANDB_MODE": "offline"},
+    )  # fmt: skip
+    assert result.returncode == 128 + signal.SIGTERM, result.stderr[-3000:]
+    assert read_summary(sweep / "0")["status"] == "completed"
+    assert not (sweep / "1" / "summary.json").exists() and not (sweep / "2").exists()
+    assert "Multirun stopped: no further jobs start" in result.stdout + result.stderr
+    assert (sweep / "report.md").is_file() and (sweep / "report.csv").is_file()
+
+
 def test_other_ranks_resume_the_checkpoint_rank_zero_resumes(make_cfg, tmp_path, monkeypatch):
     """Rank 0 writes the `running` record (with resumed_from) before the other processes of a
     multi-device run start; they read it rather than write their own and resume the same file."""

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import math
 import signal
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -210,7 +211,26 @@ def main() -> None:
 
     signal.signal(signal.SIGTERM, _raise_on_sigterm)
     compose_each_job_once()
-    _hydra_main()
+    try:
+        _hydra_main()
+    except BaseException as error:
+        if _is_stop(error):
+            # Ctrl-C or SIGTERM between two jobs of a multirun (Hydra composing or saving the
+            # next job's config) reached no job's `_stop`: report the jobs so far (once; a no-op
+            # when the stopped job has reported them)
+            from trainlab.report.hydra_callback import report_stopped_multirun
+
+            report_stopped_multirun()
+        raise
+
+
+def _is_stop(error: BaseException) -> bool:
+    """Ctrl-C, or SIGTERM (Lightning's SIGTERMException, which `_raise_on_sigterm` raises too;
+    without Lightning imported, no SIGTERM was turned into one)."""
+    exceptions = sys.modules.get("lightning.pytorch.utilities.exceptions")
+    return isinstance(error, KeyboardInterrupt) or (
+        exceptions is not None and isinstance(error, exceptions.SIGTERMException)
+    )
 
 
 if __name__ == "__main__":

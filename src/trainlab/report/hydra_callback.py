@@ -4,8 +4,9 @@ Jobs record their failures in summary.json and return normally, so that the swee
 this callback reads the summaries once all jobs are done (in the launching process, whichever
 the launcher: basic, joblib, submitit) and ends the process with exit status 1 if any job
 failed, diverged or was interrupted. A multirun stopped by Ctrl-C or SIGTERM never reaches
-`on_multirun_end`: its last job writes the report on the way out (`report_stopped_multirun`)
-and the stop sets the exit status (143 for SIGTERM).
+`on_multirun_end`: the report is written on the way out (`report_stopped_multirun`, from the
+stopped job or, between two jobs, from the entry point) and the stop sets the exit status (143
+for SIGTERM).
 """
 
 from __future__ import annotations
@@ -21,15 +22,30 @@ from omegaconf import DictConfig
 log = logging.getLogger(__name__)
 
 
+# The multirun in progress in this process (set when it starts, cleared when it ends or is
+# reported after a stop): where its jobs are, and this callback's settings. Hydra's own record of
+# the sweep is gone by the time a stop between two jobs reaches the entry point.
+_RUNNING: dict[str, Any] = {}
+
+
 class MultirunReport(Callback):
     def __init__(self, enabled: bool = True, log_to_wandb: bool = False) -> None:
         self.enabled, self.log_to_wandb = enabled, log_to_wandb
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        launcher = str(config.hydra.launcher.get("_target_", ""))
+        _RUNNING.update(
+            directory=Path(config.hydra.sweep.dir),
+            report=self,
+            jobs_in_this_process="BasicLauncher" in launcher,
+        )
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         """Report, then exit 1 if a job did not complete. Hydra returns nothing from a multirun to
         its caller, so the verdict is the exit status; SystemExit passes Hydra's guard around
         callbacks (which turns an Exception into a warning). Hydra calls `on_multirun_end` in
         reverse order: the callbacks listed after this one have already run."""
+        _RUNNING.clear()
         if self.finish(Path(config.hydra.sweep.dir)):
             raise SystemExit(1)
 
@@ -74,26 +90,12 @@ def _log_skipped(directory: Path, total: int) -> None:
 
 
 def report_stopped_multirun() -> None:
-    """A multirun of the basic launcher stopped by Ctrl-C or SIGTERM: report the jobs that ran.
-
-    Other launchers run jobs in worker processes, and their parent reaches `on_multirun_end`."""
-    from hydra.core.hydra_config import HydraConfig
-    from hydra.utils import instantiate
-
-    from trainlab.run.tracking import in_multirun
-
-    if not in_multirun() or "BasicLauncher" not in str(HydraConfig.get().launcher.get("_target_")):
+    """A multirun of the basic launcher stopped by Ctrl-C or SIGTERM, inside a job or between two
+    jobs: report the jobs that ran (once). Other launchers run jobs in worker processes, and
+    their parent reaches `on_multirun_end`."""
+    running = _RUNNING.copy()
+    _RUNNING.clear()
+    if not running.get("jobs_in_this_process"):
         return
-    hydra = HydraConfig.get()
-    settings = next(
-        (
-            c
-            for c in (hydra.callbacks or {}).values()
-            if str(c.get("_target_", "")).endswith(".MultirunReport")
-        ),
-        None,
-    )
-    if settings is None:
-        return
-    log.warning(f"Multirun stopped: no further jobs start. Report of the jobs so far: {hydra.sweep.dir}")
-    instantiate(settings).finish(Path(hydra.sweep.dir))
+    log.warning(f"Multirun stopped: no further jobs start. Report of the jobs so far: {running['directory']}")
+    running["report"].finish(running["directory"])
