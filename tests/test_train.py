@@ -154,6 +154,12 @@ def test_eval_restores_model_and_data_from_the_checkpoint(make_cfg, tmp_path):
     assert result["status"] == "completed"
     assert result["metrics"]["test/acc"] == pytest.approx(trained["metrics"]["test/acc"], abs=1e-6)
     assert read_summary(tmp_path / "eval")["metrics"]["test/acc"] > 0.9
+    # the confusion matrix of the evaluated split, as a training run leaves it
+    assert result["per_class"]["test/acc"] == pytest.approx(trained["per_class"]["test/acc"], abs=1e-6)
+    rows = (tmp_path / "eval" / "confusion_matrix.csv").read_text().splitlines()
+    assert len(rows) == 1 + 3 and (tmp_path / "eval" / "per_class_acc.csv").is_file()
+    plain = evaluate(make_cfg(f"ckpt_path={best}", "callbacks=none", run="eval_plain", config_name="eval"))
+    assert "per_class" not in plain and not (tmp_path / "eval_plain" / "confusion_matrix.csv").exists()
 
 
 @pytest.mark.slow

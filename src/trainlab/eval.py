@@ -71,7 +71,10 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
             model, datamodule = load_checkpoint(cfg.ckpt_path, data_overrides, trusted)
             summary.data["checkpoint"] = str(Path(cfg.ckpt_path).resolve())
             loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c]
-            trainer = instantiate(cfg.trainer, logger=loggers or False, callbacks=[])
+            callbacks = [
+                instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c and c.get("_target_")
+            ]
+            trainer = instantiate(cfg.trainer, logger=loggers or False, callbacks=callbacks)
             summary.track(trainer)
             run = trainer.test if cfg.split == "test" else trainer.validate
             run(model, datamodule=datamodule)
