@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import errno
+import json
 import random
 from pathlib import Path
 
@@ -131,6 +132,41 @@ def test_the_training_order_depends_on_seed_and_epoch_only():
     assert list(resumed) == second  # then whole epochs again
 
 
+@pytest.mark.parametrize("processes", [2, 3])
+def test_several_processes_keep_their_shares_and_resume_where_they_stopped(processes):
+    """DDP: each process gets the share of the epoch's order that Lightning's
+    DistributedSamplerWrapper gave it (so DDP runs keep their data order), and a run resumed
+    after 3 batches of 4 goes on, in every process, with the rest of its share."""
+    from lightning.fabric.utilities.distributed import DistributedSamplerWrapper
+
+    from trainlab.data.sampler import ShardedEpochSampler
+
+    size, batch_size, trained = 50, 4, 3
+    shares = []
+    for rank in range(processes):
+        sharded = ShardedEpochSampler(
+            size, seed=3, num_replicas=processes, rank=rank, epoch=1, shuffle_seed=42
+        )
+        wrapped = DistributedSamplerWrapper(
+            EpochSampler(size, seed=3, epoch=1), num_replicas=processes, rank=rank, shuffle=True, seed=42
+        )
+        wrapped.set_epoch(1)
+        shares.append(list(sharded))
+        assert shares[-1] == list(wrapped) and len(shares[-1]) == len(sharded) == -(-size // processes)
+        resumed = ShardedEpochSampler(
+            size,
+            seed=3,
+            num_replicas=processes,
+            rank=rank,
+            epoch=1,
+            start=trained * batch_size,
+            shuffle_seed=42,
+        )
+        assert list(resumed) == shares[-1][trained * batch_size :]  # the rest of this process's share
+        assert list(resumed) == shares[-1]  # then whole epochs again
+    assert {k.index for share in shares for k in share} == set(range(size))  # every example
+
+
 @pytest.mark.parametrize("workers", [0, 2])
 def test_augmentation_is_drawn_from_seed_epoch_and_example(make_cfg, workers):
     """The same examples in the same epoch get the same augmentation, in any order and with any
@@ -178,3 +214,54 @@ def test_a_failed_checkpoint_write_leaves_the_previous_file_intact(tmp_path, mon
     assert path.read_bytes() == good
     assert torch.load(path, weights_only=True)["global_step"] == 1
     assert [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]  # no temporary file left
+
+
+@pytest.mark.slow
+def test_a_ddp_run_resumed_mid_epoch_ends_as_the_uninterrupted_one(tmp_path):
+    """2 CPU processes, 150 examples each a epoch (3 steps), interrupted at step 4 (one batch into
+    the second epoch) and resumed: the same final weights and metrics as the run that was never
+    interrupted. Before the processes shared a resumable order, the resumed epoch started its
+    order again (0.067 apart in the weights)."""
+    import os
+    import subprocess
+    import sys
+
+    ddp = [
+        "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2", *TINY, *CONSTANT, "test=false",
+        f"paths.log_dir={tmp_path}",
+    ]  # fmt: skip
+    env = {
+        **os.environ,
+        "WANDB_MODE": "offline",
+        "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")]),
+    }
+
+    def run(name: str, *overrides: str) -> subprocess.CompletedProcess:
+        command = [
+            sys.executable,
+            "-m",
+            "trainlab.train",
+            *ddp,
+            f"hydra.run.dir={tmp_path / name}",
+            *overrides,
+        ]
+        return subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+
+    assert run("full").returncode == 0
+    interrupted = run(
+        "resumed",
+        "+callbacks.interrupt._target_=interrupt_callback.InterruptAt",
+        "+callbacks.interrupt.step=4",
+    )
+    assert interrupted.returncode != 0
+    assert (
+        torch.load(tmp_path / "resumed" / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 4
+    )
+    resumed = run("resumed", "ckpt_path=last")
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "order starts again" not in resumed.stdout + resumed.stderr
+    full, again = final_weights(tmp_path / "full"), final_weights(tmp_path / "resumed")
+    assert all(torch.equal(full[key], again[key]) for key in full)
+    summaries = [json.loads((tmp_path / name / "summary.json").read_text()) for name in ("full", "resumed")]
+    assert summaries[0]["global_step"] == summaries[1]["global_step"] == 6
+    assert summaries[0]["metrics"]["val/acc"] == summaries[1]["metrics"]["val/acc"]

@@ -27,7 +27,7 @@ from trainlab.data.pipelines import (
     eval_pipeline,
     train_pipeline,
 )
-from trainlab.data.sampler import EpochSampler, resume_position
+from trainlab.data.sampler import EpochSampler, ShardedEpochSampler, resume_position
 from trainlab.data.sources import ImageSource
 from trainlab.run.checkpoints import loadable
 from trainlab.utils.config import ConfigError, plain
@@ -376,7 +376,7 @@ class ImageDataModule(pl.LightningDataModule):
             generator=torch.Generator().manual_seed(self.data_seed()),
         )
 
-    def _train_sampler(self, size: int) -> EpochSampler:
+    def _train_sampler(self, size: int) -> EpochSampler | ShardedEpochSampler:
         """The training order, at the trainer's epoch (a loader asked for during fit, e.g. by
         PreciseBN, sees the epoch's batches). After `load_state_dict`, the first loader starts
         where the checkpoint's epoch stopped: Lightning's fit loop asks for it first."""
@@ -384,13 +384,16 @@ class ImageDataModule(pl.LightningDataModule):
         epoch, batches = self._resume_at or (trainer.current_epoch if trainer is not None else 0, 0)
         self._resume_at = None
         start = batches * self.hparams.batch_size
-        if start and trainer is not None and trainer.world_size > 1:
-            # Lightning shards this sampler's order between processes (DistributedSamplerWrapper)
-            log.warning(
-                "Resuming mid-epoch with several processes: this epoch's order starts again "
-                "(only its remaining number of batches is trained)."
+        if trainer is not None and trainer.world_size > 1:  # each process its share of one order
+            return ShardedEpochSampler(
+                size,
+                self.data_seed(),
+                num_replicas=trainer.world_size,
+                rank=trainer.global_rank,
+                epoch=epoch,
+                start=start,
+                shuffle_seed=int(os.environ.get("PL_GLOBAL_SEED", 0)),  # what Lightning's wrapper took
             )
-            start = 0
         return EpochSampler(size, self.data_seed(), epoch=epoch, start=start)
 
     # --- checkpoints: where the training order stands ----------------------------------------

@@ -6,6 +6,11 @@ at an epoch's start depends on everything the run drew before; a resumed run can
 Here the shuffle of epoch e is a function of (seed, e) alone, Lightning tells the sampler the
 epoch (`set_epoch`, as for a DistributedSampler) and the DataModule tells it where a resumed epoch
 starts (`start`).
+
+With several processes (DDP), `ShardedEpochSampler` gives each process its share of that order,
+the share Lightning's DistributedSamplerWrapper gave it, and a resumed epoch goes on in every
+process where it stopped. (The wrapper itself cannot start mid-epoch: it indexes a list as long
+as the sampler's full length.)
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 import torch
-from torch.utils.data import Sampler
+from torch.utils.data import DistributedSampler, Sampler
 
 if TYPE_CHECKING:
     import lightning.pytorch as pl
@@ -64,6 +69,42 @@ class EpochSampler(Sampler[SampleKey]):
     def __len__(self) -> int:
         # the full epoch: Lightning counts a resumed epoch's batches from its own progress
         return self.num_samples
+
+
+class ShardedEpochSampler(DistributedSampler):
+    """Process `rank`'s share of EpochSampler's order of (seed, epoch), as Lightning's
+    DistributedSamplerWrapper shares it out (so that DDP runs keep their data order): torch's
+    DistributedSampler over the order's positions, shuffled by (`shuffle_seed`, epoch) and
+    padded to a multiple of `num_replicas`, every `num_replicas`-th from `rank`. Lightning
+    leaves a DistributedSampler in place instead of wrapping it.
+
+    Args:
+        start: skip this many examples of the share in the next iteration only (a resumed
+            epoch: the batches trained so far times the batch size).
+        shuffle_seed: the run's seed, as Lightning gives its wrapper (PL_GLOBAL_SEED).
+    """
+
+    def __init__(
+        self,
+        num_samples: int,
+        seed: int,
+        num_replicas: int,
+        rank: int,
+        epoch: int = 0,
+        start: int = 0,
+        shuffle_seed: int = 0,
+    ) -> None:
+        super().__init__(
+            range(num_samples), num_replicas=num_replicas, rank=rank, shuffle=True, seed=shuffle_seed
+        )
+        self.order_of = EpochSampler(num_samples, seed)
+        self.epoch, self.start = epoch, start
+
+    def __iter__(self) -> Iterator[SampleKey]:
+        epoch, start = self.epoch, self.start
+        self.start = 0
+        order = self.order_of.order(epoch).tolist()
+        return (SampleKey(epoch, order[position]) for position in list(super().__iter__())[start:])
 
 
 def resume_position(trainer: pl.Trainer) -> tuple[int, int]:
