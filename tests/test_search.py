@@ -27,10 +27,16 @@ from trainlab.report.hydra_callback import MultirunReport
 from trainlab.search.space import SearchSpaceError, search_space, trial_overrides
 from trainlab.search.study import job_outcome, open_study, results, shown_url, storage_url
 
-from conftest import REPO, read_summary, run_cli
+from conftest import QUIET, REPO, read_summary, run_cli
 
 TINY = ["data=digits", "model=mlp", "model.depth=1", "model.width=32", "logger=csv"]
-QUIET = ["callbacks.rich_progress_bar=null", "trainer.enable_model_summary=false"]
+# a threshold no val/acc reaches: every trial is pruned after its first epoch
+PRUNE_EVERY_TRIAL = [
+    "hydra.sweeper.pruner._target_=optuna.pruners.ThresholdPruner",
+    "~hydra.sweeper.pruner.n_startup_trials",
+    "~hydra.sweeper.pruner.n_warmup_steps",
+    "+hydra.sweeper.pruner.lower=1.01",
+]
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 
@@ -468,14 +474,8 @@ def test_two_searches_launched_together_share_one_study_and_a_relaunch_continues
 def test_a_trial_the_pruner_stops_is_recorded_as_pruned(tmp_path):
     """A threshold no trial reaches: every trial is pruned after its first epoch; the jobs end
     `pruned` (not failed), without a test, and the multirun exits 0."""
-    threshold = [
-        "hydra.sweeper.pruner._target_=optuna.pruners.ThresholdPruner",
-        "~hydra.sweeper.pruner.n_startup_trials",
-        "~hydra.sweeper.pruner.n_warmup_steps",
-        "+hydra.sweeper.pruner.lower=1.01",
-    ]
     result = run_cli(
-        "trainlab.train", *_launch(tmp_path, "s", "hydra.sweeper.n_trials=2", "trainer.max_epochs=3", *threshold)[3:],
+        "trainlab.train", *_launch(tmp_path, "s", "hydra.sweeper.n_trials=2", "trainer.max_epochs=3", *PRUNE_EVERY_TRIAL)[3:],
         cwd=tmp_path,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-2000:]
@@ -496,16 +496,10 @@ def test_a_trial_the_pruner_stops_is_recorded_as_pruned(tmp_path):
 def test_a_ddp_trial_is_pruned_in_every_process_and_its_worker_adds_no_trial(tmp_path):
     """Trials on 2 CPU processes: process 0 reports and decides, both stop at the same epoch; the
     worker runs its job (not a sweep of its own, which would ask the study for trials)."""
-    threshold = [
-        "hydra.sweeper.pruner._target_=optuna.pruners.ThresholdPruner",
-        "~hydra.sweeper.pruner.n_startup_trials",
-        "~hydra.sweeper.pruner.n_warmup_steps",
-        "+hydra.sweeper.pruner.lower=1.01",
-    ]
     ddp = ["trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2", "trainer.max_epochs=3"]
     result = run_cli(
         "trainlab.train",
-        *_launch(tmp_path, "s", "hydra.sweeper.n_trials=2", *ddp, *threshold)[3:],
+        *_launch(tmp_path, "s", "hydra.sweeper.n_trials=2", *ddp, *PRUNE_EVERY_TRIAL)[3:],
         cwd=tmp_path,
     )
     assert result.returncode == 0, result.stderr[-2000:]

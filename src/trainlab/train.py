@@ -162,11 +162,9 @@ def _fit_and_test(
     if trainer.global_step == 0:  # fit ran in spawned workers (ddp_spawn): read its outcome back
         summary.read_last_checkpoint(trainer)
     summary.collect(trainer)  # what the callbacks offer, e.g. the divergence guard's outcome
-    if summary.data["status"] == DIVERGED:
-        if trainer.is_global_zero:
-            log.warning(f"Run diverged: {summary.data['error']}.")
-        return
-    if summary.data["status"] == PRUNED:  # a search's trial stopped early: no test
+    if summary.data["status"] == DIVERGED and trainer.is_global_zero:
+        log.warning(f"Run diverged: {summary.data['error']}.")
+    if summary.data["status"] in (DIVERGED, PRUNED):  # no test (PRUNED: a search stopped it early)
         return
     best = summary.record_best(trainer.checkpoint_callback)  # best_checkpoint, best_epoch, val/acc_best
     if cfg.get("test") and not trainer.interrupted:

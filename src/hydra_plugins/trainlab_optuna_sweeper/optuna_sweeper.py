@@ -140,8 +140,7 @@ class OptunaSweeper(Sweeper):
         from trainlab.search.study import results, shown_url
 
         record = results(study, url, launched)
-        path = sweep_dir / "optimization_results.yaml"
-        path.parent.mkdir(parents=True, exist_ok=True)
+        path = sweep_dir / "optimization_results.yaml"  # the folder exists since the sweep began
         OmegaConf.save(OmegaConf.create(record), path)
         if "best_value" in record:
             log.info(

@@ -88,15 +88,13 @@ class WorkersPerJob:
         if not self.active or "LOCAL_RANK" not in os.environ:
             return  # this job started no workers
         import torch.distributed
+        from lightning.pytorch.trainer.states import TrainerStatus
 
         for observer in self._observers:
             observer._child_processes = []  # its next look finds nothing to watch, and it ends
         launcher = getattr(getattr(trainer, "strategy", None), "launcher", None)
         workers = list(getattr(launcher, "procs", []))
-        completed = (
-            getattr(getattr(getattr(trainer, "state", None), "status", None), "value", None) == "finished"
-        )
-        if not completed:
+        if trainer is None or trainer.state.status != TrainerStatus.FINISHED:
             _close_process_group(torch.distributed)
         for process in workers:
             try:

@@ -10,6 +10,8 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
+from trainlab.run.status import COMPLETED, PRUNED
+
 
 def run_dir(cfg: DictConfig) -> Path:
     """This run's directory: `paths.output_dir` (Hydra's output dir unless overridden)."""
@@ -40,4 +42,4 @@ def finish_loggers(loggers: list, status: str) -> None:
     if wandb is not None and getattr(wandb, "run", None) is not None:
         with contextlib.suppress(Exception):
             wandb.run.summary["status"] = status
-            wandb.finish(exit_code=0 if status in ("completed", "pruned") else 1)
+            wandb.finish(exit_code=0 if status in (COMPLETED, PRUNED) else 1)

@@ -14,10 +14,12 @@ import math
 import random
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from trainlab.run.status import COMPLETED, PRUNED
 
 if TYPE_CHECKING:
     import optuna
@@ -69,22 +71,30 @@ def rdb_storage(url: str, heartbeat_interval: int | None = None) -> optuna.stora
         engine_kwargs["connect_args"] = {"timeout": SQLITE_BUSY_TIMEOUT_S}
     else:
         engine_kwargs["pool_pre_ping"] = True  # a server that dropped an idle connection
-    for attempt in range(OPEN_ATTEMPTS):
-        try:
-            return RDBStorage(url, engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat_interval)
-        except ModuleNotFoundError as error:
-            scheme = url.split(":", 1)[0].split("+", 1)[0]
-            hint = DRIVERS.get(scheme, "the database driver SQLAlchemy names")
-            raise ModuleNotFoundError(
-                f"hydra.sweeper.storage={shown_url(url)!r} needs {hint}: pip install it ({error})."
-            ) from error
+    try:
         # "table ... already exists", "database is locked", the schema version stamped twice
-        except (sqlalchemy.exc.OperationalError, sqlalchemy.exc.IntegrityError) as error:
-            if attempt == OPEN_ATTEMPTS - 1:
-                raise
-            log.debug(f"Opening {url} raced another launch ({error.orig}); trying again.")
+        return _retried(
+            lambda: RDBStorage(url, engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat_interval),
+            (sqlalchemy.exc.OperationalError, sqlalchemy.exc.IntegrityError),
+        )
+    except ModuleNotFoundError as error:
+        scheme = url.split(":", 1)[0].split("+", 1)[0]
+        hint = DRIVERS.get(scheme, "the database driver SQLAlchemy names")
+        raise ModuleNotFoundError(
+            f"hydra.sweeper.storage={shown_url(url)!r} needs {hint}: pip install it ({error})."
+        ) from error
+
+
+def _retried(action: Callable[[], Any], errors: tuple[type[Exception], ...]) -> Any:
+    """`action()`, tried again after a random pause of growing length while it raises one of
+    `errors` (a race with another launch), OPEN_ATTEMPTS times at most."""
+    for attempt in range(OPEN_ATTEMPTS - 1):
+        try:
+            return action()
+        except errors as error:
+            log.debug(f"Opening the study storage raced another launch ({error}); trying again.")
             time.sleep(0.2 + random.random() * (attempt + 1))
-    raise AssertionError("unreachable")
+    return action()
 
 
 def pruner_or_none(pruner: Any) -> optuna.pruners.BasePruner:
@@ -107,21 +117,17 @@ def open_study(
     if isinstance(storage, str):
         storage = rdb_storage(storage)
     url = storage.url
-    for attempt in range(OPEN_ATTEMPTS):
-        try:
-            study = optuna.create_study(
-                study_name=study_name,
-                storage=storage,
-                sampler=sampler,
-                pruner=pruner_or_none(pruner),
-                direction=direction,
-                load_if_exists=True,
-            )
-            break
-        except sqlalchemy.exc.OperationalError:  # a lock held past the busy timeout
-            if attempt == OPEN_ATTEMPTS - 1:
-                raise
-            time.sleep(0.2 + random.random() * (attempt + 1))
+    study = _retried(  # a lock held past the busy timeout
+        lambda: optuna.create_study(
+            study_name=study_name,
+            storage=storage,
+            sampler=sampler,
+            pruner=pruner_or_none(pruner),
+            direction=direction,
+            load_if_exists=True,
+        ),
+        (sqlalchemy.exc.OperationalError,),
+    )
     if study.direction.name.lower() != direction.lower():
         raise ValueError(
             f"Study {study_name!r} in {shown_url(url)} maximises or minimises the other way "
@@ -189,11 +195,11 @@ def job_outcome(job_dir: Path | None, metric: str) -> tuple[optuna.trial.TrialSt
         summary = {}
     value = (summary.get("metrics") or {}).get(metric)
     status = summary.get("status")
-    if status == "pruned":
+    if status == PRUNED:
         return TrialState.PRUNED, None, summary
-    if status == "completed" and isinstance(value, int | float) and math.isfinite(value):
+    if status == COMPLETED and isinstance(value, int | float) and math.isfinite(value):
         return TrialState.COMPLETE, float(value), summary
-    if status == "completed":
+    if status == COMPLETED:
         summary = {**summary, "error": f"{metric} is {value!r} in summary.json's metrics"}
     return TrialState.FAIL, None, summary
 
@@ -213,8 +219,7 @@ def results(study: optuna.study.Study, url: str, launched: list[int]) -> dict[st
         "trials": {state: n for state, n in counts.items() if n},
         "this_launch": launched,
     }
-    complete = [t for t in trials if t.state == TrialState.COMPLETE]
-    if complete:
+    if counts["complete"]:
         best = study.best_trial
         record.update(best_trial=best.number, best_value=best.value, best_params=best.params)
         if best.user_attrs.get("job_dir"):
