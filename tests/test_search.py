@@ -397,7 +397,11 @@ def test_a_sweep_with_nothing_to_search_is_an_error(tmp_path):
 
 @pytest.mark.parametrize(
     ("setting", "message"),
-    [({"direction": "max"}, "choose maximize or minimize"), ({"n_jobs": 0}, "n_jobs=0")],
+    [
+        ({"direction": "max"}, "choose maximize or minimize"),
+        ({"n_jobs": 0}, "n_jobs=0"),
+        ({"heartbeat_interval": 0}, "heartbeat_interval=0: seconds, >= 1, or null"),
+    ],
 )
 def test_bad_sweeper_settings_are_named(tmp_path, setting, message):
     with pytest.raises(ValueError, match=message):

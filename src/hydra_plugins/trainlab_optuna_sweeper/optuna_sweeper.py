@@ -42,6 +42,10 @@ class OptunaSweeper(Sweeper):
             raise ValueError(f"hydra.sweeper.direction={direction!r}: choose maximize or minimize.")
         if int(n_trials) < 0 or int(n_jobs) < 1:
             raise ValueError(f"hydra.sweeper.n_trials={n_trials} must be >= 0 and n_jobs={n_jobs} >= 1.")
+        if heartbeat_interval is not None and int(heartbeat_interval) < 1:
+            raise ValueError(
+                f"hydra.sweeper.heartbeat_interval={heartbeat_interval}: seconds, >= 1, or null for none."
+            )
         self.study_name, self.storage, self.direction = study_name, storage, direction
         self.n_trials, self.n_jobs = int(n_trials), int(n_jobs)
         self.sampler, self.pruner, self.params = sampler, pruner, params
