@@ -57,7 +57,9 @@ def log_report_run(
     import wandb
 
     from trainlab.run.loggers import wandb_logged_in
+    from trainlab.run.wandb_launch_inputs import skip_launch_inputs_none_staged
 
+    skip_launch_inputs_none_staged()
     init_kwargs.setdefault("mode", "online" if wandb_logged_in() else "offline")
     run = wandb.init(job_type="report", reinit="finish_previous", **init_kwargs)
     try:

@@ -89,6 +89,8 @@ def wandb_logger(
     """
     import wandb
 
+    from trainlab.run.wandb_launch_inputs import skip_launch_inputs_none_staged
+
     global _requirements_saved
     if log_model not in (False, True, "all"):
         raise ConfigError(f"logger.wandb.log_model={log_model!r}: choose false, true or all.")
@@ -99,6 +101,7 @@ def wandb_logger(
         )
     if offline is None:
         offline = not wandb_logged_in()
+    skip_launch_inputs_none_staged()
     optional = {}
     if "x_save_requirements" in wandb.Settings.model_fields:  # a private setting of wandb 0.2x-0.31
         saves = save_requirements is True or (save_requirements == "once" and not _requirements_saved)
