@@ -151,6 +151,25 @@ def test_swept_keys_come_from_the_multiruns_record(make_cfg, tmp_path):
     assert naming.job_name(cfg) == "init=kaiming_normal,seed=3"
 
 
+def test_the_multiruns_record_is_read_once_per_version(make_cfg, tmp_path, monkeypatch):
+    """Every job of a multirun names itself from `multirun.yaml`: parsed once, read again only
+    when the file changes."""
+    cfg = make_cfg(*TINY, "init=kaiming_normal", "seed=3")
+    sweep_dir = tmp_path / "sweep"
+    _as_multirun(cfg, sweep_dir)
+    sweep_dir.mkdir()
+    record = sweep_dir / "multirun.yaml"
+    OmegaConf.save({"hydra": {"overrides": {"task": [SWEEP, "seed=1"]}}}, record)
+    loads = []
+    load = OmegaConf.load
+    monkeypatch.setattr(naming.OmegaConf, "load", lambda path: loads.append(path) or load(path))
+    assert [naming.swept_keys() for _ in range(3)] == [{"init"}] * 3
+    assert len(loads) == 1
+    OmegaConf.save({"hydra": {"overrides": {"task": [SWEEP, "seed=1,2,3"]}}}, record)
+    assert naming.swept_keys() == {"init", "seed"}
+    assert len(loads) == 2
+
+
 def test_tracked_config_leaves_plumbing_out(make_cfg):
     config = tracked_config(make_cfg(*TINY, "augment=basic", "transfer=scratch", "experiment=deep_relu_init"))
     assert config["augment"] == "basic" and config["experiment"] == "deep_relu_init"

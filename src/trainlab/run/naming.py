@@ -8,6 +8,7 @@ the ones that run this job alone, not the whole multirun's command line.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -72,11 +73,20 @@ def swept_keys() -> set[str] | None:
     keys = {str(key) for key in params}
     record = Path(hydra_cfg.sweep.dir) / "multirun.yaml"
     if record.is_file():
-        arguments = OmegaConf.load(record).hydra.overrides.task
-        keys |= {override.key for override in map(parse_override, arguments) if _is_sweep(override)}
+        stat = record.stat()
+        keys |= _keys_swept_by(str(record), stat.st_mtime_ns, stat.st_size)
     elif not keys:
         return None
     return keys
+
+
+@functools.lru_cache(maxsize=8)
+def _keys_swept_by(record: str, mtime_ns: int, size: int) -> frozenset[str]:
+    """The keys the sweep arguments in a `multirun.yaml` sweep. Read once per version of the file
+    (its modification time and size are part of the key): the whole config it holds takes ~30 ms
+    to parse, and every job of the multirun asks."""
+    arguments = OmegaConf.load(record).hydra.overrides.task
+    return frozenset(override.key for override in map(parse_override, arguments) if _is_sweep(override))
 
 
 # Hydra's sweep functions, besides a comma-separated list: each expands into several jobs
