@@ -18,6 +18,7 @@ matplotlib.use("Agg")  # files only: reports are written on servers with no disp
 import matplotlib.pyplot as plt
 import pandas as pd
 
+from trainlab.report.drawing import FigureTask, draw_all
 from trainlab.report.plots import option_colours
 from trainlab.report.tables import SEED_KEYS
 
@@ -145,20 +146,27 @@ def layer_figure(
     return profiles
 
 
-def write_layer_plots(jobs: pd.DataFrame, axes: list[str], out_dir: Path) -> list[Path]:
-    """`report_layers_<stat>.png` for every statistic the jobs' layer_stats.csv hold, in the
-    order the CSV lists them; none when no job has one."""
+def layer_plot_tasks(jobs: pd.DataFrame, axes: list[str], out_dir: Path) -> list[FigureTask]:
+    """One task per statistic the jobs' layer_stats.csv hold, in the order the CSV lists them
+    (none when no job has one): each draws `report_layers_<stat>.png` and returns its path, or
+    None when no job recorded the statistic (trainlab.report.drawing runs them)."""
     stats_of = {job: job_layer_stats(Path(job)) for job in jobs["path"]}  # each CSV read once
     stats: list[str] = []
     for frame in stats_of.values():
         if frame is not None:
             stats += [s for s in frame["stat"].unique() if s not in stats]
-    written = []
-    for stat in stats:
+
+    def task(stat: str) -> FigureTask:
         path = Path(out_dir) / f"report_layers_{stat}.png"
-        if layer_figure(jobs, axes, stat, path, stats_of) is not None:
-            written.append(path)
-    return written
+        return lambda: path if layer_figure(jobs, axes, stat, path, stats_of) is not None else None
+
+    return [task(stat) for stat in stats]
+
+
+def write_layer_plots(jobs: pd.DataFrame, axes: list[str], out_dir: Path) -> list[Path]:
+    """`report_layers_<stat>.png` for every statistic the jobs' layer_stats.csv hold (see
+    `layer_plot_tasks`); the files written."""
+    return [path for path in draw_all(layer_plot_tasks(jobs, axes, out_dir)) if path is not None]
 
 
 def markdown_section(paths: list[Path]) -> str:

@@ -7,8 +7,9 @@ plots show the chance level (1/number of classes) when the jobs tell it (`collec
 
 from __future__ import annotations
 
+import functools
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import matplotlib
@@ -20,6 +21,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from trainlab.report.collect import chance_level, learning_curves
+from trainlab.report.drawing import FigureTask, draw_all
 from trainlab.report.tables import SEED_KEYS
 
 # Qualitative palettes: distinct colours with no implied order; tab20 when an axis has more options.
@@ -156,25 +158,42 @@ def curves_by_axis(
     return figure
 
 
-def write_plots(jobs: pd.DataFrame, axes: list[str], metric: str | None, out_dir: Path) -> list[Path]:
-    """report_<axis>.png and curves_<metric>_<axis>.png for every study axis; their paths."""
-    written: list[Path] = []
+def plot_tasks(jobs: pd.DataFrame, axes: list[str], metric: str | None, out_dir: Path) -> list[FigureTask]:
+    """One task per figure of every study axis: report_<axis>.png (`metric` by option) and
+    curves_<metric>_<axis>.png; each draws and saves its figure and returns its path, or None
+    when there was nothing to draw (trainlab.report.drawing runs them)."""
+    tasks: list[FigureTask] = []
     study_axes = [a for a in axes if a not in SEED_KEYS]
     if not study_axes:  # seeds only: no option to compare
-        return written
+        return tasks
     chance = chance_level(jobs)
     noun = "seed" if len(study_axes) == 1 else "job"  # the jobs of an option differ by seed only
     for axis in study_axes:
         safe = axis.replace("/", "_").replace(".", "_")
         if metric is not None and (jobs["status"] == "completed").any():
             others = [a for a in study_axes if a != axis]
-            figure = metric_by_axis(jobs, axis, others, metric, chance)
-            written.append(save(figure, out_dir / f"report_{safe}.png"))
+            path = out_dir / f"report_{safe}.png"
+            tasks.append(
+                functools.partial(_save_figure, metric_by_axis, (jobs, axis, others, metric, chance), path)
+            )
         for curve_metric in ("val/acc", "train/loss_epoch"):
-            figure = curves_by_axis(jobs, axis, curve_metric, chance, noun)
-            if figure is not None:
-                written.append(save(figure, out_dir / f"curves_{curve_metric.replace('/', '_')}_{safe}.png"))
-    return written
+            path = out_dir / f"curves_{curve_metric.replace('/', '_')}_{safe}.png"
+            tasks.append(
+                functools.partial(
+                    _save_figure, curves_by_axis, (jobs, axis, curve_metric, chance, noun), path
+                )
+            )
+    return tasks
+
+
+def write_plots(jobs: pd.DataFrame, axes: list[str], metric: str | None, out_dir: Path) -> list[Path]:
+    """report_<axis>.png and curves_<metric>_<axis>.png for every study axis; their paths."""
+    return [path for path in draw_all(plot_tasks(jobs, axes, metric, Path(out_dir))) if path is not None]
+
+
+def _save_figure(draw: Callable[..., Figure | None], arguments: tuple, path: Path) -> Path | None:
+    figure = draw(*arguments)
+    return None if figure is None else save(figure, path)
 
 
 def save(figure: Figure, path: Path) -> Path:

@@ -10,8 +10,9 @@ from pathlib import Path
 import pandas as pd
 
 from trainlab.report.collect import STATUS_FAILED, load_jobs, typed_settings, varied_axes
-from trainlab.report.layer_plots import markdown_section, write_layer_plots
-from trainlab.report.plots import write_plots
+from trainlab.report.drawing import draw_all
+from trainlab.report.layer_plots import layer_plot_tasks, markdown_section
+from trainlab.report.plots import plot_tasks
 from trainlab.report.tables import main_metric, markdown
 from trainlab.report.wandb_run import log_report_run, wandb_destination
 
@@ -43,11 +44,15 @@ def write_report(multirun_dir: str | Path, log_to_wandb: bool = False) -> StudyR
         csv_path, index=False
     )
     md_path = directory / "report.md"
-    layer_plots = write_layer_plots(jobs, axes, directory)
+    # all figures in one batch, so that they are drawn side by side (trainlab.report.drawing)
+    study_plots = plot_tasks(jobs, axes, main_metric(jobs), directory)
+    drawn = draw_all([*study_plots, *layer_plot_tasks(jobs, axes, directory)])
+    plots = [path for path in drawn[: len(study_plots)] if path is not None]
+    layer_plots = [path for path in drawn[len(study_plots) :] if path is not None]
     md_path.write_text(
         markdown(jobs, axes, title=f"Study report: {directory.name}") + markdown_section(layer_plots)
     )
-    report.files = [csv_path, md_path, *write_plots(jobs, axes, main_metric(jobs), directory), *layer_plots]
+    report.files = [csv_path, md_path, *plots, *layer_plots]
     if log_to_wandb:
         _log_to_wandb(report)
     pruned = int((jobs["status"] == "pruned").sum())
