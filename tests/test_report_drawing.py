@@ -15,7 +15,9 @@ from trainlab.report.study import write_report
 
 from test_report_layers import job_with_layer_stats
 
-linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="workers are forked on Linux only")
+linux_only = pytest.mark.skipif(
+    not sys.platform.startswith("linux"), reason="workers are forked on Linux only"
+)
 
 
 @pytest.fixture
