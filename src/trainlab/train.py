@@ -37,12 +37,16 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     (SIGTERM as SystemExit(143)): in a multirun no further job starts, and the study report of
     what ran is written on the way out.
     """
-    from lightning.pytorch.utilities import rank_zero_only
+    from trainlab.run.garbage_collection import imports_spared_from_garbage_collection
 
-    from trainlab.run.console import end_of_run_lines, quiet_library_output
-    from trainlab.run.ddp_workers import WorkersPerJob
-    from trainlab.run.summary import RunSummary
-    from trainlab.run.tracking import finish_loggers, hydra_overrides, in_multirun, run_dir
+    with imports_spared_from_garbage_collection():  # the training stack, once per process
+        from lightning.pytorch.utilities import rank_zero_only
+
+        from trainlab import builders  # noqa: F401  (the data pipelines: Albumentations, scikit-learn)
+        from trainlab.run.console import end_of_run_lines, quiet_library_output
+        from trainlab.run.ddp_workers import WorkersPerJob
+        from trainlab.run.summary import RunSummary
+        from trainlab.run.tracking import finish_loggers, hydra_overrides, in_multirun, run_dir
 
     quiet_library_output()
     output_dir = run_dir(cfg)
@@ -123,16 +127,11 @@ def _fit_and_test(
 
     from trainlab import builders
     from trainlab.callbacks.weight_averaging import SWA
-    from trainlab.run.resources import (
-        cheap_cuda_checks_without_gpus,
-        configure_threads,
-        spare_imports_from_garbage_collection,
-    )
+    from trainlab.run.resources import cheap_cuda_checks_without_gpus, configure_threads
     from trainlab.run.summary import DIVERGED, PRUNED
     from trainlab.utils.config import require_values
     from trainlab.utils.printing import print_config_tree
 
-    spare_imports_from_garbage_collection()
     require_values(cfg)
     builders.check_config(cfg)
     configure_threads(cfg.get("num_threads"))

@@ -3,7 +3,6 @@ oversubscribe the cores; and CUDA availability checks that cost nothing where th
 
 from __future__ import annotations
 
-import gc
 import logging
 import os
 
@@ -50,16 +49,3 @@ def cheap_cuda_checks_without_gpus() -> None:
     """
     if os.environ.get(NVML_CUDA_CHECK) == "1" and torch.cuda.device_count() == 0:
         os.environ[NVML_CUDA_CHECK] = "0"
-
-
-def spare_imports_from_garbage_collection() -> None:
-    """Take every object alive now out of the garbage collector's sight, once per process.
-
-    After the training stack is imported (torch, torch._dynamo, Lightning, torchmetrics, ...) the
-    process holds about half a million objects, and each full collection walks all of them: 0.34 s
-    on a 2-core CPU, during training whenever Python decides on one, and once more when the
-    process exits, where it took 1.5-2.5 s (scripts/bench/study_overhead.py). These objects live
-    as long as the process anyway. Objects created later (a job's model, data, trainer) are
-    collected as usual; freezing only once keeps a job's garbage from being frozen with them."""
-    if gc.get_freeze_count() == 0:
-        gc.freeze()
