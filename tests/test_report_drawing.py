@@ -70,6 +70,16 @@ def test_workers_one_per_cpu_and_task_on_linux_only(monkeypatch):
 
 
 @linux_only
+def test_a_pools_worker_draws_its_figures_itself(two_cpus):
+    """A daemonic process (a multiprocessing pool's worker) may not start processes."""
+    import multiprocessing
+
+    with multiprocessing.get_context("fork").Pool(1) as pool:
+        assert pool.apply(workers_for, (9,)) == 1
+        assert pool.apply(draw_all, ([int, float],)) == [0, 0.0]
+
+
+@linux_only
 def test_a_report_drawn_in_parallel_writes_the_files_drawn_one_by_one(tmp_path, two_cpus, monkeypatch):
     """A study with an axis (init) and layer statistics: its curves, metric and layer figures
     are byte for byte those drawn in this process one after another."""

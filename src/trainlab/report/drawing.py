@@ -10,7 +10,8 @@ module: nothing is pickled but a task's index and its returned path, and no work
 anything. A forked worker only draws and writes its files. Elsewhere (macOS, where forking
 a process with system frameworks loaded is unsafe; Windows, which cannot fork), with one usable
 CPU, or with one task, the tasks run here one after another; so do they when a worker dies
-(e.g. killed for memory): every figure is drawn either way.
+(e.g. killed for memory): every figure is drawn either way. So are they in a daemonic process
+(a multiprocessing pool's worker), which may not start processes.
 """
 
 from __future__ import annotations
@@ -56,8 +57,9 @@ def draw_all(tasks: Sequence[FigureTask]) -> list[Path | None]:
 
 def workers_for(task_count: int) -> int:
     """How many processes draw `task_count` figures: one per usable CPU (at most MAX_WORKERS and
-    one per task) on Linux; 1 (draw here) elsewhere."""
-    if not sys.platform.startswith("linux") or task_count < 2:
+    one per task) on Linux; 1 (draw here) elsewhere, and in a daemonic process (a
+    multiprocessing pool's worker), which may not start processes of its own."""
+    if not sys.platform.startswith("linux") or task_count < 2 or multiprocessing.current_process().daemon:
         return 1
     return max(1, min(len(os.sched_getaffinity(0)), task_count, MAX_WORKERS))
 
