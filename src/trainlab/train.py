@@ -209,10 +209,12 @@ def main() -> None:
     """Console entry point; exits 1 if any job of a multirun failed or diverged (the multirun's
     report callback, trainlab.report.hydra_callback, says so when the sweep ends), non-zero when
     stopped by Ctrl-C or SIGTERM (143)."""
+    from trainlab.utils.config_files import read_config_files_once
     from trainlab.utils.sweep_configs import compose_each_job_once
 
     signal.signal(signal.SIGTERM, _raise_on_sigterm)
     compose_each_job_once()
+    read_config_files_once()
     try:
         _hydra_main()
     except BaseException as error:
