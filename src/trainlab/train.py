@@ -49,9 +49,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         from trainlab.run.tracking import finish_loggers, hydra_overrides, in_multirun, run_dir
         from trainlab.run.wandb_service import start_wandb_service
 
-        start_wandb_service(
-            cfg, rank_zero_only.rank
-        )  # W&B's import, then its service, while the run gets ready
+        # W&B's import, then its service process, started while the run gets ready
+        start_wandb_service(cfg, rank_zero_only.rank)
 
     quiet_library_output()
     output_dir = run_dir(cfg)
