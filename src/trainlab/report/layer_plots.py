@@ -18,7 +18,7 @@ matplotlib.use("Agg")  # files only: reports are written on servers with no disp
 import matplotlib.pyplot as plt
 import pandas as pd
 
-from trainlab.report.drawing import FigureTask, draw_all
+from trainlab.report.drawing import FigureTask
 from trainlab.report.plots import option_colours
 from trainlab.report.tables import SEED_KEYS
 
@@ -161,12 +161,6 @@ def layer_plot_tasks(jobs: pd.DataFrame, axes: list[str], out_dir: Path) -> list
         return lambda: path if layer_figure(jobs, axes, stat, path, stats_of) is not None else None
 
     return [task(stat) for stat in stats]
-
-
-def write_layer_plots(jobs: pd.DataFrame, axes: list[str], out_dir: Path) -> list[Path]:
-    """`report_layers_<stat>.png` for every statistic the jobs' layer_stats.csv hold (see
-    `layer_plot_tasks`); the files written."""
-    return [path for path in draw_all(layer_plot_tasks(jobs, axes, out_dir)) if path is not None]
 
 
 def markdown_section(paths: list[Path]) -> str:
