@@ -33,15 +33,15 @@ def lr_find(cfg: DictConfig) -> dict[str, Any]:
     import lightning.pytorch as pl
     from lightning.pytorch.tuner import Tuner
 
-    from trainlab import builders
-    from trainlab.run.tracking import run_dir
+    from trainlab import builders, checks
     from trainlab.transfer.policy import TransferPolicy
+    from trainlab.utils.hydra_job import run_dir
 
     settings = {**DEFAULTS, **dict(cfg.get("lr_find") or {})}
     if not 0 < settings["min_lr"] < settings["max_lr"]:
         raise ConfigError(f"lr_find: need 0 < lr_find.min_lr < lr_find.max_lr, got {settings}.")
     output_dir = run_dir(cfg)
-    builders.check_config(cfg)
+    checks.check_config(cfg)
     pl.seed_everything(cfg.get("seed"), workers=True)
     datamodule = builders.build_datamodule(cfg)
     model, _ = builders.build_model(cfg, datamodule)
@@ -68,15 +68,14 @@ def lr_find(cfg: DictConfig) -> dict[str, Any]:
 
 
 def _plot(finder: Any, path: Path) -> None:
-    import matplotlib
+    # Lightning draws on our own Figure: no pyplot figure, so a notebook's backend stays as it was
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    figure = finder.plot(suggest=True, show=False)  # log x axis, the suggestion as a red dot
-    figure.axes[0].set_title(f"LR range test: suggested optimizer.lr={finder.suggestion():.4g}")
+    figure = Figure()
+    ax = figure.subplots()
+    finder.plot(suggest=True, show=False, ax=ax)  # log x axis, the suggestion as a red dot
+    ax.set_title(f"LR range test: suggested optimizer.lr={finder.suggestion():.4g}")
     figure.savefig(path, dpi=100, bbox_inches="tight")
-    plt.close(figure)
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")

@@ -12,11 +12,8 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")  # files only: reports are written on servers with no display
-import matplotlib.pyplot as plt
 import pandas as pd
+from matplotlib.figure import Figure
 
 from trainlab.report.drawing import FigureTask
 from trainlab.report.plots import option_colours
@@ -116,7 +113,8 @@ def layer_figure(
     group_keys = [a for a in axes if a not in SEED_KEYS]
     colours = option_colours(list(profiles["option"].unique()))
     # fixed margins: a layout engine (tight_layout) doubled the time of each figure
-    figure, panels = plt.subplots(1, 2, figsize=(10, 3.8), sharey=True)
+    figure = Figure(figsize=(10, 3.8))  # no pyplot: see trainlab.report.plots
+    panels = figure.subplots(1, 2, sharey=True)
     figure.subplots_adjust(left=0.08, right=0.98, bottom=0.13, top=0.82, wspace=0.06)
     for panel, when in zip(panels, WHEN, strict=True):
         at = profiles[profiles["when"] == when]
@@ -142,7 +140,6 @@ def layer_figure(
     panels[1].legend(title=", ".join(group_keys) + " (jobs)" if group_keys else None, fontsize=7)
     figure.suptitle(f"{stat} against depth (mean over seeds, band: min-max)")
     figure.savefig(path, dpi=120)
-    plt.close(figure)
     return profiles
 
 

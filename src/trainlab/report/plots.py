@@ -13,10 +13,10 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import matplotlib
-
-matplotlib.use("Agg")  # files only: reports are written on servers with no display
-import matplotlib.pyplot as plt
 import pandas as pd
+
+# Figures are built without pyplot, which would choose (or need) a display backend: a report
+# written from a notebook leaves its backend as it was, and servers need no display.
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
@@ -45,7 +45,7 @@ def option_colours(options: Iterable) -> dict[str, tuple]:
     """{option: RGBA colour}: the i-th option in sorted order gets the palette's i-th colour, so
     an option has the same colour in every figure drawn from the same set of options."""
     ordered = sorted_options(options)
-    palette = plt.get_cmap(PALETTE if len(ordered) <= 10 else LARGE_PALETTE)
+    palette = matplotlib.colormaps.get_cmap(PALETTE if len(ordered) <= 10 else LARGE_PALETTE)
     return {option: palette(i % palette.N) for i, option in enumerate(ordered)}
 
 
@@ -81,9 +81,10 @@ def metric_by_axis(
     colours = option_colours(jobs[axis])
     column = f"metric:{metric}"
     step = 0.6 / max(1, len(groups))
-    figure, ax = plt.subplots(
+    figure = Figure(
         figsize=(max(4.5, 1.1 * len(options) * max(1, len(groups)) ** 0.5 + 1.5), 3.8), layout="constrained"
     )
+    ax = figure.subplots()
     counts, means = [], []
     for g, group in enumerate(groups):
         for i, option in enumerate(options):
@@ -125,7 +126,8 @@ def curves_by_axis(
     """`metric` per epoch for every job (thin lines) in its option's colour, with the mean per
     option (thick) over its jobs (`noun`: what they differ by, `seed` when only seeds vary); the
     chance level where it helps. None when no job left a metrics file with that metric."""
-    figure, ax = plt.subplots(figsize=(5.8, 3.8), layout="constrained")
+    figure = Figure(figsize=(5.8, 3.8), layout="constrained")
+    ax = figure.subplots()
     colours = option_colours(jobs[axis])
     counts, values = [], []
     for option in sorted_options(jobs[axis]):
@@ -143,7 +145,6 @@ def curves_by_axis(
             ax.plot(mean.index, mean.values, color=colours[option], lw=2.2, marker="o", ms=3, label=option)
             counts.append(len(runs))
     if not counts:
-        plt.close(figure)
         return None
     _chance_line(ax, chance, metric, values)
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
@@ -198,5 +199,4 @@ def _save_figure(draw: Callable[..., Figure | None], arguments: tuple, path: Pat
 
 def save(figure: Figure, path: Path) -> Path:
     figure.savefig(path, dpi=120)
-    plt.close(figure)
     return path

@@ -122,12 +122,10 @@ def _markdown(runs: pd.DataFrame, mean: pd.DataFrame, std: pd.DataFrame, study_d
 
 
 def _plot(runs: pd.DataFrame, mean: pd.DataFrame, path: Path) -> None:
-    import matplotlib
+    from matplotlib.figure import Figure  # no pyplot: see trainlab.report.plots
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=120)
+    fig = Figure(figsize=(6.4, 4.2), dpi=120)
+    ax = fig.subplots()
     done = runs[runs["status"] == "completed"]
     for kind in KINDS:
         style = STYLE[kind]
@@ -150,7 +148,6 @@ def _plot(runs: pd.DataFrame, mean: pd.DataFrame, path: Path) -> None:
     ax.legend(loc="lower left", fontsize=8)
     fig.tight_layout()
     fig.savefig(path)
-    plt.close(fig)
 
 
 def write_report(study_dir: str | Path) -> YosinskiReport:
