@@ -35,9 +35,10 @@ test-slow: install  ## only the tests marked slow (whole studies, multiruns, sub
 test-all: install  ## every test, slow ones included (what CI runs, in two steps)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-lint: install  ## ruff lint and format check
+lint: install  ## ruff lint and format check, and the packages' layers (import-linter, pyproject.toml)
 	$(VENV)/bin/ruff check src tests scripts examples
 	$(VENV)/bin/ruff format --check src tests scripts examples
+	$(VENV)/bin/lint-imports
 
 format: install  ## ruff autofix and format
 	$(VENV)/bin/ruff check --fix src tests scripts examples

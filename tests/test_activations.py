@@ -13,7 +13,7 @@ from torch import nn
 
 from trainlab.activations import Maxout
 from trainlab.init import core, schemes
-from trainlab.models import traits
+from trainlab.layers import traits
 from trainlab.models.factory import build_network
 from trainlab.utils.config import check_arguments
 

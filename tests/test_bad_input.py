@@ -11,12 +11,12 @@ import torch
 from hydra.errors import ConfigCompositionException, MissingConfigException
 
 from test_timm_backbone import load, timm_classifier
-from trainlab.builders import check_config, check_monitors
+from trainlab.checks import check_config, check_monitors
 from trainlab.report.__main__ import main as report_main
 from trainlab.report.collect import load_jobs
-from trainlab.run import loggers
+from trainlab.tracking import loggers
 from trainlab.train import train
-from trainlab.utils import network
+from trainlab.utils import internet
 from trainlab.utils.config import ConfigError
 
 from conftest import read_summary, run_cli
@@ -240,7 +240,7 @@ def test_wandb_key_without_network_falls_back_to_offline_fast(monkeypatch, caplo
         url = f"http://127.0.0.1:{closed_port()}"
     else:  # TEST-NET-1: packets go nowhere; a tiny timeout keeps the test short
         url = "http://192.0.2.1:443"
-        monkeypatch.setattr(network, "PROBE_TIMEOUT_S", 0.3)
+        monkeypatch.setattr(internet, "PROBE_TIMEOUT_S", 0.3)
     monkeypatch.setenv("WANDB_BASE_URL", url)
     start = time.monotonic()
     # today: True (a key is set), then W&B retries for ~2 minutes and stops the run

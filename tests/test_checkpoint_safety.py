@@ -20,9 +20,9 @@ import pytest
 import torch
 from hydra.core.global_hydra import GlobalHydra
 
+from trainlab.checkpoints.reading import upgrade
+from trainlab.checkpoints.trusted_targets import ENV_VAR, check_targets, trusted_object
 from trainlab.eval import evaluate, load_checkpoint
-from trainlab.run.checkpoints import upgrade
-from trainlab.run.trusted_targets import ENV_VAR, check_targets, trusted_object
 from trainlab.train import train
 from trainlab.utils.config import ConfigError
 
@@ -383,7 +383,7 @@ def test_every_target_a_shipped_config_stores_in_a_checkpoint_is_trusted():
         ("trainlab.models.factory.instantiate", "is hydra._internal.instantiate._instantiate2.instantiate"),
         ("albumentations.core.serialization.save", "is not one of the Albumentations transforms"),
         ("torch.nn.init.kaiming_normal_", "is not one of the torch.nn modules"),
-        ("trainlab.models.traits.RECTIFIERS", "is not a class or a function"),
+        ("trainlab.models.blocks.POSITIONS", "is not a class or a function"),
         ("torch.nn", "is not a class or a function"),
         (5, "is not a dotted name"),
     ],
@@ -430,8 +430,8 @@ def test_a_checkpoint_naming_modules_that_have_moved_still_evaluates(trained, tm
 
 
 def test_a_config_naming_a_moved_module_is_told_the_new_path(make_cfg):
-    from trainlab import builders
+    from trainlab import checks
 
     cfg = make_cfg(*TINY[:4], "activation=maxout", "activation._target_=trainlab.nn.maxout.Maxout")
     with pytest.raises(ConfigError, match=r"it moved: use _target_: trainlab\.activations\.maxout\.Maxout"):
-        builders.check_config(cfg)
+        checks.check_config(cfg)

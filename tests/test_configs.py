@@ -10,7 +10,7 @@ import torch
 from hydra.utils import instantiate
 from PIL import Image
 
-from trainlab import builders
+from trainlab import builders, checks
 from trainlab.models.factory import build_network
 from trainlab.utils.config import plain
 
@@ -52,7 +52,7 @@ def test_option_composes_and_instantiates(make_cfg, tmp_path, group, option):
     if group == "data" and option == "folder":
         overrides.append(f"data.source.root={image_folder(tmp_path / 'images')}")
     cfg = make_cfg(*overrides, quiet=False)
-    builders.check_config(cfg)
+    checks.check_config(cfg)
 
     datamodule = instantiate(cfg.data, _recursive_=False)  # sources load lazily: no download here
     assert datamodule.hparams.batch_size >= 1

@@ -122,7 +122,7 @@ def test_a_run_prints_each_line_once_and_ends_with_its_result(tmp_path):
 
 @pytest.mark.parametrize(("offline", "silent"), [(True, True), (False, False)])
 def test_wandb_banners_are_silenced_offline_only(monkeypatch, tmp_path, offline, silent):
-    from trainlab.run.loggers import wandb_logger
+    from trainlab.tracking.loggers import wandb_logger
 
     monkeypatch.delenv("WANDB_SILENT", raising=False)
     logger = wandb_logger(offline=offline, project="trainlab", save_dir=str(tmp_path))

@@ -185,7 +185,7 @@ def test_download_offline_fails_fast_with_a_fix(tmp_path, monkeypatch):
 
 def test_unreachable_host_probe_is_bounded(monkeypatch):
     """The probe hands its timeout to the connection and answers False when it runs out."""
-    from trainlab.utils import network
+    from trainlab.utils import internet
 
     for proxy in ("HTTPS_PROXY", "https_proxy"):
         monkeypatch.delenv(proxy, raising=False)
@@ -195,8 +195,8 @@ def test_unreachable_host_probe_is_bounded(monkeypatch):
         attempts.append((address, timeout))
         raise TimeoutError("timed out")
 
-    monkeypatch.setattr(network.socket, "create_connection", never_answers)
-    assert not network.host_reachable("http://192.0.2.1/", timeout=0.5)
+    monkeypatch.setattr(internet.socket, "create_connection", never_answers)
+    assert not internet.host_reachable("http://192.0.2.1/", timeout=0.5)
     assert attempts == [(("192.0.2.1", 80), 0.5)]
 
 

@@ -14,7 +14,7 @@ from omegaconf import DictConfig
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from trainlab import builders
+from trainlab import checks
 from trainlab.init import apply_init, schemes
 from trainlab.models.factory import build_network
 from trainlab.train import train
@@ -70,7 +70,7 @@ def test_every_contract_option_exists():
 def test_every_option_composes_passes_the_checks_and_applies(name, tmp_path):
     model = TINY_RESNET if name == "fixup" else TINY
     cfg = compose_train([*model, f"init={name}"], tmp_path)
-    builders.check_config(cfg)
+    checks.check_config(cfg)
     assert cfg.init._target_.startswith("trainlab.init.") and cfg.init._partial_
     if name != "default":
         assert cfg.init.bias == 0.0  # init.bias for every scheme, default 0

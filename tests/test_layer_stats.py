@@ -255,9 +255,9 @@ def test_csv_and_plots_are_written(tmp_path):
 def test_plots_auto_draws_the_figures_in_single_runs_and_leaves_a_multiruns_to_its_report(
     monkeypatch, tmp_path, plots, multirun, drawn
 ):
-    import trainlab.run.tracking
+    import trainlab.utils.hydra_job
 
-    monkeypatch.setattr(trainlab.run.tracking, "in_multirun", lambda: multirun)
+    monkeypatch.setattr(trainlab.utils.hydra_job, "in_multirun", lambda: multirun)
     fit(tanh_mlp(), tmp_path, LayerStats(every_n_steps=2, plots=plots), max_steps=3)
     assert (tmp_path / "layer_stats.csv").is_file()
     assert len(list(tmp_path.glob("layer_stats_*.png"))) == (9 if drawn else 0)

@@ -132,7 +132,7 @@ def test_a_run_mixes_training_batches_only_and_trains(make_cfg, tmp_path, monkey
 
 
 def test_loss_and_mix_settings_are_checked_before_training(make_cfg):
-    from trainlab.builders import check_config
+    from trainlab.checks import check_config
     from trainlab.utils.config import ConfigError
 
     with pytest.raises(ConfigError, match="loss.*label_smothing"):

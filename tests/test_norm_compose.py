@@ -11,7 +11,7 @@ from hydra.errors import InstantiationException
 from omegaconf import OmegaConf
 from torch import nn
 
-from trainlab import builders
+from trainlab import checks
 from trainlab.data.sources import digits
 from trainlab.models.factory import build_network
 from trainlab.norm import BatchNormScratch, GhostBatchNorm, groupnorm, instancenorm
@@ -192,7 +192,7 @@ def test_a_config_without_partial_is_a_clear_error_before_anything_is_built(grou
     with pytest.raises(
         ConfigError, match=rf"^{group} config '[\w.]+' needs `_partial_: true`: .* conf/{group}/"
     ):
-        builders.check_config(cfg)
+        checks.check_config(cfg)
 
 
 def test_a_norm_without_partial_is_a_clear_error_where_the_network_is_built():

@@ -11,7 +11,7 @@ import pytest
 
 from trainlab.report import drawing
 from trainlab.report.drawing import MAX_WORKERS, draw_all, workers_for
-from trainlab.report.study import write_report
+from trainlab.report.write import write_report
 
 from test_report_layers import job_with_layer_stats
 

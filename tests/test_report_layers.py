@@ -12,7 +12,7 @@ import pytest
 
 from trainlab.report.collect import load_jobs, varied_axes
 from trainlab.report.layer_plots import layer_figure
-from trainlab.report.study import write_report
+from trainlab.report.write import write_report
 
 from conftest import QUIET, run_cli
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import yaml
 
 from trainlab.report.collect import DEFAULT, load_jobs, typed_settings
-from trainlab.report.study import write_report
+from trainlab.report.write import write_report
 
 from conftest import wait_for_wandb_exit, wandb_history, wandb_records
 

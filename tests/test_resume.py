@@ -15,9 +15,9 @@ import torch
 from torch.utils.data import DataLoader
 
 from trainlab import builders
+from trainlab.checkpoints.atomic_io import AtomicCheckpointIO
 from trainlab.data.sampler import EpochSampler, SampleKey
 from trainlab.models.classifier import Classifier
-from trainlab.run.checkpoint_io import AtomicCheckpointIO
 from trainlab.train import train
 
 from conftest import QUIET, compose_config
@@ -208,7 +208,7 @@ def test_a_failed_checkpoint_write_leaves_the_previous_file_intact(tmp_path, mon
         file.write(b"\x80\x02half a checkpoint")
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr("trainlab.run.checkpoint_io.torch.save", disk_full_half_way)
+    monkeypatch.setattr("trainlab.checkpoints.atomic_io.torch.save", disk_full_half_way)
     with pytest.raises(OSError, match="No space left"):
         io.save_checkpoint({"global_step": 2, "weights": torch.zeros(1000)}, path)
     assert path.read_bytes() == good

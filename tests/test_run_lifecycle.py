@@ -154,15 +154,15 @@ def test_slurm_trainer_and_launcher_configs(tmp_path):
     from hydra.utils import instantiate
     from lightning.pytorch.plugins.environments import SLURMEnvironment
 
-    from trainlab import builders
-    from trainlab.run.checkpoint_io import AtomicCheckpointIO
+    from trainlab import builders, checks
+    from trainlab.checkpoints.atomic_io import AtomicCheckpointIO
 
     cfg = compose_config([*TINY, "trainer=slurm", "hydra/launcher=slurm"], tmp_path / "run")
     assert cfg.hydra.launcher.additional_parameters.signal == "USR1@90"
     (plugin,) = [instantiate(p) for p in cfg.trainer.plugins]
     assert isinstance(plugin, SLURMEnvironment)
     assert plugin.auto_requeue and plugin.requeue_signal == signal.SIGUSR1
-    builders.check_config(cfg)  # the trainer's arguments, plugins included, pass the checks
+    checks.check_config(cfg)  # the trainer's arguments, plugins included, pass the checks
     # the trainer gets the SLURM environment and keeps trainlab's atomic checkpoint writes
     trainer = builders.build_trainer(OmegaConf.merge(cfg, {"trainer": {"accelerator": "cpu"}}), [], [])
     assert isinstance(trainer._accelerator_connector.cluster_environment, SLURMEnvironment)

@@ -25,7 +25,7 @@ from optuna.trial import TrialState
 from trainlab.callbacks.optuna_pruning import OptunaPruning
 from trainlab.report.hydra_callback import MultirunReport
 from trainlab.search.space import SearchSpaceError, search_space, trial_overrides
-from trainlab.search.study import job_outcome, open_study, results, shown_url, storage_url
+from trainlab.search.storage import job_outcome, open_study, results, shown_url, storage_url
 
 from conftest import QUIET, REPO, read_summary, run_cli
 
@@ -143,7 +143,7 @@ def test_a_job_that_left_no_summary_is_a_failed_trial(tmp_path):
 SHARE_ONE_STUDY = textwrap.dedent(
     """
     import sys, optuna
-    from trainlab.search.study import open_study
+    from trainlab.search.storage import open_study
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     url, seed, go = sys.argv[1], int(sys.argv[2]), sys.argv[3]
     while not __import__("os").path.exists(go):  # both start at the same moment
@@ -365,7 +365,7 @@ def test_trials_of_a_launch_that_died_are_failed_and_running_ones_are_kept_alive
     keep beating, so another launch's check leaves them alone."""
     from optuna.storages import fail_stale_trials
 
-    from trainlab.search.study import rdb_storage
+    from trainlab.search.storage import rdb_storage
 
     url = f"sqlite:///{tmp_path / 'search.db'}"
     storage = rdb_storage(url, heartbeat_interval=1)

@@ -355,7 +355,7 @@ def test_ddp_jobs_of_a_multirun_each_start_workers_for_that_job_alone(tmp_path):
 
 
 def test_report_logs_table_and_plots_to_wandb_offline(tmp_path):
-    from trainlab.report.study import write_report
+    from trainlab.report.write import write_report
 
     for num, (option, acc) in enumerate([("a", 0.9), ("b", 0.8)]):
         fake_job(tmp_path, num, [f"init={option}"], acc=acc)

@@ -12,11 +12,11 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.testing import assert_close
 
-from trainlab import builders
-from trainlab.models import traits
+from trainlab import builders, checks
+from trainlab.layers import traits
 from trainlab.models.classifier import Classifier
 from trainlab.models.factory import build_network
-from trainlab.run.tracked_config import tracked_config
+from trainlab.tracking.tracked_config import tracked_config
 from trainlab.transfer import WeightSources, load_pretrained
 from trainlab.utils.config import ConfigError, plain
 
@@ -30,7 +30,7 @@ SHAPE = (1, 28, 28)
 
 def network(cfg, shape=SHAPE) -> nn.Module:
     """The network `python -m trainlab.train <overrides>` builds, for data of `shape`."""
-    builders.check_config(cfg)
+    checks.check_config(cfg)
     return build_network(plain(cfg.model), plain(cfg.norm), plain(cfg.activation), shape, 10)
 
 

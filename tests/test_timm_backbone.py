@@ -9,10 +9,11 @@ import torch
 from safetensors.torch import save_file
 from torch.testing import assert_close
 
+from trainlab.models import timm_weights
 from trainlab.models.classifier import Classifier
 from trainlab.models.timm_backbone import timm_network
 from trainlab.train import train
-from trainlab.transfer import WeightSources, load_pretrained, pretrained, split_network
+from trainlab.transfer import WeightSources, load_pretrained, split_network
 from trainlab.utils.config import ConfigError
 
 from test_transfer_policies import classifier
@@ -108,7 +109,7 @@ def test_building_never_loads_weights(monkeypatch):
     def no_network(*args, **kwargs):
         raise AssertionError("the hub must not be asked while a network is built")
 
-    monkeypatch.setattr(pretrained, "hub_reachable", no_network)
+    monkeypatch.setattr(timm_weights, "hub_reachable", no_network)
     # what a checkpoint's hyperparameters rebuild: the architecture alone, no weights
     model = timm_classifier()
     assert model.net.eval()(torch.zeros(1, 1, 8, 8)).shape == (1, 3)
@@ -130,8 +131,8 @@ def no_connections(monkeypatch) -> list:
 
 def test_offline_hub_request_fails_fast_and_names_pretrained_file(monkeypatch):
     """Offline, the error comes from the probe's answer: no download is tried."""
-    monkeypatch.setattr(pretrained, "hub_reachable", lambda *args, **kwargs: False)
-    monkeypatch.setattr(pretrained, "cached_weights", lambda cfg: None)
+    monkeypatch.setattr(timm_weights, "hub_reachable", lambda *args, **kwargs: False)
+    monkeypatch.setattr(timm_weights, "cached_weights", lambda cfg: None)
     attempts = no_connections(monkeypatch)
     with pytest.raises(ConfigError, match=r"offline .*transfer\.pretrained_file=<path to the file>"):
         load(timm_classifier(), pretrained=True)
@@ -142,7 +143,7 @@ def test_hub_probe_is_bounded_and_honours_hf_hub_offline(monkeypatch):
     import socket
     import threading
 
-    from trainlab.utils import network
+    from trainlab.utils import internet
 
     for proxy in ("HTTPS_PROXY", "https_proxy", "HF_HUB_OFFLINE"):
         monkeypatch.delenv(proxy, raising=False)
@@ -155,14 +156,14 @@ def test_hub_probe_is_bounded_and_honours_hf_hub_offline(monkeypatch):
         raise TimeoutError("timed out")
 
     monkeypatch.setattr(socket, "create_connection", hangs)
-    monkeypatch.setattr(network, "PROBE_TIMEOUT_S", 0.01)
+    monkeypatch.setattr(internet, "PROBE_TIMEOUT_S", 0.01)
     try:
-        assert pretrained.hub_reachable() is False  # the probe's thread gives up waiting
+        assert timm_weights.hub_reachable() is False  # the probe's thread gives up waiting
     finally:
         release.set()
     assert attempts == [("huggingface.co", 443)]
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    assert pretrained.hub_reachable() is False and len(attempts) == 1  # not even tried
+    assert timm_weights.hub_reachable() is False and len(attempts) == 1  # not even tried
 
 
 def test_bad_timm_settings_are_clear_errors(tmp_path):

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from trainlab.eval import evaluate
-from trainlab.run.loggers import find_wandb_run_id, wandb_run_id
+from trainlab.tracking.loggers import find_wandb_run_id, wandb_run_id
 from trainlab.train import train
 
 from conftest import read_summary, run_cli

@@ -1,4 +1,4 @@
-"""What a module is (trainlab.models.traits): one answer per question, for shipped modules as before,
+"""What a module is (trainlab.layers.traits): one answer per question, for shipped modules as before,
 and for a user's own norm or activation declared on the class, the same everywhere it is asked."""
 
 from __future__ import annotations
@@ -18,9 +18,9 @@ from torch.testing import assert_close
 from trainlab import CONFIG_DIR
 from trainlab.callbacks.layer_stats import LayerStats
 from trainlab.callbacks.precise_bn import recompute_bn_stats
-from trainlab.models import traits
+from trainlab.layers import traits
+from trainlab.layers.stages import Split, blocks_and_head
 from trainlab.transfer import TransferPolicy
-from trainlab.transfer.stages import Split, blocks_and_head
 
 # conf/activation/<name>.yaml -> (init nonlinearity, rectifier, saturation bounds), as before
 ACTIVATIONS = {
@@ -126,7 +126,7 @@ class DerivedBatchNorm(_BatchNorm):
 
 
 class Net(nn.Module):
-    """Two stages (`blocks`) and a head, as trainlab.transfer.stages splits any network."""
+    """Two stages (`blocks`) and a head, as trainlab.layers.stages splits any network."""
 
     def __init__(self, norm: type[nn.Module]) -> None:
         super().__init__()

@@ -9,7 +9,7 @@ import torch
 from lightning.pytorch import Trainer
 from torch.testing import assert_close
 
-from trainlab import builders
+from trainlab import builders, checks
 from trainlab.models.classifier import Classifier
 from trainlab.train import train
 from trainlab.transfer import LoadReport, WeightSources, load_pretrained, split_network
@@ -180,7 +180,7 @@ def test_old_model_names_still_work_and_warn_with_the_new_name(make_cfg, tmp_pat
     with pytest.warns(
         FutureWarning, match=r"model.pretrained_ckpt is deprecated.* use transfer.pretrained_ckpt="
     ):
-        builders.check_config(cfg)
+        checks.check_config(cfg)
     assert (cfg.transfer.pretrained_ckpt, cfg.transfer.pretrained_depth) == (str(path), 1)
     assert not any(key.startswith("pretrained") for key in cfg.model)  # the model is the architecture
     model, _ = builders.build_model(cfg, builders.build_datamodule(cfg))
@@ -196,12 +196,12 @@ def test_old_and_new_name_set_differently_is_an_error(make_cfg):
     with pytest.raises(
         ConfigError, match=r"model.pretrained_ckpt='a.ckpt' and transfer.pretrained_ckpt='b.ckpt'"
     ):
-        builders.check_config(cfg)
+        checks.check_config(cfg)
     same = make_cfg(
         *TINY_CNN, "transfer=finetune", "model.pretrained_ckpt=a.ckpt", "transfer.pretrained_ckpt=a.ckpt"
     )
     with pytest.warns(FutureWarning, match="transfer.pretrained_ckpt"):
-        builders.check_config(same)
+        checks.check_config(same)
     assert same.transfer.pretrained_ckpt == "a.ckpt"
 
 

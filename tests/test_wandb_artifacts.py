@@ -71,7 +71,7 @@ def test_without_log_model_no_artifact_is_logged(make_cfg, tmp_path):
 
 
 def test_log_model_takes_only_false_true_or_all(make_cfg):
-    from trainlab.run.loggers import wandb_logger
+    from trainlab.tracking.loggers import wandb_logger
 
     with pytest.raises(ConfigError, match=r"logger\.wandb\.log_model='best'.*false, true or all"):
         wandb_logger(offline=True, log_model="best")

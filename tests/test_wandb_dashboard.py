@@ -13,8 +13,8 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import OmegaConf, open_dict
 
-from trainlab.run import naming
-from trainlab.run.tracked_config import AXES, tracked_config
+from trainlab.tracking import naming
+from trainlab.tracking.tracked_config import AXES, tracked_config
 from trainlab.train import train
 from trainlab.utils.config import ConfigError
 
@@ -213,7 +213,7 @@ def test_the_packages_are_recorded_by_the_first_wandb_run_of_a_process(monkeypat
     packages, and skip W&B's 70 ms listing of them; true records them in every run."""
     import wandb
 
-    from trainlab.run import loggers
+    from trainlab.tracking import loggers
 
     monkeypatch.setattr(loggers, "_requirements_saved", False)
     recorded = []

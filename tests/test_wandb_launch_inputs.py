@@ -1,5 +1,5 @@
 """A W&B run starts without importing W&B Launch when no Launch job input was staged, and
-applies staged inputs as W&B does (trainlab.run.wandb_launch_inputs)."""
+applies staged inputs as W&B does (trainlab.tracking.wandb_launch_inputs)."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import textwrap
 import pytest
 from wandb.sdk import wandb_run
 
-from trainlab.run import wandb_launch_inputs
-from trainlab.run.wandb_launch_inputs import STAGING_MODULE, skip_launch_inputs_none_staged
+from trainlab.tracking import wandb_launch_inputs
+from trainlab.tracking.wandb_launch_inputs import STAGING_MODULE, skip_launch_inputs_none_staged
 
 
 @pytest.fixture
@@ -31,7 +31,7 @@ def test_a_run_start_imports_launch_only_where_wandb_itself_does(tmp_path):
         import sys
         import wandb
         from wandb.sdk import wandb_run
-        from trainlab.run.wandb_launch_inputs import STAGING_MODULE, skip_launch_inputs_none_staged
+        from trainlab.tracking.wandb_launch_inputs import STAGING_MODULE, skip_launch_inputs_none_staged
 
         own = wandb_run.Run._detect_and_apply_job_inputs
         skip_launch_inputs_none_staged()

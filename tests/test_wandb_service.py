@@ -1,5 +1,5 @@
 """W&B's service is started in a thread once the training stack is imported, for runs that log
-to W&B, on process 0, once per process (trainlab.run.wandb_service)."""
+to W&B, on process 0, once per process (trainlab.tracking.wandb_service)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import pytest
 import wandb
 from omegaconf import OmegaConf
 
-from trainlab.run import wandb_service
-from trainlab.run.wandb_service import start_wandb_service
+from trainlab.tracking import wandb_service
+from trainlab.tracking.wandb_service import start_wandb_service
 
 WANDB = OmegaConf.create({"logger": {"csv": {"_target_": "x.CSV"}, "wandb": {"_target_": "x.W&B"}}})
 CSV_ONLY = OmegaConf.create({"logger": {"csv": {"_target_": "x.CSV"}}})

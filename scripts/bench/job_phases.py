@@ -35,7 +35,7 @@ PHASES = [
     ("lightning.pytorch.trainer.trainer", "Trainer.save_checkpoint", "checkpoint saves"),
     ("lightning.pytorch.callbacks.model_summary", "ModelSummary.on_fit_start", "model summary"),
     ("trainlab.callbacks.layer_stats", "LayerStats.plot", "layer-statistics figures"),
-    ("trainlab.run.tracking", "finish_loggers", "finish loggers"),
+    ("trainlab.tracking.finish", "finish_loggers", "finish loggers"),
     ("lightning.pytorch.trainer.trainer", "Trainer._run_sanity_check", "sanity check"),
     ("lightning.pytorch.trainer.trainer", "Trainer._teardown", "trainer teardown"),
     (

@@ -21,137 +21,33 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import WandbLogger
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from trainlab import checks
 from trainlab.callbacks.resume_state import ResumeState
+from trainlab.checkpoints.atomic_io import AtomicCheckpointIO
+from trainlab.checkpoints.reading import read_checkpoint
 from trainlab.data.datamodule import ImageDataModule
-from trainlab.data.pipelines import AugmentSettings, build_augmentations
 from trainlab.init import apply_init
 from trainlab.models.classifier import Classifier
-from trainlab.norm.ghost_batchnorm import check_virtual_batches
-from trainlab.run import naming
-from trainlab.run.checkpoint_io import AtomicCheckpointIO
-from trainlab.run.checkpoints import read_checkpoint
-from trainlab.run.loggers import find_wandb_run_id, summarise_best
-from trainlab.run.tracked_config import tracked_config
+from trainlab.tracking import naming
+from trainlab.tracking.loggers import find_wandb_run_id, summarise_best
+from trainlab.tracking.tracked_config import tracked_config
 from trainlab.transfer.aliases import move_deprecated_weight_sources
 from trainlab.transfer.pretrained import WeightSources, load_pretrained
 from trainlab.utils.config import (
-    CALLED_LATER,
     STUDY_AXES,
     ConfigError,
-    check_arguments,
     plain,
-    require_partial,
 )
 
 log = logging.getLogger(__name__)
-
-# seed_everything takes 0..2**32-1 and replaces anything else by a random seed with a warning
-MAX_SEED = 2**32 - 1
-
-
-def check_config(cfg: DictConfig) -> None:
-    """Check every `_target_` config against its signature before anything is built.
-
-    First the deprecated `model.pretrained*` are moved to `transfer.*` (with a warning), so that
-    the checks and everything built after them see the weight sources in one place."""
-    move_deprecated_weight_sources(cfg)
-    check_seed(cfg.get("seed"))
-    for group in CALLED_LATER:  # init, norm, activation: functions trainlab calls later
-        require_partial(group, cfg.get(group))
-    if cfg.get("augment") is not None:  # names the bad transform, suggests close names
-        build_augmentations(AugmentSettings.from_config(cfg.augment).transforms)
-    for group in (
-        "data",
-        "model",
-        "activation",
-        "optimizer",
-        "scheduler",
-        "loss",
-        "mix",
-        "init",
-        "transfer",
-        "trainer",
-        "callbacks",
-        "logger",
-        "module",
-    ):
-        check_arguments(cfg.get(group), group)
-    norm = plain(cfg.get("norm")) or {}
-    position = norm.pop("position", "pre_act")
-    if position not in ("pre_act", "post_act"):
-        raise ConfigError(f"norm.position={position!r} is not one of ['pre_act', 'post_act'].")
-    check_arguments(norm, "norm")
-    check_optimizer(cfg)
-    check_monitors(cfg)
-    if cfg.get("module") and cfg.get("mix"):  # the Classifier's: a study's own module never sees it
-        raise ConfigError(
-            "mix: batch mixing is the Classifier's, and this run trains `module` "
-            f"({cfg.module.get('_target_')}); use mix=none, or module=null."
-        )
-    for key in ("max_epochs", "max_steps"):
-        if (cfg.get("trainer") or {}).get(key) == 0:
-            log.warning(f"trainer.{key}=0: nothing is trained; the test uses the initial weights.")
-
-
-def check_seed(seed: Any) -> None:
-    if seed is None:
-        return
-    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
-        raise ConfigError(
-            f"seed={seed!r} must be an integer from 0 to {MAX_SEED} (e.g. seed=42), or null to draw one."
-        )
-
-
-def check_optimizer(cfg: DictConfig) -> None:
-    """Build the optimizer once on a dummy parameter: torch checks its values (lr >= 0, momentum >= 0,
-    betas in [0, 1), ...) only when the optimizer is built, at the start of fit, and its messages
-    ("Invalid learning rate: -0.1") do not say which setting."""
-    node = plain(cfg.get("optimizer"))
-    if not node:
-        return
-    try:
-        instantiate(node)([torch.nn.Parameter(torch.zeros(1))])
-    except ValueError as error:
-        values = ", ".join(f"optimizer.{k}={v}" for k, v in node.items() if not k.startswith("_"))
-        raise ConfigError(f"optimizer ({node['_target_']}): {error} ({values}).") from error
-
-
-def module_class(cfg: DictConfig) -> type:
-    """The LightningModule class the run trains: `module._target_`, else the Classifier."""
-    module = cfg.get("module")
-    return get_object(module["_target_"]) if module else Classifier
-
-
-def check_monitors(cfg: DictConfig) -> None:
-    """A callback's `monitor` must be a metric the module logs (its LOGGED_METRICS); otherwise
-    ModelCheckpoint fails after the first epoch and EarlyStopping at its first check."""
-    logged = getattr(module_class(cfg), "LOGGED_METRICS", None)
-    if not logged:  # a module that does not declare its metrics cannot be checked
-        return
-    for name, callback in (plain(cfg.get("callbacks")) or {}).items():
-        monitor = (callback or {}).get("monitor")
-        if monitor is not None and monitor not in logged:
-            raise ConfigError(
-                f"callbacks.{name}.monitor={monitor!r} is not a metric this run logs; "
-                f"{module_class(cfg).__name__} logs: {', '.join(logged)}."
-            )
 
 
 def build_datamodule(cfg: DictConfig) -> ImageDataModule:
     datamodule = instantiate(cfg.data, _recursive_=False)
     datamodule.prepare_data()
     datamodule.setup("fit")  # models need the source's shape and classes before they exist
-    check_data_fits_model(cfg, datamodule)
+    checks.check_data_fits_model(cfg, datamodule)
     return datamodule
-
-
-def check_data_fits_model(cfg: DictConfig, datamodule: ImageDataModule) -> None:
-    """What only the data's size can tell: the batches ghost batch norm must split."""
-    virtual_batch_size = (cfg.get("norm") or {}).get("virtual_batch_size")
-    if virtual_batch_size:
-        _, train_labels = datamodule.splits["train"]
-        hp = datamodule.hparams
-        check_virtual_batches(int(virtual_batch_size), len(train_labels), hp.batch_size, hp.drop_last)
 
 
 def network_spec(cfg: DictConfig, datamodule: ImageDataModule) -> dict[str, Any]:
@@ -182,7 +78,7 @@ def build_model(cfg: DictConfig, datamodule: ImageDataModule) -> tuple[pl.Lightn
     """The Classifier, or the LightningModule a study names in `module` (e.g. experiment=noise_as_l2:
     a squared-error regression), built from the same network, optimizer and schedule configs;
     and what its init scheme and weight source did."""
-    move_deprecated_weight_sources(cfg)  # done by check_config already, unless it was skipped
+    move_deprecated_weight_sources(cfg)  # a no-op after checks.check_config; callers may skip it
     arguments = {
         "network": network_spec(cfg, datamodule),
         "optimizer": plain(cfg.optimizer),
@@ -245,7 +141,7 @@ def study_tags(cfg: DictConfig) -> list[str]:
 
 def build_loggers(cfg: DictConfig, resume_from: Path | None) -> list[Any]:
     """The configured loggers, each given the run's config as dashboards should see it
-    (trainlab.run.tracked_config); a W&B run also its name, group, tags, command and best values."""
+    (trainlab.tracking.tracked_config); a W&B run also its name, group, tags, command and best values."""
     configs = OmegaConf.create(plain(cfg.get("logger")) or {})
     wandb_cfg = configs.get("wandb")
     if wandb_cfg is not None:

@@ -33,7 +33,7 @@ def load_checkpoint(
     A checkpoint is data, never code: it is loaded with torch.load(weights_only=True), and its
     module class and every `_target_` it stores are checked against trainlab's allow-list (plus
     `trusted_targets`, packages of your own) before anything is imported or built
-    (trainlab.run.trusted_targets)."""
+    (trainlab.checkpoints.trusted_targets)."""
     from trainlab.data.datamodule import ImageDataModule
     from trainlab.models.rebuildable import module_class
 
@@ -53,8 +53,9 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
 
     from trainlab.run.console import quiet_library_output
     from trainlab.run.summary import RunSummary
-    from trainlab.run.tracking import finish_loggers, hydra_overrides, run_dir
+    from trainlab.tracking.finish import finish_loggers
     from trainlab.utils.config import ConfigError, plain, require_values
+    from trainlab.utils.hydra_job import hydra_overrides, run_dir
 
     quiet_library_output()
     output_dir = run_dir(cfg)
@@ -79,7 +80,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
             run = trainer.test if cfg.split == "test" else trainer.validate
             run(model, datamodule=datamodule)
     finally:
-        finish_loggers(loggers, summary.data["status"])
+        finish_loggers(loggers, summary.data["status"], summary.succeeded)
     log.info(f"Evaluation {summary.data['status']}: {summary.data['metrics']} -> {output_dir}/summary.json")
     return summary.data
 

@@ -46,8 +46,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         from trainlab.run.console import end_of_run_lines, quiet_library_output
         from trainlab.run.ddp_workers import WorkersPerJob
         from trainlab.run.summary import RunSummary
-        from trainlab.run.tracking import finish_loggers, hydra_overrides, in_multirun, run_dir
-        from trainlab.run.wandb_service import start_wandb_service
+        from trainlab.tracking.finish import finish_loggers
+        from trainlab.tracking.wandb_service import start_wandb_service
+        from trainlab.utils.hydra_job import hydra_overrides, in_multirun, run_dir
 
         # W&B's import, then its service process, started while the run gets ready
         start_wandb_service(cfg, rank_zero_only.rank)
@@ -83,7 +84,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         stopped = error
     finally:
         workers.end(summary.trainer)
-        finish_loggers(loggers, summary.data["status"])
+        finish_loggers(loggers, summary.data["status"], summary.succeeded)
     if rank_zero_only.rank == 0:  # one account of the run, not one per process of a multi-device run
         for line in end_of_run_lines(summary.data, output_dir):
             log.info(line)
@@ -99,7 +100,7 @@ def _earlier_runs(cfg: DictConfig, overrides: list[str], output_dir: Path) -> Ea
     from hydra.core.hydra_config import HydraConfig
 
     from trainlab.run.summary import find_earlier_runs
-    from trainlab.run.tracking import in_multirun
+    from trainlab.utils.hydra_job import in_multirun
 
     roots = [Path(cfg.paths.log_dir) / cfg.task_name]
     roots.append(Path(HydraConfig.get().sweep.dir) if in_multirun() else output_dir)
@@ -129,7 +130,7 @@ def _fit_and_test(
 ) -> None:
     import lightning.pytorch as pl
 
-    from trainlab import builders
+    from trainlab import builders, checks
     from trainlab.callbacks.weight_averaging import SWA
     from trainlab.run.resources import cheap_cuda_checks_without_gpus, configure_threads
     from trainlab.run.summary import DIVERGED, PRUNED
@@ -137,7 +138,7 @@ def _fit_and_test(
     from trainlab.utils.printing import print_config_tree
 
     require_values(cfg)
-    builders.check_config(cfg)
+    checks.check_config(cfg)
     configure_threads(cfg.get("num_threads"))
     cheap_cuda_checks_without_gpus()
     summary.data["seed"] = pl.seed_everything(cfg.get("seed"), workers=True)

@@ -65,7 +65,7 @@ class OptunaSweeper(Sweeper):
         from optuna.storages import fail_stale_trials
 
         from trainlab.search.space import search_space
-        from trainlab.search.study import open_study, rdb_storage, storage_url
+        from trainlab.search.storage import open_study, rdb_storage, storage_url
 
         assert self.config is not None and self.launcher is not None
         configured = [f"{key}={value}" for key, value in (self.params or {}).items()]
@@ -81,7 +81,7 @@ class OptunaSweeper(Sweeper):
         sweep_dir = Path(self.config.hydra.sweep.dir)
         sweep_dir.mkdir(parents=True, exist_ok=True)
         # the sweep's config and arguments, as Hydra's basic sweeper records them: the jobs read
-        # the swept keys from it to name their W&B runs (trainlab.run.naming.swept_keys)
+        # the swept keys from it to name their W&B runs (trainlab.tracking.naming.swept_keys)
         OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
         url = storage_url(self.storage, sweep_dir)
         storage = rdb_storage(url, self.heartbeat_interval)
@@ -96,7 +96,7 @@ class OptunaSweeper(Sweeper):
         self._write_results(study, url, launched, sweep_dir, metric)
 
     def _announce(self, study: Any, url: str, metric: str, keys: list[str]) -> None:
-        from trainlab.search.study import shown_url
+        from trainlab.search.storage import shown_url
 
         log.info(
             f"Optuna study {study.study_name!r} in {shown_url(url)}: {len(study.get_trials(deepcopy=False))} "
@@ -118,7 +118,7 @@ class OptunaSweeper(Sweeper):
         from optuna.trial import TrialState
 
         from trainlab.search.space import trial_overrides
-        from trainlab.search.study import heartbeats, job_outcome
+        from trainlab.search.storage import heartbeats, job_outcome
 
         batch = [[*fixed, *trial_overrides(trial.params), f"optuna_trial={trial.number}"] for trial in trials]
         try:
@@ -141,7 +141,7 @@ class OptunaSweeper(Sweeper):
         return [trial.number for trial in trials]
 
     def _write_results(self, study: Any, url: str, launched: list[int], sweep_dir: Path, metric: str) -> None:
-        from trainlab.search.study import results, shown_url
+        from trainlab.search.storage import results, shown_url
 
         record = results(study, url, launched)
         path = sweep_dir / "optimization_results.yaml"  # the folder exists since the sweep began

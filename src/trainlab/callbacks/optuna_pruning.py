@@ -49,7 +49,7 @@ class OptunaPruning(pl.Callback):
     def _open_trial(self) -> optuna.trial.Trial:
         import optuna
 
-        from trainlab.search.study import pruner_or_none, rdb_storage
+        from trainlab.search.storage import pruner_or_none, rdb_storage
 
         storage = rdb_storage(self.storage or _search_storage())
         # the job never samples (its parameters came as overrides): a sampler that reads nothing
@@ -99,7 +99,7 @@ class OptunaPruning(pl.Callback):
 def _search_storage() -> str:
     from hydra.core.hydra_config import HydraConfig
 
-    from trainlab.search.study import storage_url
+    from trainlab.search.storage import storage_url
 
     hydra_cfg = HydraConfig.get()
     return storage_url(hydra_cfg.sweeper.get("storage"), hydra_cfg.sweep.dir)

@@ -25,7 +25,7 @@ import lightning.pytorch as pl
 import torch
 from torch import Tensor, nn
 
-from trainlab.models.traits import keeps_running_stats
+from trainlab.layers.traits import keeps_running_stats
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +34,7 @@ class PreciseBN(pl.Callback):
     """Before each validation, recompute every BN layer's running_mean and running_var over
     `num_batches` training batches (fewer if an epoch is shorter).
 
-    Works with every layer that keeps running statistics (trainlab.models.traits.keeps_running_stats:
+    Works with every layer that keeps running statistics (trainlab.layers.traits.keeps_running_stats:
     torch's BatchNorm, trainlab's BatchNormScratch and GhostBatchNorm, a user's BN-like norm);
     layers without them (track_running_stats=False) are left alone, and so are the layers whose
     statistics a callback holds fixed (`frozen_norm_layers(pl_module)`: the transfer policy's

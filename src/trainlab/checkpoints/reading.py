@@ -4,7 +4,7 @@ Every checkpoint trainlab reads (`trainlab.eval`, `transfer.pretrained_ckpt`, a 
 `ckpt_path`) is read by `read_checkpoint`: `torch.load(weights_only=True)`, so unpickling runs no
 code, with errors that name the setting, the file and the fix. What rebuilds from a checkpoint's
 contents reads it with `trusted_checkpoint`, which also refuses any `_target_` outside the
-allow-list (trainlab.run.trusted_targets) before anything is imported or built.
+allow-list (trainlab.checkpoints.trusted_targets) before anything is imported or built.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from trainlab.run.trusted_targets import check_targets, trusted_object
+from trainlab.checkpoints.trusted_targets import check_targets, trusted_object
 from trainlab.utils.config import ConfigError, moved_target
 
 # The LightningModule class that wrote a checkpoint (trainlab.models.rebuildable).

@@ -17,6 +17,7 @@ from lightning.pytorch.trainer.states import TrainerFn
 from sklearn.model_selection import train_test_split
 from torch.utils.data import DataLoader
 
+from trainlab.checkpoints.reading import loadable
 from trainlab.data import offline_cache
 from trainlab.data.pipelines import (
     ArrayDataset,
@@ -29,7 +30,6 @@ from trainlab.data.pipelines import (
 )
 from trainlab.data.sampler import EpochSampler, ShardedEpochSampler, resume_position
 from trainlab.data.sources import ImageSource
-from trainlab.run.checkpoints import loadable
 from trainlab.utils.config import ConfigError, plain
 
 log = logging.getLogger(__name__)
@@ -150,7 +150,7 @@ class ImageDataModule(pl.LightningDataModule):
             if not 0.0 < fraction < 1.0:
                 raise ValueError(f"data.{name} must be between 0 and 1 (exclusive), got {fraction}.")
         # In checkpoints (eval rebuilds the data from them); logger=False: the run logs its whole
-        # config itself (trainlab.run.tracked_config), where these are `hparams.data.*`
+        # config itself (trainlab.tracking.tracked_config), where these are `hparams.data.*`
         self.save_hyperparameters(arguments, logger=False)
         self.source: ImageSource | None = None
         self.splits: dict[str, tuple[Sequence[np.ndarray], np.ndarray]] | None = None
@@ -169,7 +169,7 @@ class ImageDataModule(pl.LightningDataModule):
         **kwargs,
     ) -> ImageDataModule:
         """Lightning's `load_from_checkpoint`, for checkpoints whose source and transforms are
-        trusted targets (trainlab.run.trusted_targets; `trusted_targets`: packages of your own
+        trusted targets (trainlab.checkpoints.trusted_targets; `trusted_targets`: packages of your own
         to trust too), loaded with weights_only=True: `_loaded` calls the source's `_target_`."""
         checkpoint, source = loadable(checkpoint_path, trusted=trusted_targets)
         if "datamodule_hyper_parameters" not in checkpoint:

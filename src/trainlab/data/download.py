@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from urllib.parse import urlparse
 
-from trainlab.utils.network import host_reachable
+from trainlab.utils.internet import host_reachable
 
 
 class DatasetUnavailableError(RuntimeError):

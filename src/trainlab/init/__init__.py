@@ -18,7 +18,8 @@ from typing import Any
 from hydra.utils import instantiate
 from torch import nn
 
-from trainlab.init.core import fan_in_and_fan_out, gain, variance_scaling_, weight_layers
+from trainlab.init.core import fan_in_and_fan_out, gain, variance_scaling_
+from trainlab.layers.weights import weight_layers
 from trainlab.utils.config import ConfigError, require_partial
 
 log = logging.getLogger(__name__)

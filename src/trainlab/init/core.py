@@ -27,12 +27,13 @@ from typing import Literal
 import torch
 from torch import nn
 
-from trainlab.models.traits import init_nonlinearity
+from trainlab.layers.hooks import batch_inputs
+from trainlab.layers.traits import init_nonlinearity
+from trainlab.layers.weights import weight_layers
 from trainlab.utils.config import ConfigError
 
 log = logging.getLogger(__name__)
 
-WEIGHT_LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 Mode = Literal["fan_in", "fan_out", "fan_avg"]
 Distribution = Literal["normal", "uniform", "truncated_normal"]
 MODES = ("fan_in", "fan_out", "fan_avg")
@@ -42,7 +43,7 @@ NONLINEARITIES = ("auto", "linear", "sigmoid", "tanh", "relu", "leaky_relu", "se
 # Standard deviation of a standard normal truncated to [-2, 2].
 _TRUNCATED_STD = 0.87962566103423978
 # Which nonlinearity an activation module stands for (ReLU-shaped units take ReLU's gain; a module
-# may declare its own `init_nonlinearity`, as Maxout does): trainlab.models.traits.init_nonlinearity.
+# may declare its own `init_nonlinearity`, as Maxout does): trainlab.layers.traits.init_nonlinearity.
 
 # --- checks -----------------------------------------------------------------------------------
 
@@ -59,11 +60,6 @@ def check_positive(key: str, value: float, hint: str = "") -> None:
 
 
 # --- which layers, which fans -----------------------------------------------------------------
-
-
-def weight_layers(network: nn.Module) -> list[tuple[str, nn.Module]]:
-    """The (name, layer) pairs a scheme initialises: every Linear and Conv1d/2d/3d, in module order."""
-    return [(name, m) for name, m in network.named_modules() if isinstance(m, WEIGHT_LAYERS)]
 
 
 def fan_in_and_fan_out(weight: torch.Tensor) -> tuple[int, int]:
@@ -177,63 +173,7 @@ def gain(network: nn.Module, nonlinearity: str | None = "auto") -> float:
     return nn.init.calculate_gain(name, param)
 
 
-# --- running part of a network on data ----------------------------------------------------------
-
-
-class _Reached(Exception):
-    """Raised by a hook to stop a forward pass once the wanted tensor is captured."""
-
-
-def capture(
-    network: nn.Module, module: nn.Module, inputs: torch.Tensor, what: str = "output"
-) -> torch.Tensor:
-    """`module`'s input or output when `network` runs on `inputs`; the rest of the pass is skipped."""
-    store: dict[str, torch.Tensor] = {}
-
-    def take_input(_module, args):
-        store["value"] = args[0]
-        raise _Reached
-
-    def take_output(_module, _args, output):
-        store["value"] = output
-        raise _Reached
-
-    if what == "input":
-        handle = module.register_forward_pre_hook(take_input)
-    else:
-        handle = module.register_forward_hook(take_output)
-    try:
-        network(inputs)
-    except _Reached:
-        pass
-    finally:
-        handle.remove()
-    if "value" not in store:
-        raise RuntimeError(f"{type(module).__name__} is not called by {type(network).__name__}.forward.")
-    return store["value"]
-
-
-def forward_order(
-    network: nn.Module, inputs: torch.Tensor, layers: list[tuple[str, nn.Module]]
-) -> list[tuple[str, nn.Module]]:
-    """`layers` in the order a forward pass on `inputs` calls them (layers it never calls dropped)."""
-    order: list[int] = []
-    handles = [
-        layer.register_forward_hook(lambda *_, i=i: order.append(i) if i not in order else None)
-        for i, (_, layer) in enumerate(layers)
-    ]
-    try:
-        with torch.no_grad():
-            network(inputs)
-    finally:
-        for handle in handles:
-            handle.remove()
-    return [layers[i] for i in order]
-
-
-def batch_inputs(batch) -> torch.Tensor:
-    """The inputs of a batch: `(inputs, targets, ...)` or the inputs alone."""
-    return batch[0] if isinstance(batch, list | tuple) else batch
+# --- data for the data-driven schemes ------------------------------------------------------------
 
 
 def first_inputs(batches: Iterable, device: torch.device) -> torch.Tensor:
@@ -242,26 +182,3 @@ def first_inputs(batches: Iterable, device: torch.device) -> torch.Tensor:
     except StopIteration:
         raise ConfigError("init: the training data has no batch to initialise from.") from None
     return batch_inputs(batch).to(device)
-
-
-def device_of(network: nn.Module) -> torch.device:
-    parameter = next(network.parameters(), None)
-    return parameter.device if parameter is not None else torch.device("cpu")
-
-
-class KeepBuffers:
-    """Restore every buffer (BatchNorm running statistics, ...) on exit: the forward passes of a
-    data-driven scheme measure the network, they are not training steps."""
-
-    def __init__(self, network: nn.Module) -> None:
-        self.network = network
-
-    def __enter__(self) -> None:
-        self.saved = {name: b.detach().clone() for name, b in self.network.named_buffers()}
-        self.training = self.network.training
-
-    def __exit__(self, *exc) -> None:
-        with torch.no_grad():
-            for name, buffer in self.network.named_buffers():
-                buffer.copy_(self.saved[name])
-        self.network.train(self.training)

@@ -11,7 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from trainlab.init.core import batch_inputs, capture, check_positive, device_of, first_inputs, set_biases
+from trainlab.init.core import check_positive, first_inputs, set_biases
+from trainlab.layers.hooks import batch_inputs, capture, device_of
 from trainlab.utils.config import ConfigError
 
 log = logging.getLogger(__name__)

@@ -10,16 +10,10 @@ from collections.abc import Iterable
 import torch
 from torch import nn
 
-from trainlab.init.core import (
-    KeepBuffers,
-    capture,
-    check_positive,
-    device_of,
-    first_inputs,
-    forward_order,
-    weight_layers,
-)
+from trainlab.init.core import check_positive, first_inputs
 from trainlab.init.schemes import orthogonal
+from trainlab.layers.hooks import KeepBuffers, capture, device_of, forward_order
+from trainlab.layers.weights import weight_layers
 from trainlab.utils.config import ConfigError
 
 log = logging.getLogger(__name__)

@@ -2,7 +2,7 @@
 
 `transfer.freeze_depth=k` freezes the first k stages and `transfer.pretrained_depth=k` loads the
 first k; a stage means the same idea in every model, and each network says what its stages are
-through `transfer_split()` (the TransferNetwork protocol, trainlab.transfer.network):
+through `transfer_split()` (the TransferNetwork protocol, trainlab.layers.transferable):
 
 - `mlp`: each hidden layer (a block of `net.blocks`: linear -> norm -> activation);
 - `cnn`: each conv block of `model.depth`: its `convs_per_block` convolutions (with their norms
@@ -22,8 +22,8 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from trainlab.models.traits import keeps_running_stats
-from trainlab.transfer.network import transfer_view
+from trainlab.layers.traits import keeps_running_stats
+from trainlab.layers.transferable import transfer_view
 from trainlab.utils.config import ConfigError
 
 
@@ -103,6 +103,12 @@ def blocks_and_head(net: nn.Module, group: Callable[[nn.Module], Hashable] | Non
             "trainlab.transfer cannot place them in a stage; its `transfer_split()` must say where they go."
         )
     return Split(stages, head)
+
+
+def some_keys(keys: list[str], shown: int = 8) -> str:
+    """The first `shown` keys, and how many there are in all when there are more."""
+    more = f", ... ({len(keys)} in all)" if len(keys) > shown else ""
+    return ", ".join(keys[:shown]) + more
 
 
 def describe_keys(keys: list[str], net: nn.Module) -> str:

@@ -19,8 +19,6 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.modules.instancenorm import _InstanceNorm
 
-from trainlab.norm.batchnorm_scratch import BatchNormScratch
-
 # The nonlinearity each activation stands for when gains are computed (torch.nn.init.calculate_gain
 # names). ELU, CELU, GELU, SiLU, Mish and Softplus have no gain in torch.nn.init nor a derivation of
 # He's standing: all are ReLU-shaped (identity for large inputs, ~0 for very negative ones), so they
@@ -75,7 +73,8 @@ TIMM_ACTIVATIONS: dict[str, type[nn.Module]] = {
 }
 # Norms that subtract each channel's own mean: the BN family and instance norm. Layer and group
 # norm subtract a mean over several channels and do not cancel a per-channel bias.
-CHANNEL_MEAN_NORMS: tuple[type[nn.Module], ...] = (_BatchNorm, BatchNormScratch, _InstanceNorm)
+# trainlab's own norms declare it (BatchNormScratch: `removes_channel_mean = True`).
+CHANNEL_MEAN_NORMS: tuple[type[nn.Module], ...] = (_BatchNorm, _InstanceNorm)
 
 
 def _declared(module: nn.Module, name: str):

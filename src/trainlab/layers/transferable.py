@@ -5,13 +5,13 @@ Freezing stages (`transfer.freeze_depth`), discriminative learning rates
 question of the network: which of its tensors form each backbone stage, in forward order, and
 which form the head. A network answers it with one method,
 
-    def transfer_split(self) -> trainlab.transfer.stages.Split
+    def transfer_split(self) -> trainlab.layers.stages.Split
 
 returning the backbone stages (input to output) and the head, each a `Stage`: a name and the
 state-dict keys (parameters and buffers, relative to the network) it owns. Every key belongs to
 at most one stage; the head is never frozen and never loaded from pretrained weights (it is new
 for the data's classes). trainlab's MLP, CNN and ResNet implement it (`blocks` + `head`, with
-`trainlab.transfer.stages.blocks_and_head`); a network whose class cannot be changed (a timm
+`trainlab.layers.stages.blocks_and_head`); a network whose class cannot be changed (a timm
 model) gets it from an adapter registered with `register_adapter`, as
 trainlab.models.timm_backbone does.
 
@@ -22,13 +22,14 @@ optimizer.lr, backbone at optimizer.lr * backbone_lr_mult) and copies the first
 optional: `pretrained_state(network, file) -> (tensors, source, notes)`, the network's own
 published weights (timm's hub or a local timm file: `transfer.pretrained`,
 `transfer.pretrained_file`); a network without it loads weights from trainlab checkpoints only.
-And `decay_layers(layer_decay) -> list[trainlab.transfer.layer_decay.Layer]`, its layers for
+And `decay_layers(layer_decay) -> list[Layer]`, its layers for
 layer-wise LR decay (`transfer.layer_decay`); without it the layers are the stages and the head.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from torch import nn
@@ -36,7 +37,17 @@ from torch import nn
 from trainlab.utils.config import ConfigError
 
 if TYPE_CHECKING:
-    from trainlab.transfer.stages import Split
+    from trainlab.layers.stages import Split
+
+
+@dataclass(frozen=True)
+class Layer:
+    """A layer of layer-wise decay: its parameters (names relative to the network) and its learning
+    rate relative to optimizer.lr (before transfer.backbone_lr_mult)."""
+
+    name: str
+    params: tuple[str, ...]
+    scale: float
 
 
 @runtime_checkable
@@ -70,7 +81,7 @@ def transfer_view(net: nn.Module) -> TransferNetwork:
     raise ConfigError(
         f"trainlab.transfer cannot use {type(net).__module__}.{type(net).__qualname__}: it does not "
         "implement trainlab.transfer.TransferNetwork, i.e. it has no `transfer_split()` method "
-        "returning a trainlab.transfer.stages.Split (its backbone stages in forward order and its "
+        "returning a trainlab.layers.stages.Split (its backbone stages in forward order and its "
         "head). A network with `blocks` (nn.Sequential) and `head` attributes can return "
-        "`trainlab.transfer.stages.blocks_and_head(self)`."
+        "`trainlab.layers.stages.blocks_and_head(self)`."
     )

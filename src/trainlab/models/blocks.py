@@ -7,7 +7,7 @@ from typing import Literal
 
 from torch import nn
 
-from trainlab.models.traits import removes_channel_mean
+from trainlab.layers.traits import removes_channel_mean
 from trainlab.norm.factories import NormFactory
 
 Position = Literal["pre_act", "post_act"]

@@ -9,9 +9,9 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from trainlab.layers.stages import Split, blocks_and_head
 from trainlab.models.blocks import Position, layer_block
 from trainlab.norm.factories import NormFactory
-from trainlab.transfer.stages import Split, blocks_and_head
 
 
 class MLP(nn.Module):

@@ -2,7 +2,7 @@
 module a run trained (the Classifier, or a study's own module such as NoisyRegression).
 
 A checkpoint is data, never code: the class it names and every `_target_` of its stored configs
-must be trusted (trainlab.run.trusted_targets) before anything is imported or built, and it
+must be trusted (trainlab.checkpoints.trusted_targets) before anything is imported or built, and it
 is read with `torch.load(weights_only=True)`.
 """
 
@@ -16,8 +16,8 @@ from typing import Any
 
 import lightning.pytorch as pl
 
-from trainlab.run.checkpoints import CLASS_KEY, loadable, trusted_checkpoint
-from trainlab.run.trusted_targets import trusted_object
+from trainlab.checkpoints.reading import CLASS_KEY, loadable, trusted_checkpoint
+from trainlab.checkpoints.trusted_targets import trusted_object
 from trainlab.utils.config import ConfigError
 
 DEFAULT_CLASS = "trainlab.models.classifier.Classifier"  # checkpoints written before the key existed

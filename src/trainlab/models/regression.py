@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchmetrics.classification import MulticlassAccuracy
 
-from trainlab.init.core import weight_layers
+from trainlab.layers.weights import weight_layers
 from trainlab.models.study_module import StudyModule
 from trainlab.utils.config import ConfigError
 

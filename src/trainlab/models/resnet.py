@@ -9,10 +9,10 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from trainlab.layers.stages import Split, blocks_and_head
+from trainlab.layers.traits import removes_channel_mean
 from trainlab.models.blocks import POSITIONS, Position, dropout_layer, layer_block, width_multiplier
-from trainlab.models.traits import removes_channel_mean
 from trainlab.norm.factories import NormFactory
-from trainlab.transfer.stages import Split, blocks_and_head
 
 
 def conv3x3(in_channels: int, out_channels: int, stride: int = 1, bias: bool = False) -> nn.Conv2d:

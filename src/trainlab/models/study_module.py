@@ -16,15 +16,25 @@ shares lives here, once:
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import torch
 from hydra.utils import instantiate
 
 from trainlab.models.factory import build_network
 from trainlab.models.rebuildable import RebuildableModule
-from trainlab.transfer.policy import TransferPolicy
 from trainlab.utils.config import plain
+
+
+@runtime_checkable
+class ParameterGroupPlanner(Protocol):
+    """A callback that decides the optimizer's parameter groups (trainlab.transfer.TransferPolicy:
+    frozen stages left out, the backbone at a lower rate, layer-wise decay)."""
+
+    def param_group_plan(self) -> list[dict[str, Any]] | None:
+        """[{"name", "params": parameter names relative to the LightningModule, "lr_mult"}, ...];
+        None: no plan (every trainable parameter in one group)."""
+        ...
 
 
 class StudyModule(RebuildableModule):
@@ -42,7 +52,7 @@ class StudyModule(RebuildableModule):
         self, network: Mapping, optimizer: Mapping, scheduler: Mapping | None = None, **hparams: Any
     ) -> None:
         super().__init__()
-        # logger=False: the run logs its whole config itself (trainlab.run.tracked_config).
+        # logger=False: the run logs its whole config itself (trainlab.tracking.tracked_config).
         self.save_hyperparameters(
             {
                 "network": plain(network),
@@ -59,11 +69,12 @@ class StudyModule(RebuildableModule):
 
     # --- parameter groups ----------------------------------------------------------------------
     def transfer_plan(self) -> list[dict[str, Any]] | None:
-        """The parameter groups the trainer's transfer policy asks for (TransferPolicy
-        .param_group_plan: names relative to this module, an `lr_mult` each), or None."""
+        """The parameter groups a callback of the trainer plans (a `ParameterGroupPlanner`, i.e.
+        the transfer policy: names relative to this module, an `lr_mult` each), or None."""
         if self._trainer is None:
             return None
-        plans = [c.param_group_plan() for c in self.trainer.callbacks if isinstance(c, TransferPolicy)]
+        callbacks = self.trainer.callbacks
+        plans = [c.param_group_plan() for c in callbacks if isinstance(c, ParameterGroupPlanner)]
         return next((plan for plan in plans if plan), None)
 
     def parameter_options(self, name: str, param: torch.nn.Parameter) -> dict[str, Any]:

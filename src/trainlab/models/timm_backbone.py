@@ -35,10 +35,9 @@ import timm
 from timm.models._manipulate import group_with_matcher  # what timm.models.group_parameters uses
 from torch import nn
 
+from trainlab.layers.stages import Split, Stage, describe_keys
+from trainlab.layers.transferable import Layer, register_adapter
 from trainlab.models import timm_layers
-from trainlab.transfer.layer_decay import Layer
-from trainlab.transfer.network import register_adapter
-from trainlab.transfer.stages import Split, Stage, describe_keys
 from trainlab.utils.config import ConfigError
 
 log = logging.getLogger(__name__)
@@ -196,7 +195,7 @@ class TimmTransfer:
     def pretrained_state(self, network: dict[str, Any], file: str | None):
         """(tensors, source, notes) of timm's weights for this model, as timm loads them
         (`transfer.pretrained` / `transfer.pretrained_file`); `network`: its build arguments."""
-        from trainlab.transfer.pretrained import timm_state
+        from trainlab.models.timm_weights import timm_state
 
         state, source, notes = timm_state(
             network["model"], network["input_shape"], network["num_classes"], file

@@ -4,7 +4,7 @@ A factory takes the number of features and whether the input is a feature map
 (N, C, H, W) or a vector (N, C), and returns the layer. The `norm` config group
 instantiates one as a partial; `position` (pre_act or post_act) is read by the networks.
 What a norm layer is (keeps running statistics, removes the channel mean) is asked of
-trainlab.models.traits.
+trainlab.layers.traits.
 """
 
 from trainlab.norm.batchnorm_scratch import BatchNormScratch

@@ -36,6 +36,9 @@ class BatchNormScratch(nn.Module):
     BatchNorm, so state dicts load into either.
     """
 
+    # trainlab.layers.traits: it subtracts each channel's batch mean, so a bias before it cancels
+    removes_channel_mean = True
+
     def __init__(
         self,
         num_features: int,

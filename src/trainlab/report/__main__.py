@@ -9,7 +9,7 @@ import argparse
 import logging
 import sys
 
-from trainlab.report.study import write_report, write_workspace
+from trainlab.report.write import write_report, write_workspace
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -43,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
         for path in job_figures(args.multirun_dir):
             print(path)
     if args.wandb_workspace:
-        from trainlab.run.loggers import wandb_logged_in
+        from trainlab.tracking.loggers import wandb_logged_in
 
         online = wandb_logged_in()
         try:

@@ -53,7 +53,7 @@ class MultirunReport(Callback):
         """Write the report of the jobs in `directory`, log what was skipped and what failed;
         return the directories of the jobs that did not complete."""
         from trainlab.report.collect import STATUS_FAILED, load_jobs
-        from trainlab.report.study import write_report
+        from trainlab.report.write import write_report
 
         if not directory.is_dir():
             return []

@@ -56,8 +56,8 @@ def log_report_run(
     user is logged in to W&B and offline otherwise."""
     import wandb
 
-    from trainlab.run.loggers import wandb_logged_in
-    from trainlab.run.wandb_launch_inputs import skip_launch_inputs_none_staged
+    from trainlab.tracking.loggers import wandb_logged_in
+    from trainlab.tracking.wandb_launch_inputs import skip_launch_inputs_none_staged
 
     skip_launch_inputs_none_staged()
     init_kwargs.setdefault("mode", "online" if wandb_logged_in() else "offline")

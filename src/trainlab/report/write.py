@@ -77,11 +77,11 @@ def _log_to_wandb(report: StudyReport) -> None:
 
 
 def study_group(multirun_dir: Path, jobs: pd.DataFrame) -> str:
-    """The W&B group of a multirun's jobs, named as trainlab.run.naming names it when they run:
+    """The W&B group of a multirun's jobs, named as trainlab.tracking.naming names it when they run:
     `<experiment or task>-<time>`, the experiment and task read from a job's Hydra files."""
     import yaml
 
-    from trainlab.run.naming import group_name
+    from trainlab.tracking.naming import group_name
 
     study = Path(multirun_dir).resolve().parent.parent.name  # logs/<task>/multiruns/<time>
     for job in jobs.get("path", []):

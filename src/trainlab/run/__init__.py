@@ -1,2 +1,2 @@
-"""A run's lifecycle: its record (summary.json, status), checkpoints (written atomically, read as
-data), trackers (loggers), threads and cluster environment."""
+"""A run's lifecycle and record: summary.json and its statuses, the terminal's account, signals,
+DDP's worker processes, threads and the cluster environment."""

@@ -60,7 +60,7 @@ class WorkersPerJob:
     badly, must not end the sweep, so `end` disarms that thread before it lets them go."""
 
     def __init__(self) -> None:
-        from trainlab.run.tracking import in_multirun
+        from trainlab.utils.hydra_job import in_multirun
 
         # LOCAL_RANK already set: a worker, or processes that a cluster or torchrun started
         self.active = in_multirun() and "LOCAL_RANK" not in os.environ

@@ -33,7 +33,7 @@ from trainlab.run.status import (
     DIVERGED,  # noqa: F401  (re-exported: the statuses a run writes are imported from here)
     FAILED,
     INTERRUPTED,
-    PRUNED,  # noqa: F401  (re-exported)
+    PRUNED,
     RESUMABLE,
     RUNNING,
     current_status,
@@ -143,6 +143,11 @@ class RunSummary:
             except (OSError, RuntimeError, KeyError) as error:  # a nicety: never cost the run its test
                 log.warning(f"best_epoch left out: cannot read the epoch of {path} ({error}).")
         return path
+
+    @property
+    def succeeded(self) -> bool:
+        """Completed, or pruned by a search (an outcome, not a crash)."""
+        return self.data["status"] in (COMPLETED, PRUNED)
 
     def track(self, trainer) -> None:
         """Remember the trainer: step and epoch counts are read from it at the end."""

@@ -141,8 +141,8 @@ def base_checkpoint(job_dir: Path) -> Path:
 
 
 def stage_count(checkpoint: Path) -> int:
+    from trainlab.layers.stages import split_network
     from trainlab.models.classifier import Classifier
-    from trainlab.transfer.stages import split_network
 
     return len(split_network(Classifier.load_from_checkpoint(checkpoint, map_location="cpu").net).stages)
 
@@ -217,7 +217,7 @@ def report_study(study_dir: Path, cfg: DictConfig) -> None:
     print(f"Report: {report.files['md']}, {report.files['csv']}, {report.files['png']}", flush=True)
     wandb_cfg = (cfg.get("logger") or {}).get("wandb")
     if wandb_cfg:
-        from trainlab.run.loggers import wandb_logged_in
+        from trainlab.tracking.loggers import wandb_logged_in
 
         offline = wandb_cfg.get("offline")
         offline = not wandb_logged_in() if offline is None else offline

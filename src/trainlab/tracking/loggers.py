@@ -18,9 +18,9 @@ from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 from lightning.pytorch.loggers.logger import rank_zero_experiment
 from lightning.pytorch.utilities import rank_zero_only
 
-from trainlab.utils import network
+from trainlab.utils import internet
 from trainlab.utils.config import ConfigError
-from trainlab.utils.network import host_reachable
+from trainlab.utils.internet import host_reachable
 from trainlab.utils.overrides import command_line
 
 log = logging.getLogger(__name__)
@@ -45,7 +45,7 @@ def wandb_logged_in() -> bool:
         return False
     if not host_reachable(url):
         log.warning(
-            f"W&B: logged in, but {url} does not answer within {network.PROBE_TIMEOUT_S:g} s: logging "
+            f"W&B: logged in, but {url} does not answer within {internet.PROBE_TIMEOUT_S:g} s: logging "
             "offline instead (upload later with `wandb sync <run dir>/wandb/offline-run-*`)."
         )
         return False
@@ -89,7 +89,7 @@ def wandb_logger(
     """
     import wandb
 
-    from trainlab.run.wandb_launch_inputs import skip_launch_inputs_none_staged
+    from trainlab.tracking.wandb_launch_inputs import skip_launch_inputs_none_staged
 
     global _requirements_saved
     if log_model not in (False, True, "all"):

@@ -16,7 +16,7 @@ from pathlib import Path
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from trainlab.run.tracking import hydra_overrides, in_multirun
+from trainlab.utils.hydra_job import hydra_overrides, in_multirun
 from trainlab.utils.overrides import Override, is_bookkeeping, parse_override
 
 # W&B shows about this many characters of a name in its run table; longer names are cut.

@@ -10,11 +10,10 @@
 - `aliases`: the weight sources' old names (`model.pretrained*`), moved to `transfer.*` with a warning.
 """
 
-from trainlab.transfer.layer_decay import Layer
-from trainlab.transfer.network import TransferNetwork, register_adapter, transfer_view
+from trainlab.layers.stages import Split, Stage, blocks_and_head, split_network
+from trainlab.layers.transferable import Layer, TransferNetwork, register_adapter, transfer_view
 from trainlab.transfer.policy import TransferPolicy
 from trainlab.transfer.pretrained import LoadReport, WeightSources, load_pretrained
-from trainlab.transfer.stages import Split, Stage, blocks_and_head, split_network
 
 __all__ = [
     "Layer",

@@ -9,7 +9,7 @@ What a layer is comes from the network:
   (the model's fine `group_matcher`): resnet: the stem, then each residual block (`layer1.0`,
   `layer1.1`, ...), the classifier on top; vit: the embeddings, each transformer block (the final
   norm with the last), the head. trainlab.models.timm_backbone's adapter provides it;
-- any other network (trainlab's mlp, cnn, resnet): its transfer stages (trainlab.transfer.stages):
+- any other network (trainlab's mlp, cnn, resnet): its transfer stages (trainlab.layers.stages):
   the head at depth 0, the last stage at depth 1, ..., the first stage at depth `len(stages)`.
 
 A network's TransferNetwork view may define its own layers with an optional method
@@ -23,24 +23,13 @@ separate choice, so that turning layer decay on changes one thing).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from numbers import Real
 
 from torch import nn
 
-from trainlab.transfer.network import transfer_view
-from trainlab.transfer.stages import Split
+from trainlab.layers.stages import Split
+from trainlab.layers.transferable import Layer, transfer_view
 from trainlab.utils.config import ConfigError
-
-
-@dataclass(frozen=True)
-class Layer:
-    """A layer of layer-wise decay: its parameters (names relative to the network) and its learning
-    rate relative to optimizer.lr (before transfer.backbone_lr_mult)."""
-
-    name: str
-    params: tuple[str, ...]
-    scale: float
 
 
 def check_layer_decay(value: object) -> float | None:

@@ -14,7 +14,7 @@ Every option also names the weights the backbone starts from (`transfer.pretrain
 `pretrained_file`, `pretrained_ckpt`, `pretrained_depth`: trainlab.transfer.pretrained), none by
 default; the options share one base, conf/transfer/base/policy.yaml.
 
-Stages are what the network declares (trainlab.transfer.network.TransferNetwork); the head
+Stages are what the network declares (trainlab.layers.transferable.TransferNetwork); the head
 always trains. The backbone trains at `optimizer.lr * backbone_lr_mult` (discriminative rates),
 the head at `optimizer.lr`: the policy's `param_group_plan()` says which parameter is in which
 group, and the LightningModule (trainlab.models.study_module.StudyModule) asks for it when it
@@ -52,10 +52,10 @@ import torch
 from lightning.pytorch.callbacks import BaseFinetuning
 from torch import nn
 
+from trainlab.layers.stages import Split, resolve_depth
+from trainlab.layers.transferable import transfer_view
 from trainlab.transfer.layer_decay import Layer, check_layer_decay, decay_layers
-from trainlab.transfer.network import transfer_view
 from trainlab.transfer.pretrained import WeightSources
-from trainlab.transfer.stages import Split, resolve_depth
 from trainlab.utils.config import ConfigError
 
 log = logging.getLogger(__name__)

@@ -23,7 +23,7 @@ class ConfigError(ValueError):
 
 
 # Modules that moved, old name -> new name: checkpoints written before the move are upgraded on
-# reading (trainlab.run.checkpoints), and a config that names an old path is told the new one.
+# reading (trainlab.checkpoints.reading), and a config that names an old path is told the new one.
 MOVED_MODULES = {
     "trainlab.nn": "trainlab.activations",
     "trainlab.data.augment": "trainlab.data.transforms",

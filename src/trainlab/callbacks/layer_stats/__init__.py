@@ -4,7 +4,7 @@ al. (2015, "Delving deep into rectifiers", Fig. 2-3): how activations, gradients
 change with depth, at init and as training goes on.
 
 A layer is one call of an activation module (ReLU, Tanh, Sigmoid, ..., trainlab's Maxout, or a
-user's module declaring itself one: trainlab.models.traits): its input is the pre-activation, its
+user's module declaring itself one: trainlab.layers.traits): its input is the pre-activation, its
 output the activation, and the weight layer (Linear/Conv) called last before it is the layer whose
 weights produced it. On a sampled training step, for each layer:
 
@@ -189,7 +189,7 @@ class LayerStats(LayerMeasurement, pl.Callback):
 
     def _draws_plots(self) -> bool:
         if self.plots == "auto":
-            from trainlab.run.tracking import in_multirun
+            from trainlab.utils.hydra_job import in_multirun
 
             return not in_multirun()
         return self.plots

@@ -1,6 +1,6 @@
 """Measuring the layers on a sampled step: hooks that compute each statistic on the device.
 
-A layer is one call of an activation module (trainlab.models.traits.is_activation): its input is
+A layer is one call of an activation module (trainlab.layers.traits.is_activation): its input is
 the pre-activation, its output the activation, and the weight layer (Linear/Conv) called last
 before it is the layer whose weights produced it. The hooks exist only between `_start_sample`
 and `_remove_hooks`; every statistic is a 0-d tensor left on the device (no host sync on the hot
@@ -17,8 +17,8 @@ from functools import partial
 import torch
 from torch import Tensor, nn
 
-from trainlab.init.core import WEIGHT_LAYERS
-from trainlab.models.traits import is_activation, is_rectifier, saturation_bounds
+from trainlab.layers.traits import is_activation, is_rectifier, saturation_bounds
+from trainlab.layers.weights import WEIGHT_LAYERS
 
 STATS = (
     "pre_act_mean",
@@ -85,7 +85,7 @@ class LayerMeasurement:
     """The hooks of a sampled step and the statistics they compute (no recording, no plotting).
 
     Args:
-        saturation_threshold: a unit of a bounded activation (trainlab.models.traits
+        saturation_threshold: a unit of a bounded activation (trainlab.layers.traits
             .saturation_bounds, tanh: (-1, 1), sigmoid: (0, 1)) is saturated when its output is
             within 1 - threshold of a bound: tanh |y| > threshold, sigmoid y > threshold or
             y < 1 - threshold.

@@ -1,0 +1,121 @@
+"""Checks of a composed config before anything is built: every `_target_` against its
+signature, the seed, the optimizer's values, the monitored metrics, and what only the data's size
+can tell. Each names the key at fault and the valid choices (docs/errors.md)."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import torch
+from hydra.utils import get_object, instantiate
+from omegaconf import DictConfig
+
+from trainlab.data.datamodule import ImageDataModule
+from trainlab.data.pipelines import AugmentSettings, build_augmentations
+from trainlab.models.classifier import Classifier
+from trainlab.norm.ghost_batchnorm import check_virtual_batches
+from trainlab.transfer.aliases import move_deprecated_weight_sources
+from trainlab.utils.config import CALLED_LATER, ConfigError, check_arguments, plain, require_partial
+
+log = logging.getLogger(__name__)
+
+# seed_everything takes 0..2**32-1 and replaces anything else by a random seed with a warning
+MAX_SEED = 2**32 - 1
+
+
+def check_config(cfg: DictConfig) -> None:
+    """Check every `_target_` config against its signature before anything is built.
+
+    First the deprecated `model.pretrained*` are moved to `transfer.*` (with a warning), so that
+    the checks and everything built after them see the weight sources in one place."""
+    move_deprecated_weight_sources(cfg)
+    check_seed(cfg.get("seed"))
+    for group in CALLED_LATER:  # init, norm, activation: functions trainlab calls later
+        require_partial(group, cfg.get(group))
+    if cfg.get("augment") is not None:  # names the bad transform, suggests close names
+        build_augmentations(AugmentSettings.from_config(cfg.augment).transforms)
+    for group in (
+        "data",
+        "model",
+        "activation",
+        "optimizer",
+        "scheduler",
+        "loss",
+        "mix",
+        "init",
+        "transfer",
+        "trainer",
+        "callbacks",
+        "logger",
+        "module",
+    ):
+        check_arguments(cfg.get(group), group)
+    norm = plain(cfg.get("norm")) or {}
+    position = norm.pop("position", "pre_act")
+    if position not in ("pre_act", "post_act"):
+        raise ConfigError(f"norm.position={position!r} is not one of ['pre_act', 'post_act'].")
+    check_arguments(norm, "norm")
+    check_optimizer(cfg)
+    check_monitors(cfg)
+    if cfg.get("module") and cfg.get("mix"):  # the Classifier's: a study's own module never sees it
+        raise ConfigError(
+            "mix: batch mixing is the Classifier's, and this run trains `module` "
+            f"({cfg.module.get('_target_')}); use mix=none, or module=null."
+        )
+    for key in ("max_epochs", "max_steps"):
+        if (cfg.get("trainer") or {}).get(key) == 0:
+            log.warning(f"trainer.{key}=0: nothing is trained; the test uses the initial weights.")
+
+
+def check_seed(seed: Any) -> None:
+    if seed is None:
+        return
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
+        raise ConfigError(
+            f"seed={seed!r} must be an integer from 0 to {MAX_SEED} (e.g. seed=42), or null to draw one."
+        )
+
+
+def check_optimizer(cfg: DictConfig) -> None:
+    """Build the optimizer once on a dummy parameter: torch checks its values (lr >= 0, momentum >= 0,
+    betas in [0, 1), ...) only when the optimizer is built, at the start of fit, and its messages
+    ("Invalid learning rate: -0.1") do not say which setting."""
+    node = plain(cfg.get("optimizer"))
+    if not node:
+        return
+    try:
+        instantiate(node)([torch.nn.Parameter(torch.zeros(1))])
+    except ValueError as error:
+        values = ", ".join(f"optimizer.{k}={v}" for k, v in node.items() if not k.startswith("_"))
+        raise ConfigError(f"optimizer ({node['_target_']}): {error} ({values}).") from error
+
+
+def module_class(cfg: DictConfig) -> type:
+    """The LightningModule class the run trains: `module._target_`, else the Classifier."""
+    module = cfg.get("module")
+    return get_object(module["_target_"]) if module else Classifier
+
+
+def check_monitors(cfg: DictConfig) -> None:
+    """A callback's `monitor` must be a metric the module logs (its LOGGED_METRICS); otherwise
+    ModelCheckpoint fails after the first epoch and EarlyStopping at its first check."""
+    logged = getattr(module_class(cfg), "LOGGED_METRICS", None)
+    if not logged:  # a module that does not declare its metrics cannot be checked
+        return
+    for name, callback in (plain(cfg.get("callbacks")) or {}).items():
+        monitor = (callback or {}).get("monitor")
+        if monitor is not None and monitor not in logged:
+            raise ConfigError(
+                f"callbacks.{name}.monitor={monitor!r} is not a metric this run logs; "
+                f"{module_class(cfg).__name__} logs: {', '.join(logged)}."
+            )
+
+
+def check_data_fits_model(cfg: DictConfig, datamodule: ImageDataModule) -> None:
+    """What only the data's size can tell: the batches ghost batch norm must split."""
+    virtual_batch_size = (cfg.get("norm") or {}).get("virtual_batch_size")
+    if virtual_batch_size:
+        _, train_labels = datamodule.splits["train"]
+        hp = datamodule.hparams
+        check_virtual_batches(int(virtual_batch_size), len(train_labels), hp.batch_size, hp.drop_last)
