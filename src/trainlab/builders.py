@@ -21,6 +21,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import WandbLogger
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from trainlab.callbacks.idle_hooks import skip_idle_hooks
 from trainlab.callbacks.resume_state import ResumeState
 from trainlab.data.datamodule import ImageDataModule
 from trainlab.data.pipelines import AugmentSettings, build_augmentations
@@ -324,9 +325,12 @@ def build_trainer(cfg: DictConfig, callbacks: list, loggers: list) -> pl.Trainer
             "process normalises with its own batch's statistics (sync_batchnorm=false)."
         )
         settings["sync_batchnorm"] = False
-    return instantiate(
+    trainer = instantiate(
         cfg.trainer, callbacks=callbacks, logger=loggers or False, plugins=_plugins(cfg), **settings
     )
+    if cfg.get("skip_idle_callback_hooks", True):  # Lightning's own callbacks (added above) too
+        skip_idle_hooks(trainer.callbacks)
+    return trainer
 
 
 def _runs_on_cpu(trainer: DictConfig) -> bool:
