@@ -94,10 +94,13 @@ class Classifier(StudyModule):
             )
             # self.log costs ~0.2-0.5 ms of Python per call (Lightning's result collection): the
             # step loss is logged on the logging steps only, which are also the only steps whose
-            # values Lightning reads back from the device and sends to the loggers
+            # values Lightning reads back from the device and sends to the loggers. Not prog_bar:
+            # Lightning converts a step's prog_bar values to floats after every batch until the
+            # epoch ends (a host sync per step on a GPU); the bar reads train/loss_step itself on
+            # logging steps (trainlab.callbacks.progress, its `step_metrics`).
             if is_logging_step(self.trainer):
                 self.flush_metric_updates()
-                self.log("train/loss_step", loss, prog_bar=True)
+                self.log("train/loss_step", loss)
                 self.log("train/loss", loss, logger=False)  # for callbacks that monitor train/loss
             elif len(self._deferred) >= MAX_DEFERRED_UPDATES:
                 self.flush_metric_updates()
