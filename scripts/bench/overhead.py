@@ -147,8 +147,11 @@ def plain_run(overrides: list[str], steps: int, workdir: Path, index: int) -> li
     loader = datamodule.train_dataloader()
     network.train()
     step, ends = 0, []
+    cudagraphs = cfg.get("compile") and cfg.get("compile_mode") in ("reduce-overhead", "max-autotune")
     while step < steps + WARMUP:
         for images, labels in loader:
+            if cudagraphs:  # as trainlab's CudaGraphSteps callback does
+                torch.compiler.cudagraph_mark_step_begin()
             images = images.to(device, non_blocking=True, memory_format=layout)
             labels = labels.to(device, non_blocking=True)
             optimizer.zero_grad(set_to_none=True)

@@ -21,6 +21,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import WandbLogger
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from trainlab.callbacks.compile_steps import CUDAGRAPH_MODES, CudaGraphSteps
 from trainlab.callbacks.idle_hooks import skip_idle_hooks
 from trainlab.callbacks.resume_state import ResumeState
 from trainlab.data.datamodule import ImageDataModule
@@ -84,6 +85,7 @@ def check_config(cfg: DictConfig) -> None:
     check_arguments(norm, "norm")
     check_optimizer(cfg)
     check_monitors(cfg)
+    check_compile_mode(cfg.get("compile_mode"))
     if cfg.get("module") and cfg.get("mix"):  # the Classifier's: a study's own module never sees it
         raise ConfigError(
             "mix: batch mixing is the Classifier's, and this run trains `module` "
@@ -92,6 +94,18 @@ def check_config(cfg: DictConfig) -> None:
     for key in ("max_epochs", "max_steps"):
         if (cfg.get("trainer") or {}).get(key) == 0:
             log.warning(f"trainer.{key}=0: nothing is trained; the test uses the initial weights.")
+
+
+# torch.compile's modes (torch._inductor.list_mode_options()), for `compile_mode`
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+
+
+def check_compile_mode(mode: Any) -> None:
+    if mode is not None and mode not in COMPILE_MODES:
+        raise ConfigError(
+            f"compile_mode={mode!r} is not a torch.compile mode; choose one of {', '.join(COMPILE_MODES)} "
+            "(reduce-overhead: CUDA graphs, for small steps on a GPU; it applies with compile=true)."
+        )
 
 
 def check_seed(seed: Any) -> None:
@@ -213,7 +227,10 @@ def build_model(cfg: DictConfig, datamodule: ImageDataModule) -> tuple[pl.Lightn
     if cfg.get("channels_last"):  # NHWC kernels (tensor cores); conv outputs follow the weights' layout
         model.net.to(memory_format=torch.channels_last)
     if cfg.get("compile"):  # in place: the state_dict keeps its keys, checkpoints stay portable
-        model.net.compile()
+        # dynamic=False: each batch shape gets its own graph. Left to torch's default, the epoch's
+        # last, smaller batch recompiles the network with a symbolic batch size, and that graph
+        # then serves every later step (BENCHMARKS.md, compile=true)
+        model.net.compile(mode=cfg.get("compile_mode") or "default", dynamic=False)
     return model, BuildReport(init=init_stats, pretrained=loaded.as_dict() if loaded else None)
 
 
@@ -222,6 +239,8 @@ def build_callbacks(cfg: DictConfig, has_logger: bool) -> list[pl.Callback]:
     if cfg.get("transfer"):  # the transfer option is its policy's callback config
         configs["transfer"] = cfg.transfer
     callbacks = [instantiate(c) for c in configs.values() if c is not None and c.get("_target_")]
+    if cfg.get("compile") and cfg.get("compile_mode") in CUDAGRAPH_MODES:
+        callbacks.append(CudaGraphSteps())
     if not has_logger:  # Lightning refuses a LearningRateMonitor with nowhere to log to
         callbacks = [c for c in callbacks if not isinstance(c, pl.callbacks.LearningRateMonitor)]
     return callbacks

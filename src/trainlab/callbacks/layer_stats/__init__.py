@@ -178,7 +178,9 @@ class LayerStats(LayerMeasurement, pl.Callback):
             rows = record.rows_of(sample)
             self.rows.extend(rows)
             record.append_csv(Path(trainer.default_root_dir) / self.filename, rows)
-            record.log_sample(trainer.loggers, sample, rows, csv_logger=self.csv_logger, histograms=self._wandb)
+            record.log_sample(
+                trainer.loggers, sample, rows, csv_logger=self.csv_logger, histograms=self._wandb
+            )
 
     def _wandb_histograms(self, sample: Sample) -> dict:
         return record.wandb_histograms(sample)
