@@ -23,7 +23,7 @@ EXPLODING = ["optimizer=sgd", "optimizer.lr=10", "init=normal", "init.std=1000",
 
 def feed(guard: DivergenceGuard, losses, trainer=None, first_step: int = 1):
     """Feed one loss per training step to the guard as Lightning would; stops where it stops."""
-    trainer = trainer or SimpleNamespace(global_step=0, should_stop=False)
+    trainer = trainer or SimpleNamespace(global_step=0, should_stop=False, log_every_n_steps=5)
     for step, loss in enumerate(losses, start=first_step):
         trainer.global_step = step
         guard.on_train_batch_end(trainer, None, {"loss": torch.tensor(float(loss))}, None, step)

@@ -1,5 +1,5 @@
-"""The default progress bar reads the metrics (a host sync each on GPU) only when it redraws;
-removing it leaves no bar (not Lightning's default bar)."""
+"""The default progress bar reads the metrics (a host sync each on GPU) only on logging steps and
+redraws a few times a second; removing it leaves no bar (not Lightning's default bar)."""
 
 from __future__ import annotations
 
@@ -40,19 +40,24 @@ class Clock(pl.Callback):
         self.now += SECONDS_PER_BATCH
 
 
-def test_metrics_are_read_refresh_rate_times_a_second_and_fresh_at_epoch_end(monkeypatch, tmp_path):
+def test_metrics_are_read_on_logging_steps_redraws_throttled_and_fresh_at_epoch_end(monkeypatch, tmp_path):
     clock = Clock()
     monkeypatch.setattr(progress.time, "monotonic", lambda: clock.now)
-    reads_in_batches = []
-    read = RichProgressBar.get_metrics
+    reads_in_batches, redraws = [], []
+    read, refresh = RichProgressBar.get_metrics, RichProgressBar.refresh
 
     def counting_read(self, trainer, pl_module):
         if self._in_train_batch_end:
-            reads_in_batches.append(clock.now)
+            reads_in_batches.append(trainer.global_step)
         return read(self, trainer, pl_module)
 
+    def counting_refresh(self, hard=False):
+        redraws.append(clock.now)
+        return refresh(self, hard)
+
     monkeypatch.setattr(RichProgressBar, "get_metrics", counting_read)
-    bar = ThrottledRichProgressBar(refresh_rate=1)
+    monkeypatch.setattr(RichProgressBar, "refresh", counting_refresh)
+    bar = ThrottledRichProgressBar(redraws_per_second=1)
     data = DataLoader(TensorDataset(torch.randn(BATCHES, 2)), batch_size=1)
     trainer = pl.Trainer(
         max_epochs=1,
@@ -60,12 +65,14 @@ def test_metrics_are_read_refresh_rate_times_a_second_and_fresh_at_epoch_end(mon
         logger=False,
         enable_checkpointing=False,
         default_root_dir=tmp_path,
+        log_every_n_steps=5,
     )
     trainer.fit(Counting(), data)
 
-    # 20 batches over 5 (fake) seconds: a read at the first batch, then one a second, i.e. at
-    # batches 1, 5, 9, 13, 17 instead of all 20
-    assert reads_in_batches == [0.25, 1.25, 2.25, 3.25, 4.25]
+    # read after the optimizer steps of the logging steps (the 5th, 10th, ... of 20), never between
+    assert reads_in_batches == [5, 10, 15, 20]
+    # 20 batches over 5 (fake) seconds: about one redraw asked for a second, not one a batch
+    assert 4 <= len([t for t in redraws if t <= BATCHES * SECONDS_PER_BATCH]) <= 7
     # the epoch-end read is not throttled: the bar is left showing the last batch's value
     assert bar._metrics["seen"] == BATCHES - 1
 
@@ -88,26 +95,6 @@ def test_the_trainer_draws_the_configured_bar_or_none(make_cfg, overrides, expec
     assert (bar is None) if expected is None else (type(bar) is expected)
 
 
-def test_the_bar_stops_without_sleeping_out_its_redraw_interval(monkeypatch, tmp_path):
-    """Lightning's redraw thread sleeps a whole interval before it sees that it was stopped, and the
-    bar waits for it at the end of every stage (fit, test). The bar's own thread ends at once: here
-    the interval is 1,000 s, so a thread that slept it out would keep fit waiting."""
-    threads = []
-    stop = progress._PromptRefreshThread.stop
-
-    def recorded_stop(thread):
-        threads.append(thread)
-        stop(thread)
-
-    monkeypatch.setattr(progress._PromptRefreshThread, "stop", recorded_stop)
-    bar = ThrottledRichProgressBar(refresh_rate=0.001)  # one redraw per 1,000 s
-    data = DataLoader(TensorDataset(torch.randn(4, 2)), batch_size=1)
-    trainer = pl.Trainer(
-        max_epochs=1, callbacks=[bar], logger=False, enable_checkpointing=False, default_root_dir=tmp_path
-    )
-    trainer.fit(Counting(), data)
-
-    assert threads, "the bar drew with its own redraw thread"
-    for thread in threads:
-        assert thread.refresh_per_second == 0.001
-        assert not thread.is_alive()  # joined by the bar's stop, which returned
+def test_bad_redraw_rate_names_the_setting():
+    with pytest.raises(ValueError, match=r"callbacks\.rich_progress_bar\.redraws_per_second must be > 0"):
+        ThrottledRichProgressBar(redraws_per_second=0)

@@ -8,7 +8,7 @@ not once every few steps.
 `--accelerator cpu` runs the very same code on the CPU, at whatever small settings are given: a
 check that the benchmark works before it gets GPU time (its figures say nothing about GPUs).
 
-    python scripts/bench/gpu.py [--steps 200] [--compile] [--batch-size 256] [--workers 8]
+    python scripts/bench/gpu.py [--steps 200] [--compile [--compile-mode reduce-overhead]] [--batch-size 256] [--workers 8]
     python scripts/bench/gpu.py --accelerator cpu --sizes 32 --batch-size 8 --steps 3 --repeats 1 --workers 0
 """
 
@@ -32,6 +32,9 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--compile", action="store_true", help="also measure compile=true")
+    parser.add_argument(
+        "--compile-mode", default="default", help="torch.compile mode under --compile, e.g. reduce-overhead"
+    )
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--workers", type=int, default=8)
     parser.add_argument("--sizes", type=int, nargs="+", default=[32, 224])
@@ -51,7 +54,7 @@ def main() -> None:
                     "data=synthetic", f"data.source.image_size={size}", f"data.source.num_images={args.batch_size * 100}",
                     f"data.batch_size={args.batch_size}", f"data.num_workers={args.workers}", f"data.pin_memory={str(on_gpu).lower()}",
                     "model=timm", "model.name=resnet18", f"trainer.accelerator={args.accelerator}", "trainer.precision=bf16-mixed",
-                    "channels_last=true", f"compile={str(compiled).lower()}", "logger=csv",
+                    "channels_last=true", f"compile={str(compiled).lower()}", f"compile_mode={args.compile_mode}", "logger=csv",
                 ]  # fmt: skip
                 plain, template = [], []
                 for _, _, runs in abba_pairs(

@@ -22,6 +22,8 @@ from lightning.pytorch.loggers import WandbLogger
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from trainlab import checks
+from trainlab.callbacks.compile_steps import CUDAGRAPH_MODES, CudaGraphSteps
+from trainlab.callbacks.idle_hooks import skip_idle_hooks
 from trainlab.callbacks.resume_state import ResumeState
 from trainlab.checkpoints.atomic_io import AtomicCheckpointIO
 from trainlab.checkpoints.reading import read_checkpoint
@@ -108,7 +110,10 @@ def build_model(cfg: DictConfig, datamodule: ImageDataModule) -> tuple[pl.Lightn
     if cfg.get("channels_last"):  # NHWC kernels (tensor cores); conv outputs follow the weights' layout
         model.net.to(memory_format=torch.channels_last)
     if cfg.get("compile"):  # in place: the state_dict keeps its keys, checkpoints stay portable
-        model.net.compile()
+        # dynamic=False: each batch shape gets its own graph. Left to torch's default, the epoch's
+        # last, smaller batch recompiles the network with a symbolic batch size, and that graph
+        # then serves every later step (BENCHMARKS.md, compile=true)
+        model.net.compile(mode=cfg.get("compile_mode") or "default", dynamic=False)
     return model, BuildReport(init=init_stats, pretrained=loaded.as_dict() if loaded else None)
 
 
@@ -117,6 +122,8 @@ def build_callbacks(cfg: DictConfig, has_logger: bool) -> list[pl.Callback]:
     if cfg.get("transfer"):  # the transfer option is its policy's callback config
         configs["transfer"] = cfg.transfer
     callbacks = [instantiate(c) for c in configs.values() if c is not None and c.get("_target_")]
+    if cfg.get("compile") and cfg.get("compile_mode") in CUDAGRAPH_MODES:
+        callbacks.append(CudaGraphSteps())
     if not has_logger:  # Lightning refuses a LearningRateMonitor with nowhere to log to
         callbacks = [c for c in callbacks if not isinstance(c, pl.callbacks.LearningRateMonitor)]
     return callbacks
@@ -220,9 +227,12 @@ def build_trainer(cfg: DictConfig, callbacks: list, loggers: list) -> pl.Trainer
             "process normalises with its own batch's statistics (sync_batchnorm=false)."
         )
         settings["sync_batchnorm"] = False
-    return instantiate(
+    trainer = instantiate(
         cfg.trainer, callbacks=callbacks, logger=loggers or False, plugins=_plugins(cfg), **settings
     )
+    if cfg.get("skip_idle_callback_hooks", True):  # Lightning's own callbacks (added above) too
+        skip_idle_hooks(trainer.callbacks)
+    return trainer
 
 
 def _runs_on_cpu(trainer: DictConfig) -> bool:

@@ -58,6 +58,7 @@ def check_config(cfg: DictConfig) -> None:
     check_arguments(norm, "norm")
     check_optimizer(cfg)
     check_monitors(cfg)
+    check_compile_mode(cfg.get("compile_mode"))
     if cfg.get("module") and cfg.get("mix"):  # the Classifier's: a study's own module never sees it
         raise ConfigError(
             "mix: batch mixing is the Classifier's, and this run trains `module` "
@@ -66,6 +67,18 @@ def check_config(cfg: DictConfig) -> None:
     for key in ("max_epochs", "max_steps"):
         if (cfg.get("trainer") or {}).get(key) == 0:
             log.warning(f"trainer.{key}=0: nothing is trained; the test uses the initial weights.")
+
+
+# torch.compile's modes (torch._inductor.list_mode_options()), for `compile_mode`
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+
+
+def check_compile_mode(mode: Any) -> None:
+    if mode is not None and mode not in COMPILE_MODES:
+        raise ConfigError(
+            f"compile_mode={mode!r} is not a torch.compile mode; choose one of {', '.join(COMPILE_MODES)} "
+            "(reduce-overhead: CUDA graphs, for small steps on a GPU; it applies with compile=true)."
+        )
 
 
 def check_seed(seed: Any) -> None:

@@ -44,9 +44,11 @@ class DivergenceGuard(pl.Callback):
     model=mlp` is stopped at step 20 (1.2e5x its best); `experiment=fixup_vs_norm init=default
     norm=none` at step 35 (1.4e14x), before its loss becomes NaN at step 40.
 
-    Every rule runs on the loss's device (0-d tensor ops) and the result is read back only every
-    `check_every_n_steps` steps and at the end of each epoch, so the guard adds no host-device
-    synchronisation to the other steps. After a stop, `diverged_at_step` holds the step at
+    Each step only keeps its loss (a reference to the device tensor). On the logging steps
+    (`trainer.log_every_n_steps`; or every `check_every_n_steps` steps when set) and at the end of
+    each epoch the rules run over the steps since the last check at once, on the loss's device
+    (a handful of vector ops: the moving average in closed form), and one flag is read back; so
+    the guard adds no host-device synchronisation, and almost no host work, to the other steps. After a stop, `diverged_at_step` holds the step at
     which the loss first met a rule and `reason` says what happened; the guard offers them to
     the run's summary (`summary_items`), which marks the run `diverged`. The smoothed history
     is saved in checkpoints: a resumed run goes on with it.
@@ -54,15 +56,17 @@ class DivergenceGuard(pl.Callback):
 
     def __init__(
         self,
-        check_every_n_steps: int = 5,
+        check_every_n_steps: int | None = None,
         max_loss: float | None = None,
         factor: float | None = 4.0,
         smoothing: float = 0.98,
         warmup_steps: int = 20,
     ) -> None:
         name = "callbacks.divergence_guard"
-        if check_every_n_steps < 1:
-            raise ValueError(f"{name}.check_every_n_steps must be >= 1, got {check_every_n_steps}.")
+        if check_every_n_steps is not None and check_every_n_steps < 1:
+            raise ValueError(
+                f"{name}.check_every_n_steps must be >= 1, or null (the logging steps), got {check_every_n_steps}."
+            )
         if factor is not None and not factor > 1:
             raise ValueError(f"{name}.factor must be > 1 (or null: no explosion rule), got {factor}.")
         if not 0 <= smoothing < 1:
@@ -78,31 +82,59 @@ class DivergenceGuard(pl.Callback):
         self.reason: str | None = None
         # (step, reason) of a fit that diverged in other processes, read from their checkpoint
         self._checkpoint_outcome: tuple[int, str] | None = None
-        self._steps = 0  # losses seen: a host counter, no read-back
+        self._steps = 0  # losses folded into the state: a host counter, no read-back
         self._state: dict[str, Tensor] = {}  # 0-d tensors on the loss's device
+        self._losses: list[Tensor] = []  # kept since the last fold, on the device
+        # the global step of each loss since the last check: the record's last entry indexes it
+        self._window_steps: list[int] = []
+        self._checked_step: int | None = None
+        # the closed form of the moving average divides by smoothing**k: folds of at most this many
+        # losses keep smoothing**k a normal float64
+        self._fold_size = 64 if smoothing == 0 else max(1, min(64, int(300 / -math.log10(smoothing))))
 
     # --- the rules, on the device ----------------------------------------------------------
 
-    def _observe(self, loss: Tensor, step: int) -> None:
-        """Update the smoothed loss and the flags with one step's loss; no read-back."""
-        loss = loss.detach().float()
-        s = self._state
+    def _fold(self) -> None:
+        """Run the rules over the losses kept since the last fold and update the smoothed loss, the
+        best value and the flags; device ops only, no read-back."""
+        while self._losses:
+            chunk, self._losses = self._losses[: self._fold_size], self._losses[self._fold_size :]
+            self._fold_chunk(torch.stack(chunk).detach().double())
+
+    def _fold_chunk(self, losses: Tensor) -> None:
+        s, smoothing, k = self._state, self.smoothing, losses.numel()
         if not s:  # the first loss starts the average (each later batch weighs 1 - smoothing)
-            s.update(avg=loss.clone(), best=loss.clone(), start=loss.clone())
-            s.update(bad=torch.zeros((), dtype=torch.bool, device=loss.device), record=loss.new_zeros(5))
-        elif s["avg"].device != loss.device:  # resumed: the checkpoint's history was loaded on the CPU
-            s.update({name: value.to(loss.device) for name, value in s.items()})
-        self._steps += 1
-        s["avg"] = self.smoothing * s["avg"] + (1 - self.smoothing) * loss
-        s["best"] = torch.minimum(s["best"], s["avg"])
-        code = (~torch.isfinite(loss)) * _NONFINITE + (loss > self.max_loss) * _ABOVE_MAX
-        if self.factor is not None and self._steps >= self.warmup_steps:
-            exploded = (s["avg"] > self.factor * s["best"]) & (s["avg"] > s["start"])
+            first = losses[0]
+            s.update(avg=first.clone(), best=first.clone(), start=first.clone())
+            s.update(bad=torch.zeros((), dtype=torch.bool, device=losses.device), record=losses.new_zeros(5))
+        elif s["avg"].device != losses.device:  # resumed: the checkpoint's history was loaded on the CPU
+            s.update({name: value.to(losses.device) for name, value in s.items()})
+        s.update({name: value.double() for name, value in s.items() if value.is_floating_point()})
+        # avg_i = smoothing * avg_{i-1} + (1 - smoothing) * loss_i, unrolled:
+        # avg_i = p_i * avg_prev + (1 - smoothing) * p_i * sum_{j<=i} loss_j / p_j, p_i = smoothing**(i+1)
+        if smoothing == 0:
+            avg = losses
+        else:
+            powers = smoothing ** torch.arange(1, k + 1, device=losses.device, dtype=torch.float64)
+            avg = powers * s["avg"] + (1 - smoothing) * powers * torch.cumsum(losses / powers, dim=0)
+        best = torch.minimum(torch.cummin(avg, dim=0).values, s["best"])
+        code = (~torch.isfinite(losses)) * _NONFINITE + (losses > self.max_loss) * _ABOVE_MAX
+        if self.factor is not None:
+            counted = torch.arange(self._steps + 1, self._steps + k + 1, device=losses.device)
+            exploded = (counted >= self.warmup_steps) & (avg > self.factor * best) & (avg > s["start"])
             code = code + exploded * _EXPLODED
-        # what the first bad step looked like, kept until it is read back
-        now = torch.stack([code.float(), loss, s["avg"], s["best"], torch.zeros_like(loss) + step])
-        s["record"] = torch.where(s["bad"], s["record"], now)
-        s["bad"] = s["bad"] | (code > 0)
+        # what the first bad step looked like, kept until it is read back; its step as the index
+        # of its loss among those since the last check (the host knows their steps)
+        bad = code > 0
+        first = bad.to(torch.uint8).argmax().view(1)  # 0 when none is bad: then not recorded
+        offset = len(self._window_steps) - len(self._losses) - k  # this chunk's first loss
+        positions = torch.arange(offset, offset + k, device=losses.device, dtype=torch.float64)
+        # index_select, not [first]: indexing with a tensor reads the index back to the host
+        now = torch.stack([code.double(), losses, avg, best, positions]).index_select(1, first).squeeze(1)
+        s["record"] = torch.where(s["bad"] | ~bad.any(), s["record"], now)
+        s["bad"] = s["bad"] | bad.any()
+        s["avg"], s["best"] = avg[-1], best[-1]
+        self._steps += k
 
     def _stop_if_diverged(self, trainer: pl.Trainer) -> None:
         """The one read-back: if a rule fired since the last check, stop the fit and say why.
@@ -111,13 +143,15 @@ class DivergenceGuard(pl.Callback):
         that stopped alone would leave the others waiting in the next gradient all-reduce."""
         if self.diverged_at_step is not None:
             return
+        self._fold()
         here = bool(self._state["bad"]) if self._state else False
         strategy = getattr(trainer, "strategy", None)  # a Trainer has one; a bare hook call may not
         if not (here if strategy is None else strategy.reduce_boolean_decision(here, all=False)):
+            self._window_steps.clear()  # nothing bad up to here: the next record indexes new steps
             return
         if here:
-            code, loss, smoothed, best, step = self._state["record"].tolist()
-            self.diverged_at_step = int(step)
+            code, loss, smoothed, best, index = self._state["record"].tolist()
+            self.diverged_at_step = self._window_steps[int(index)]
             self.reason = self._explain(int(code), loss, smoothed, best, self.diverged_at_step)
         else:
             self.diverged_at_step = int(trainer.global_step)
@@ -143,9 +177,21 @@ class DivergenceGuard(pl.Callback):
             return
         loss = outputs["loss"] if isinstance(outputs, dict) else outputs
         if loss is not None:  # None: the step was skipped (manual optimisation)
-            self._observe(loss, trainer.global_step)
-        if trainer.global_step % self.check_every_n_steps == 0:  # every process checks here (DDP)
+            self._losses.append(loss.detach())
+            self._window_steps.append(trainer.global_step)
+            if len(self._losses) >= self._fold_size:  # bounds what is kept when checks are rare
+                self._fold()
+        if self._check_due(trainer):  # every process checks here (DDP)
             self._stop_if_diverged(trainer)
+
+    def _check_due(self, trainer: pl.Trainer) -> bool:
+        """After the optimizer step of a logging step (or of every `check_every_n_steps`-th step),
+        once per step (micro-batches of gradient accumulation leave global_step where it was)."""
+        every, step = self.check_every_n_steps or trainer.log_every_n_steps, trainer.global_step
+        if not every or step % every or step == self._checked_step:
+            return False
+        self._checked_step = step
+        return True
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         self._stop_if_diverged(trainer)  # the steps since the last check (once per epoch)
@@ -165,7 +211,10 @@ class DivergenceGuard(pl.Callback):
         """The smoothed history, and the outcome for readers of the checkpoint (a run whose fit
         ran in spawned processes learns it there). A resumed run restores the history only: if
         the flag was up, its first check stops it again with the same reason."""
+        self._fold()
         state = {name: value.tolist() for name, value in self._state.items()}
+        if state and state["bad"]:  # the record's step: the global step, not its index here
+            state["record"][4] = float(self._window_steps[int(state["record"][4])])
         outcome = {"diverged_at_step": self.diverged_at_step, "reason": self.reason}
         return {"steps": self._steps, **state, **outcome}
 
@@ -174,8 +223,14 @@ class DivergenceGuard(pl.Callback):
         step = state_dict.get("diverged_at_step")
         self._checkpoint_outcome = None if step is None else (int(step), state_dict.get("reason"))
         names = ("avg", "best", "start", "bad", "record")
-        self._state = {}
+        self._state, self._losses, self._window_steps = {}, [], []
         if self._steps and all(name in state_dict for name in names):
-            self._state = {name: torch.tensor(state_dict[name]) for name in names}
+            self._state = {
+                name: torch.tensor(state_dict[name], dtype=torch.bool if name == "bad" else torch.float64)
+                for name in names
+            }
+            if state_dict["bad"]:  # the record's step becomes the only step of the window
+                self._window_steps = [int(state_dict["record"][4])]
+                self._state["record"][4] = 0
         else:
             self._steps = 0

@@ -92,6 +92,9 @@ class ResumeState(pl.Callback):
         saved: dict[str, Any] = {"rng": states}
         _, batches_trained = resume_position(trainer)
         if batches_trained:  # mid-epoch: the epoch's metrics so far
+            flush = getattr(pl_module, "flush_metric_updates", None)  # updates a module defers (Classifier)
+            if callable(flush):
+                flush()
             saved["metrics"] = {
                 name: {key: _detached(value) for key, value in metric.metric_state.items()}
                 for name, metric in _metrics(pl_module).items()

@@ -13,6 +13,11 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionM
 
 from trainlab.models.study_module import StudyModule
 from trainlab.utils.config import plain
+from trainlab.utils.logging_steps import is_logging_step
+
+# Deferred training-metric updates are applied at least this often (batches): a bound on the
+# memory they hold when logging is off (trainer.log_every_n_steps=0).
+MAX_DEFERRED_UPDATES = 64
 
 
 class Classifier(StudyModule):
@@ -66,6 +71,11 @@ class Classifier(StudyModule):
         # the epoch's mean training loss, weighted by batch size ("disable": no NaN check, which
         # would read the loss back to the host every step; a NaN loss gives a NaN mean)
         self.train_loss = MeanMetric(nan_strategy="disable")
+        # A training step's metric updates, deferred (see flush_metric_updates): each update of a
+        # torchmetrics object costs 40-70 us of Python, as much as the whole training step of a
+        # small network on the host; one update over the batches since the last logging step
+        # gives the same counts and sums (micro accuracy and the mean are sums over examples).
+        self._deferred: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
 
     def _step(self, batch, stage: str) -> torch.Tensor:
         images, labels = batch
@@ -77,6 +87,24 @@ class Classifier(StudyModule):
             # mixed (soft) targets: train accuracy counts a prediction right when it is the class
             # with the largest share of the mixed target
             labels = labels.argmax(dim=1)
+        if stage == "train":
+            # the predicted classes, not the logits: MulticlassAccuracy takes either (top-1)
+            self._deferred.append(
+                (logits.detach().argmax(dim=1), labels, loss.detach().expand(labels.numel()))
+            )
+            # self.log costs ~0.2-0.5 ms of Python per call (Lightning's result collection): the
+            # step loss is logged on the logging steps only, which are also the only steps whose
+            # values Lightning reads back from the device and sends to the loggers. Not prog_bar:
+            # Lightning converts a step's prog_bar values to floats after every batch until the
+            # epoch ends (a host sync per step on a GPU); the bar reads train/loss_step itself on
+            # logging steps (trainlab.callbacks.progress, its `step_metrics`).
+            if is_logging_step(self.trainer):
+                self.flush_metric_updates()
+                self.log("train/loss_step", loss)
+                self.log("train/loss", loss, logger=False)  # for callbacks that monitor train/loss
+            elif len(self._deferred) >= MAX_DEFERRED_UPDATES:
+                self.flush_metric_updates()
+            return loss
         # update() only: the epoch's accuracy is logged at epoch end (_log_epoch); calling the
         # metric would also compute each batch's own accuracy, and a Metric object passed to
         # self.log every step costs Lightning a walk over its state.
@@ -84,23 +112,27 @@ class Classifier(StudyModule):
         if stage == "test":
             self.test_confusion.update(logits, labels)
             self.test_class_acc.update(logits, labels)
-        if stage != "train":
-            # sync_dist: the epoch's mean over every process's batches (one all-reduce an epoch)
-            self.log(f"{stage}/loss", loss, on_epoch=True, prog_bar=True, sync_dist=True)
-            return loss
-        # one copy of the batch's mean loss per example: the batch-size weighting (weight= is
-        # dropped under nan_strategy="disable", torchmetrics issue #3434)
-        self.train_loss.update(loss.detach().expand(labels.numel()))
-        # self.log costs ~0.5 ms of Python per call (Lightning copies its result object's state),
-        # 1% of a CPU step of the default CNN (scripts/bench/overhead.py): the step loss is logged
-        # only on the steps whose metrics go to the loggers (trainer.log_every_n_steps; the
-        # property Lightning's own LearningRateMonitor asks).
-        if self.trainer._logger_connector.should_update_logs:
-            self.log("train/loss_step", loss, prog_bar=True)
-            self.log("train/loss", loss, logger=False)  # for callbacks that monitor train/loss
+        # sync_dist: the epoch's mean over every process's batches (one all-reduce an epoch)
+        self.log(f"{stage}/loss", loss, on_epoch=True, prog_bar=True, sync_dist=True)
         return loss
 
+    def flush_metric_updates(self) -> None:
+        """Apply the training batches' metric updates deferred since the last flush: accuracy and
+        the epoch's mean loss (weighted by batch size: one copy of the batch's mean loss per
+        example; weight= is dropped under nan_strategy="disable", torchmetrics issue #3434).
+        Called on logging steps and at epoch end, and by anything that reads the metrics' state
+        in the middle of an epoch (trainlab.callbacks.resume_state). Device ops only: no read-back.
+        """
+        if not self._deferred:
+            return
+        predicted, labels, losses = (torch.cat(parts) for parts in zip(*self._deferred, strict=True))
+        self._deferred.clear()
+        self.train_acc.update(predicted, labels)
+        self.train_loss.update(losses)
+
     def _log_epoch(self, stage: str) -> None:
+        if stage == "train":
+            self.flush_metric_updates()
         accuracy = getattr(self, f"{stage}_acc")
         if accuracy.update_count:  # an epoch with batches (not e.g. limit_val_batches=0)
             self.log(f"{stage}/acc", accuracy.compute(), prog_bar=True)

@@ -30,7 +30,8 @@ weights produced it. On a sampled training step, for each layer:
 
 Cost: hooks exist only during a sampled step (every `every_n_steps` steps, step 0 = at init), so
 the other steps run the bare model (compiled, under compile=true: a sampled step runs eagerly);
-statistics stay on the device until one read-back per sample.
+statistics stay on the device until the next logging step (trainer.log_every_n_steps) or epoch
+end, where each sample is read back once: a sampled step makes no host-device synchronisation.
 
 The parts: `measure` (hooks and statistics), `record` (CSV, loggers, W&B histograms and table),
 `plots` (PNG against depth); the callback below says when each runs.
@@ -49,6 +50,7 @@ from trainlab.callbacks.layer_stats import record
 from trainlab.callbacks.layer_stats.measure import STATS, LayerMeasurement, Sample, histogram
 from trainlab.callbacks.layer_stats.plots import plot_against_depth
 from trainlab.utils.config import ConfigError
+from trainlab.utils.logging_steps import is_logging_step
 
 log = logging.getLogger(__name__)
 
@@ -113,6 +115,8 @@ class LayerStats(LayerMeasurement, pl.Callback):
         self.csv_logger = csv_logger
         self.rows: list[dict] = []  # everything recorded, as in the CSV
         self._last_step: int | None = None
+        self._measured: list[Sample] = []  # closed samples not read back yet
+        self._logging_step = False
 
     # --- setup ----------------------------------------------------------------------------------
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -133,9 +137,10 @@ class LayerStats(LayerMeasurement, pl.Callback):
 
     # --- a sampled step -------------------------------------------------------------------------
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx: int) -> None:
+        self._logging_step = is_logging_step(trainer)
         if not self._names or not self._sampled(trainer):
             return
-        self._flush(trainer)  # a sample still waiting for its optimizer step (should not happen)
+        self._close_sample()  # a sample still waiting for its optimizer step (should not happen)
         self._last_step = trainer.global_step
         self._start_sample(trainer.global_step)
 
@@ -145,24 +150,37 @@ class LayerStats(LayerMeasurement, pl.Callback):
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
         self._remove_hooks()
         if self._after_update():
+            self._close_sample()
+        # read back on logging steps only: a sampled step that is not one makes no host sync
+        if self._logging_step:
             self._flush(trainer)
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         self._remove_hooks()
+        self._close_sample()
         self._flush(trainer)
 
     def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
         self._remove_hooks()
 
     # --- recording ------------------------------------------------------------------------------
-    def _flush(self, trainer: pl.Trainer) -> None:
+    def _close_sample(self) -> None:
+        """The sample measured so far waits, on the device, for the next logging step or epoch end."""
         sample = self._take_sample()
-        if sample is None or not sample.layers:
-            return
-        rows = record.rows_of(sample)
-        self.rows.extend(rows)
-        record.append_csv(Path(trainer.default_root_dir) / self.filename, rows)
-        record.log_sample(trainer.loggers, sample, rows, csv_logger=self.csv_logger, histograms=self._wandb)
+        if sample is not None and sample.layers:
+            sample.weights_before = None  # the update ratios are computed: free the weights' copies
+            self._measured.append(sample)
+
+    def _flush(self, trainer: pl.Trainer) -> None:
+        """Read back, write and log the samples measured since the last flush."""
+        samples, self._measured = self._measured, []
+        for sample in samples:
+            rows = record.rows_of(sample)
+            self.rows.extend(rows)
+            record.append_csv(Path(trainer.default_root_dir) / self.filename, rows)
+            record.log_sample(
+                trainer.loggers, sample, rows, csv_logger=self.csv_logger, histograms=self._wandb
+            )
 
     def _wandb_histograms(self, sample: Sample) -> dict:
         return record.wandb_histograms(sample)
@@ -170,6 +188,7 @@ class LayerStats(LayerMeasurement, pl.Callback):
     # --- plots against depth --------------------------------------------------------------------
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._remove_hooks()
+        self._close_sample()
         self._flush(trainer)
         if not self.rows or not trainer.is_global_zero:
             return
