@@ -11,10 +11,14 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from torch import nn
 
+from trainlab import checks
+from trainlab.layers import traits
+from trainlab.models.factory import build_network
 from trainlab.models.mlp import MLP
 from trainlab.norm import none
 from trainlab.train import train
 from trainlab.utils.compose import compose_run_config
+from trainlab.utils.config import plain
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "my_study"
 QUICK = [
@@ -65,3 +69,42 @@ def test_the_example_study_trains_from_its_own_folder(my_study, tmp_path, monkey
     summary = train(cfg)
     assert summary["status"] == "completed" and summary["global_step"] == 3
     assert summary["init_stats"]["sparse_density"] == pytest.approx(15 / 64)  # mlp of width 64
+
+
+TIMM_RESNET = [
+    "model=timm",
+    "model.name=test_resnet",
+    "data=digits",
+    "norm=channel_groups",
+    "activation=swish_beta",
+]
+
+
+def test_the_studys_norm_and_activation_are_a_timm_models_layers(my_study, tmp_path):
+    """Neither declares anything for timm: the norm factory is offered as itself on feature maps
+    and the activation class as itself (timm's `inplace` dropped, as SwishBeta takes none)."""
+    searchpath = f"hydra.searchpath=[file://{EXAMPLE / 'conf'}]"
+    cfg = compose_run_config(
+        [searchpath, *TIMM_RESNET, "norm.channels_per_group=8", "activation.beta=1.5"], tmp_path / "run"
+    )
+    checks.check_config(cfg)
+    net = build_network(plain(cfg.model), plain(cfg.norm), plain(cfg.activation), (1, 8, 8), 10)
+    norms = [m for m in net.modules() if isinstance(m, nn.GroupNorm)]
+    activations = [m for m in net.modules() if isinstance(m, my_study.SwishBeta)]
+    assert norms and not any(isinstance(m, (nn.BatchNorm2d, nn.ReLU)) for m in net.modules())
+    assert all(m.num_groups == m.num_channels // 8 for m in norms)  # channel_groups' rule, not timm's 32
+    assert {type(net.layer1[0].bn1), type(net.layer1[0].act1)} == {nn.GroupNorm, my_study.SwishBeta}
+    assert len(activations) >= 4 and all(m.beta.item() == 1.5 for m in activations)
+    assert all(traits.is_rectifier(m) and traits.init_nonlinearity(m) == ("relu", None) for m in activations)
+    assert net(torch.randn(2, 1, 8, 8)).shape == (2, 10)
+
+
+@pytest.mark.slow
+def test_the_studys_norm_and_activation_train_in_a_timm_model(my_study, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    searchpath = f"hydra.searchpath=[file://{EXAMPLE / 'conf'}]"
+    cfg = compose_run_config(
+        [searchpath, *TIMM_RESNET, "trusted_targets=[my_study]", *QUICK], tmp_path / "run"
+    )
+    summary = train(cfg)
+    assert summary["status"] == "completed" and summary["global_step"] == 3

@@ -16,6 +16,7 @@ from trainlab import builders, checks
 from trainlab.layers import traits
 from trainlab.models.classifier import Classifier
 from trainlab.models.factory import build_network
+from trainlab.norm import BatchNormScratch, GhostBatchNorm
 from trainlab.tracking.tracked_config import tracked_config
 from trainlab.transfer import WeightSources, load_pretrained
 from trainlab.utils.config import ConfigError, plain
@@ -97,9 +98,9 @@ def test_a_norm_the_architecture_cannot_take_names_what_works(make_cfg):
         network(cfg)
     message = str(error.value)
     assert "model=timm (test_vit) with norm=batchnorm" in message and "4D input" in message
-    assert "takes norm in ['native', 'layernorm', 'none']" in message
+    assert "takes norm in ['native', 'layernorm', 'none']" in message  # conf/norm's options that work
     assert (
-        "activation in ['native', 'relu', 'leaky_relu', 'elu', 'gelu', 'silu', 'sigmoid', 'tanh']" in message
+        "activation in ['native', 'elu', 'gelu', 'leaky_relu', 'relu', 'sigmoid', 'silu', 'tanh']" in message
     )
 
 
@@ -113,20 +114,43 @@ def test_groups_that_do_not_divide_the_channels(make_cfg):
     ("overrides", "match"),
     [
         (
-            ["norm=ghost_batchnorm"],
-            r"norm=ghost_batchnorm .* takes norm in \['native', 'batchnorm', 'groupnorm'",
-        ),
-        (["norm=batchnorm_scratch"], r"norm=batchnorm_scratch .* a layer trainlab builds itself"),
-        (
             ["activation=maxout"],
-            r"activation trainlab.activations.maxout.Maxout .* takes activation in \['native'",
+            r"activation trainlab.activations.maxout.Maxout cannot be .* \(maxout widens the layer before "
+            r"it.*takes activation in \['native', 'elu', .*'tanh'\]",
         ),
         (["norm=batchnorm", "norm.position=post_act"], r"norm.position='post_act'.*places its norm layers"),
     ],
 )
-def test_trainlabs_own_layers_and_placement_are_refused(make_cfg, overrides, match):
+def test_maxout_and_post_act_placement_are_refused(make_cfg, overrides, match):
     with pytest.raises(ConfigError, match=match):
         network(make_cfg("model=timm", "model.name=test_resnet", *overrides))
+
+
+@pytest.mark.parametrize(
+    ("option", "layer", "knob"),
+    [
+        ("batchnorm_scratch", BatchNormScratch, "norm.momentum=0.2"),
+        ("ghost_batchnorm", GhostBatchNorm, "norm.virtual_batch_size=2"),
+    ],
+)
+def test_trainlabs_own_norms_are_themselves_in_a_timm_model(make_cfg, option, layer, knob):
+    """Undeclared factories are offered to timm as themselves (trainlab.layers.timm_offers): on
+    test_resnet's feature maps every BatchNorm2d becomes the option's layer, with its knobs."""
+    net = network(make_cfg("model=timm", "model.name=test_resnet", f"norm={option}", knob))
+    own = [m for m in net.modules() if isinstance(m, layer)]
+    assert own and count(net, nn.BatchNorm2d) == 0
+    name, value = knob.removeprefix("norm.").split("=")
+    assert all(float(getattr(m, name)) == float(value) for m in own)
+    assert net.train()(torch.randn(4, *SHAPE)).shape == (4, 10)  # batch statistics in training mode
+
+
+@pytest.mark.parametrize("option", ["batchnorm_scratch", "instancenorm"])
+def test_a_norm_for_feature_maps_is_refused_on_a_vits_tokens(make_cfg, option):
+    """A layer built for feature maps may run on a ViT's (N, L, C) without an error and normalise
+    the wrong axes: the first forward checks the layout it was offered for."""
+    cfg = make_cfg("model=timm", "model.name=test_vit", "+model.patch_size=4", f"norm={option}")
+    with pytest.raises(ConfigError, match=r"is offered to timm for feature maps \(N, C, H, W\).* 3-D inputs"):
+        network(cfg)
 
 
 @pytest.mark.parametrize("axis", ["norm", "activation"])

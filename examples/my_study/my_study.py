@@ -1,8 +1,9 @@
-"""A study's own schemes, outside trainlab: one init scheme and one norm factory.
+"""A study's own schemes, outside trainlab: an init scheme, a norm factory and an activation.
 
 Each is named by a YAML file in this study's `conf/` (conf/init/sparse.yaml,
-conf/norm/channel_groups.yaml); trainlab finds them once `conf/` is on Hydra's search path and
-this module on the import path. Nothing in trainlab is edited.
+conf/norm/channel_groups.yaml, conf/activation/swish_beta.yaml); trainlab finds them once `conf/`
+is on Hydra's search path and this module on the import path. Nothing in trainlab is edited: the
+norm and the activation also become a timm model's layers (`model=timm`), as themselves.
 """
 
 from __future__ import annotations
@@ -48,3 +49,21 @@ def channel_groups(
     while num_features % groups:
         groups -= 1
     return nn.GroupNorm(groups, num_features, eps=eps, affine=affine)
+
+
+class SwishBeta(nn.Module):
+    """Swish with a trainable beta per layer, x * sigmoid(beta * x) (Ramachandran, Zoph & Le 2017,
+    "Searching for activation functions", Sec. 4): beta = 1 is SiLU, a large beta approaches ReLU,
+    beta = 0 is the linear x / 2. For beta > 0 it is ReLU-shaped (its output has the sign of its
+    input, nearly 0 for very negative ones), which it declares for trainlab's init gains and
+    layer statistics (trainlab.layers.traits)."""
+
+    init_nonlinearity = "relu"
+    is_rectifier = True
+
+    def __init__(self, beta: float = 1.0) -> None:
+        super().__init__()
+        self.beta = nn.Parameter(torch.tensor(float(beta)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * torch.sigmoid(self.beta * x)

@@ -5,7 +5,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from trainlab.layers.timm_offers import refuses_timm
 
+
+@refuses_timm("maxout widens the layer before it, which a timm architecture does not do")
 class Maxout(nn.Module):
     """Takes C * k features (dim 1) and returns C: unit c is the max of inputs c*k ... c*k + k - 1.
 

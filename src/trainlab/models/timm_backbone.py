@@ -90,7 +90,7 @@ def describe_axes(norm: Callable, activation: Callable) -> str:
     parts = []
     for axis, chosen in (("norm", norm), ("activation", activation)):
         func = getattr(chosen, "func", chosen)
-        option = timm_layers.ACTIVATIONS.get(func) or getattr(func, "__name__", repr(func))
+        option = timm_layers.option_name(axis, func)
         knobs = ", ".join(f"{axis}.{k}={v}" for k, v in getattr(chosen, "keywords", {}).items())
         parts.append(f"{axis}={option}" + (f" ({knobs})" if knobs else ""))
     return ", ".join(parts)

@@ -3,6 +3,11 @@
 `spatial` is True for (N, C, H, W) feature maps and False for (N, C) vectors. Each factory is
 one `conf/norm/<name>.yaml`; the BatchNorm family shares the options momentum, eps, affine and
 track_running_stats.
+
+`@offers_timm(...)` above a factory says what it gives a timm model's `norm_layer` (model=timm):
+timm's own layer of the same maths where there is one, else the factory itself
+(trainlab.layers.timm_offers). An undeclared factory, trainlab's or a study's own, is offered as
+itself on feature maps and vectors.
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ from typing import Protocol
 
 from torch import nn
 
+from trainlab.layers.timm_offers import Itself, TimmName, offers_timm
 from trainlab.norm.batchnorm_scratch import BatchNormScratch
 from trainlab.norm.ghost_batchnorm import GhostBatchNorm
 from trainlab.utils.config import ConfigError
@@ -20,11 +26,13 @@ class NormFactory(Protocol):
     def __call__(self, num_features: int, spatial: bool) -> nn.Module: ...
 
 
+@offers_timm(Itself(spatial=True, inputs="any"))  # an identity fits any layout
 def none(num_features: int, spatial: bool) -> nn.Module:
     """No normalisation (an identity, so networks keep one layout for every norm)."""
     return nn.Identity()
 
 
+@offers_timm(TimmName("batchnorm2d"))
 def batchnorm(
     num_features: int,
     spatial: bool,
@@ -80,6 +88,10 @@ def ghost_batchnorm(
     )
 
 
+@offers_timm(  # feature maps first: what norm=layernorm is on trainlab's convolutional models
+    TimmName("groupnorm1"),  # over (C, H, W), with per-channel gamma and beta
+    TimmName("layernorm"),  # over each token's C (a ViT's tokens)
+)
 def layernorm(num_features: int, spatial: bool, eps: float = 1e-5, affine: bool = True) -> nn.Module:
     """Layer normalisation (Ba, Kiros & Hinton 2016): each example over all its features.
 
@@ -92,6 +104,7 @@ def layernorm(num_features: int, spatial: bool, eps: float = 1e-5, affine: bool 
     return nn.LayerNorm(num_features, eps=eps, elementwise_affine=affine)
 
 
+@offers_timm(TimmName("groupnorm", {"groups": "num_groups"}))
 def groupnorm(
     num_features: int, spatial: bool, groups: int = 32, eps: float = 1e-5, affine: bool = True
 ) -> nn.Module:
@@ -107,6 +120,7 @@ def groupnorm(
     return nn.GroupNorm(groups, num_features, eps=eps, affine=affine)
 
 
+@offers_timm(Itself(spatial=True, inputs="maps"))  # torch's would read a ViT's (N, L, C) as one image
 def instancenorm(
     num_features: int,
     spatial: bool,
@@ -130,11 +144,12 @@ def instancenorm(
     )
 
 
+@offers_timm()  # nothing passed: the architecture keeps its own norm layers
 def native(num_features: int, spatial: bool) -> nn.Module:
     """`norm=native`: the architecture's own norm layers (a timm model's, model=timm's default).
 
     trainlab's own networks build their norm layers from this axis and have none of their own,
-    so they cannot take it; a timm model never calls it (trainlab.models.timm_layers)."""
+    so they cannot take it; a timm model never calls it (it offers timm the architecture's own)."""
     raise ConfigError(
         "norm=native keeps an architecture's own norm layers (model=timm); trainlab's own models "
         "(mlp, cnn, resnet) take their norm from this axis: pick another option, e.g. norm=batchnorm "
