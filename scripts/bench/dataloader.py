@@ -48,7 +48,7 @@ def model_rate(cfg, steps: int = 60) -> float:
     datamodule = builders.build_datamodule(cfg)
     network = builders.build_model(cfg, datamodule)[0].net.train()
     optimizer = instantiate(cfg.optimizer)(network.parameters())
-    images, labels = next(iter(datamodule.train_dataloader()))
+    images, labels = next(iter(datamodule.network_batches()))
     for step in range(steps + 5):
         if step == 5:
             start = time.perf_counter()
