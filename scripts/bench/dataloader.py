@@ -21,8 +21,12 @@ from pathlib import Path
 from common import compose, print_table, write_json
 
 
-def loader_rate(cfg, workers: int, epochs: int) -> float:
-    """Images/s of the training loader, iterated `epochs` times after its workers started."""
+def loader_rate(cfg, workers: int, epochs: int, device=None) -> float:
+    """Images/s of the training loader, iterated `epochs` times after its workers started. With
+    a `device`, each batch is also copied there (non_blocking) and its images normalised there,
+    as a run's batches are (the DataModule's on_after_batch_transfer)."""
+    import torch
+
     import trainlab.builders as builders
 
     cfg.data.num_workers = workers
@@ -32,7 +36,12 @@ def loader_rate(cfg, workers: int, epochs: int) -> float:
     count, start = 0, time.perf_counter()
     for _ in range(epochs):
         for images, _labels in loader:
+            if device is not None:
+                images = datamodule.network_input(images.to(device, non_blocking=True))
+                _labels.to(device, non_blocking=True)
             count += len(images)
+    if device is not None and device.type == "cuda":
+        torch.cuda.synchronize()
     rate = count / (time.perf_counter() - start)
     del loader  # its persistent workers end here, not in the next measurement
     return rate
