@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
+from types import SimpleNamespace
 
 import albumentations as A
 import lightning.pytorch as pl
@@ -168,3 +169,14 @@ def test_a_checkpoint_of_the_float_pipeline_evaluates_to_its_metrics(study, tmp_
         assert set(metrics) == set(expected[split])
         for key, value in expected[split].items():
             assert metrics[key] == pytest.approx(value, abs=1e-6), (split, key)
+
+
+def test_batches_are_pinned_when_the_trainer_runs_on_a_gpu_unless_told_otherwise():
+    def loader(pin_memory, device: str):
+        datamodule = ImageDataModule(source=DIGITS, pin_memory=pin_memory)
+        datamodule.trainer = SimpleNamespace(strategy=SimpleNamespace(root_device=torch.device(device)))
+        return datamodule.val_dataloader()
+
+    assert loader(None, "cuda").pin_memory and not loader(None, "cpu").pin_memory
+    assert not loader(False, "cuda").pin_memory and loader(True, "cpu").pin_memory
+    assert not ImageDataModule(source=DIGITS).val_dataloader().pin_memory  # no trainer: not pinned
