@@ -77,9 +77,19 @@ def main() -> None:
     parser.add_argument("--workers", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--repeats", type=int, default=1, help="runs per figure; the table gives medians")
     parser.add_argument("--no-model", action="store_true", help="measure the loader only")
+    parser.add_argument(
+        "--device",
+        help="also copy each batch to this device (cpu, cuda) and make it the network's input there "
+        "(float32, normalised), as a run does; without it: the batches as the loader gives them",
+    )
     parser.add_argument("--out", default="bench_results/dataloader.json")
     parser.add_argument("overrides", nargs="*", help="extra trainlab overrides, e.g. model=mlp")
     args = parser.parse_args()
+    device = None
+    if args.device:
+        import torch
+
+        device = torch.device(args.device)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for augment in args.augment:
@@ -92,7 +102,7 @@ def main() -> None:
             runs: dict[int, list[float]] = {w: [] for w in args.workers}
             for _ in range(args.repeats):  # the worker counts alternate: drift favours none
                 for workers in args.workers:
-                    runs[workers].append(loader_rate(cfg, workers, args.epochs))
+                    runs[workers].append(loader_rate(cfg, workers, args.epochs, device))
             for workers, rates in runs.items():
                 row[f"loader img/s, {workers} workers"] = statistics.median(rates)
                 if args.repeats > 1:
@@ -101,7 +111,10 @@ def main() -> None:
                 row["loader/model (0 workers)"] = row["loader img/s, 0 workers"] / row["model img/s"]
             rows.append(row)
     print_table("DataLoader vs model consumption", rows)
-    write_json(args.out, {"benchmark": "dataloader", "overrides": args.overrides, "rows": rows})
+    write_json(
+        args.out,
+        {"benchmark": "dataloader", "overrides": args.overrides, "device": args.device, "rows": rows},
+    )
 
 
 if __name__ == "__main__":
