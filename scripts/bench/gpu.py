@@ -17,7 +17,7 @@ few steps.
 check that the benchmark works before it gets GPU time (its figures say nothing about GPUs).
 
     python scripts/bench/gpu.py [--steps 200] [--compile] [--batch-size 256] [--workers 8]
-    python scripts/bench/gpu.py --quick --compile --workers 16   # every configuration, ~5 min on an H200
+    python scripts/bench/gpu.py --quick --compile --workers 16   # every configuration, sized for ~5 min on an H200
     python scripts/bench/gpu.py --accelerator cpu --sizes 32 --batch-size 8 --steps 3 --repeats 1 --workers 0
 """
 
