@@ -122,13 +122,13 @@ class ImageDataModule(pl.LightningDataModule):
             (fresh every epoch) or offline (copies cached on disk); see data/pipelines.py.
         pin_memory: page-locked batches, copied to a GPU without waiting (non_blocking); null:
             pinned when the trainer runs on a GPU.
+        drop_last: drop the last, smaller training batch of each epoch (ghost batch norm needs
+            every batch to split into whole virtual batches).
 
     The loaders give uint8 CHW images (with `augment.normalise_on=cpu`, normalised float32 ones);
     `on_after_batch_transfer` turns them into normalised float32 on the model's device, for
     whatever LightningModule trains on them (trainlab.data.on_device). Outside a Trainer,
     `network_input(images)` and `network_batches()` do the same.
-        drop_last: drop the last, smaller training batch of each epoch (ghost batch norm needs
-            every batch to split into whole virtual batches).
     """
 
     def __init__(
@@ -389,7 +389,7 @@ class ImageDataModule(pl.LightningDataModule):
             images, labels = Concat(images, copies), np.concatenate([labels, copy_labels])
             return ArrayDataset(images, labels, plain_pipeline, fixed=True)
         transform = train_pipeline(self.augment, source.mean, source.std, shape)
-        fixed = not self.augment.transforms  # no augmentation: resize and normalisation only
+        fixed = not self.augment.transforms  # no augmentation: the resize only
         return ArrayDataset(images, labels, transform, seed=self.augment_seed(), fixed=fixed)
 
     def _loader(self, split: str) -> DataLoader:
