@@ -6,8 +6,8 @@
 
 For each pipeline of conf/augment/ it measures, on the training images of the chosen source:
 
-- `albu`: the whole training pipeline (augmentations, resize, normalise, to tensor) called
-  image by image in this process;
+- `albu`: the whole training pipeline (augmentations, resize, to a uint8 tensor: the
+  normalisation runs later, on the model's device) called image by image in this process;
 - `loader wN`: a DataLoader over the training set (batches of --batch-size, shuffled) with N
   worker processes, in steady state: the workers are started and warmed up by a first pass,
   the second pass is timed;
@@ -45,7 +45,7 @@ PIPELINES = sorted(p.stem for p in (CONFIG_DIR / "augment").glob("*.yaml"))
 # --- torchvision.transforms.v2 versions of the ready pipelines -----------------------------------
 
 
-def torchvision_pipeline(name: str, height: int, width: int, mean, std):
+def torchvision_pipeline(name: str, height: int, width: int):
     """(v2.Compose, what it lacks) for a ready pipeline, or (None, reason) when v2 has no equivalent."""
     from torchvision.transforms import v2
 
@@ -102,16 +102,16 @@ def torchvision_pipeline(name: str, height: int, width: int, mean, std):
         before, note = ops[name]
     else:
         return None, "no torchvision equivalent"
-    pipeline = v2.Compose(
-        [
-            v2.ToImage(),
-            *before,
+    # uint8 tensors at the end, as trainlab's pipelines give (the normalisation runs on the
+    # model's device); the transforms that need floats get them, and the result goes back to uint8
+    steps = [v2.ToImage(), *before]
+    if after_float.get(name):
+        steps += [
             v2.ToDtype(torch.float32, scale=True),
-            *after_float.get(name, []),
-            v2.Normalize(list(mean), list(std)),
+            *after_float[name],
+            v2.ToDtype(torch.uint8, scale=True),
         ]
-    )
-    return pipeline, note
+    return v2.Compose(steps), note
 
 
 # --- measurements --------------------------------------------------------------------------------
@@ -195,7 +195,7 @@ def main() -> None:
         tv_rate, note = None, "skipped"
         if not args.no_torchvision:
             height, width, _ = dm.image_shape
-            tv, note = torchvision_pipeline(name, height, width, source.mean, source.std)
+            tv, note = torchvision_pipeline(name, height, width)
             if tv is not None:
                 try:
                     tv_rate = single_process(tv, images, args.images)

@@ -60,20 +60,23 @@ def bounds(source: ImageSource) -> tuple[torch.Tensor, torch.Tensor]:
 
 @pytest.mark.parametrize("source_name", SOURCES)
 @pytest.mark.parametrize("pipeline", PIPELINES)
-def test_every_pipeline_gives_normalised_tensors(make_cfg, sources, pipeline, source_name):
+def test_every_pipeline_gives_uint8_tensors_that_the_network_gets_normalised(
+    make_cfg, sources, pipeline, source_name
+):
     source = sources[source_name]
     dm = make_datamodule(source, augment_config(make_cfg, pipeline))
     train_set, val_set = dm.dataset("train"), dm.dataset("val")
     count = min(64, len(train_set))
     batch = torch.stack([train_set[i][0] for i in range(count)])
     channels, height, width = source.input_shape
-    assert batch.shape == (count, channels, height, width) and batch.dtype == torch.float32
+    assert batch.shape == (count, channels, height, width) and batch.dtype == torch.uint8
+    network_input = dm.network_input(batch)
     low, high = bounds(source)
-    assert torch.isfinite(batch).all()
-    assert (batch >= low - 1e-5).all() and (batch <= high + 1e-5).all()
+    assert network_input.dtype == torch.float32 and torch.isfinite(network_input).all()
+    assert (network_input >= low - 1e-5).all() and (network_input <= high + 1e-5).all()
     assert isinstance(train_set[0][1], int)
-    # validation and test images are only resized (a no-op here) and normalised
-    assert [type(t).__name__ for t in val_set.transform.transforms] == ["Resize", "Normalize", "ToTensorV2"]
+    # validation and test images are only resized (a no-op here); normalised on the device
+    assert [type(t).__name__ for t in val_set.transform.transforms] == ["Resize", "ToTensorV2"]
     if pipeline != "none":  # the pipeline does something to at least one image
         clean = torch.stack(
             [val_set.transform(image=np.asarray(train_set.images[i]))["image"] for i in range(count)]
@@ -91,7 +94,8 @@ def test_none_is_normalisation_only(make_cfg, sources):
         x = train_set[i][0]
         expected = (torch.from_numpy(image).permute(2, 0, 1).float() / 255.0 - mean) / std
         assert torch.equal(x, val_set.transform(image=image)["image"])  # exactly the eval pipeline
-        torch.testing.assert_close(x, expected, rtol=0, atol=1e-6)
+        assert torch.equal(x, torch.from_numpy(image).permute(2, 0, 1))  # the image itself
+        torch.testing.assert_close(dm.network_input(x), expected, rtol=0, atol=1e-6)
 
 
 def first_batches(dm: ImageDataModule, workers: int, seed: int, epochs: int = 2) -> list[torch.Tensor]:
@@ -154,7 +158,7 @@ def test_offline_cache_is_written_once_and_reused(make_cfg, sources, tmp_path, m
     assert np.load(folder / "labels.npy").tolist() == dm.splits["train"][1].tolist() * 2
     originals = np.stack([np.asarray(dm.splits["train"][0][i]) for i in range(100)])
     assert not np.array_equal(cached[:100], originals) and not np.array_equal(cached[:100], cached[100:])
-    # training items: originals and copies, normalised, never augmented again
+    # training items: originals and copies, never augmented again
     val_transform = dm.dataset("val").transform
     assert torch.equal(train_set[0][0], val_transform(image=originals[0])["image"])
     assert torch.equal(train_set[150][0], val_transform(image=cached[50])["image"])

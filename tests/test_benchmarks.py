@@ -50,7 +50,8 @@ def test_gpu_benchmark_says_it_needs_a_gpu(tmp_path):
 @pytest.mark.slow
 def test_gpu_benchmark_code_path_runs_on_cpu(tmp_path):
     """`--accelerator cpu`: the whole GPU benchmark (timm resnet18 on synthetic images, bf16
-    mixed precision, channels-last, trainlab against the plain loop) runs before it gets a GPU."""
+    mixed precision, channels-last, trainlab against the plain loop, and the probes: the same
+    network on data already on the device, the loader alone) runs before it gets a GPU."""
     out = tmp_path / "gpu.json"
     stdout = run_script(
         "gpu.py", "--accelerator", "cpu", "--sizes", "32", "--batch-size", "4", "--steps", "2",
@@ -61,6 +62,8 @@ def test_gpu_benchmark_code_path_runs_on_cpu(tmp_path):
     [row] = report["rows"]
     assert row["size"] == 32 and row["compile"] is False
     assert row["plain img/s"] > 0 and row["trainlab img/s"] > 0 and row["ratio"] > 0
+    assert row["GPU-resident limit img/s"] > 0 and row["loader alone img/s (0 workers)"] > 0
+    assert row["trainlab / limit"] == pytest.approx(row["trainlab img/s"] / row["GPU-resident limit img/s"])
     assert "CPU: a check of the script, not a GPU figure" in stdout
 
 

@@ -38,7 +38,7 @@ def _hand_count(cfg, checkpoint: str) -> torch.Tensor:
     datamodule.setup("test")
     counts = torch.zeros(3, 3, dtype=torch.long)
     with torch.no_grad():
-        for images, labels in datamodule.test_dataloader():
+        for images, labels in datamodule.network_batches("test"):
             for true, predicted in zip(labels.tolist(), model(images).argmax(dim=1).tolist(), strict=True):
                 counts[true, predicted] += 1
     return counts

@@ -86,11 +86,14 @@ def test_train_size_and_classes():
         datamodule("digits", train_size=100_000)
 
 
-def test_loader_batches_are_normalised_tensors():
+def test_loader_batches_are_uint8_and_the_network_gets_them_normalised():
     dm = datamodule("digits", batch_size=32)
     images, labels = next(iter(dm.train_dataloader()))
-    assert images.shape == (32, 1, 8, 8) and images.dtype == torch.float32 and labels.dtype == torch.int64
-    all_images = torch.cat([x for x, _ in dm.val_dataloader()])
+    assert images.shape == (32, 1, 8, 8) and images.dtype == torch.uint8 and labels.dtype == torch.int64
+    floats, same_labels = dm.on_after_batch_transfer([images, labels], 0)
+    assert floats.dtype == torch.float32 and floats.shape == images.shape and same_labels is labels
+    all_images = torch.cat([x for x, _ in dm.network_batches("val")])
+    assert all_images.dtype == torch.float32
     assert abs(all_images.mean().item()) < 0.2 and 0.8 < all_images.std().item() < 1.2
 
 

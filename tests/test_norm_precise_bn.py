@@ -153,7 +153,9 @@ def test_callback_recomputes_statistics_before_validation_in_a_real_fit(tmp_path
     first_linear, first_bn = model.net.blocks[0][0], model.net.blocks[0][1]
     assert isinstance(first_bn, BatchNormScratch)
     train_set = datamodule.dataset("train")
-    images = torch.stack([train_set[i][0] for i in range(len(train_set))]).flatten(1)
+    images = datamodule.network_input(torch.stack([train_set[i][0] for i in range(len(train_set))])).flatten(
+        1
+    )
     with torch.no_grad():
         mean, var = channel_stats(first_linear(images))
     assert_close(first_bn.running_mean, mean, rtol=1e-4, atol=1e-5)

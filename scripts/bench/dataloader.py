@@ -1,12 +1,19 @@
-"""Data pipeline: images/s through the DataLoader (0, 1, 2 workers) against the model's
+"""Data pipeline: images/s through the training DataLoader (0, 1, 2 workers) against the model's
 consumption rate (training steps on batches already in memory), for the default study.
 
-    python scripts/bench/dataloader.py [--augment none basic] [--epochs 2] [--out bench_results/dataloader.json]
+    python scripts/bench/dataloader.py [--augment none basic] [--epochs 2] [--workers 0 1 2]
+        [--repeats 1] [--no-model] [--out bench_results/dataloader.json] [overrides]
+
+The loader at 224 px (synthetic images, 2 workers), medians of 5 runs, without the model:
+
+    python scripts/bench/dataloader.py --no-model --workers 2 --repeats 5 --augment none basic \
+        data=synthetic data.source.image_size=224
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -14,7 +21,12 @@ from pathlib import Path
 from common import compose, print_table, write_json
 
 
-def loader_rate(cfg, workers: int, epochs: int) -> float:
+def loader_rate(cfg, workers: int, epochs: int, device=None) -> float:
+    """Images/s of the training loader, iterated `epochs` times after its workers started. With
+    a `device`, each batch is also copied there (non_blocking) and its images normalised there,
+    as a run's batches are (the DataModule's on_after_batch_transfer)."""
+    import torch
+
     import trainlab.builders as builders
 
     cfg.data.num_workers = workers
@@ -24,8 +36,15 @@ def loader_rate(cfg, workers: int, epochs: int) -> float:
     count, start = 0, time.perf_counter()
     for _ in range(epochs):
         for images, _labels in loader:
+            if device is not None:
+                images = datamodule.network_input(images.to(device, non_blocking=True))
+                _labels.to(device, non_blocking=True)
             count += len(images)
-    return count / (time.perf_counter() - start)
+    if device is not None and device.type == "cuda":
+        torch.cuda.synchronize()
+    rate = count / (time.perf_counter() - start)
+    del loader  # its persistent workers end here, not in the next measurement
+    return rate
 
 
 def model_rate(cfg, steps: int = 60) -> float:
@@ -38,7 +57,7 @@ def model_rate(cfg, steps: int = 60) -> float:
     datamodule = builders.build_datamodule(cfg)
     network = builders.build_model(cfg, datamodule)[0].net.train()
     optimizer = instantiate(cfg.optimizer)(network.parameters())
-    images, labels = next(iter(datamodule.train_dataloader()))
+    images, labels = next(iter(datamodule.network_batches()))
     for step in range(steps + 5):
         if step == 5:
             start = time.perf_counter()
@@ -55,23 +74,47 @@ def main() -> None:
     )
     parser.add_argument("--augment", nargs="+", default=["none", "basic"])
     parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--workers", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--repeats", type=int, default=1, help="runs per figure; the table gives medians")
+    parser.add_argument("--no-model", action="store_true", help="measure the loader only")
+    parser.add_argument(
+        "--device",
+        help="also copy each batch to this device (cpu, cuda) and make it the network's input there "
+        "(float32, normalised), as a run does; without it: the batches as the loader gives them",
+    )
     parser.add_argument("--out", default="bench_results/dataloader.json")
     parser.add_argument("overrides", nargs="*", help="extra trainlab overrides, e.g. model=mlp")
     args = parser.parse_args()
+    device = None
+    if args.device:
+        import torch
+
+        device = torch.device(args.device)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for augment in args.augment:
             cfg = compose(
                 [f"augment={augment}", "trainer.accelerator=cpu", *args.overrides], Path(tmp) / augment
             )
-            consumption = model_rate(cfg)
-            row = {"augment": augment, "model img/s": consumption}
-            for workers in (0, 1, 2):
-                row[f"loader img/s, {workers} workers"] = loader_rate(cfg, workers, args.epochs)
-            row["loader/model (0 workers)"] = row["loader img/s, 0 workers"] / consumption
+            row: dict = {"augment": augment}
+            if not args.no_model:
+                row["model img/s"] = model_rate(cfg)
+            runs: dict[int, list[float]] = {w: [] for w in args.workers}
+            for _ in range(args.repeats):  # the worker counts alternate: drift favours none
+                for workers in args.workers:
+                    runs[workers].append(loader_rate(cfg, workers, args.epochs, device))
+            for workers, rates in runs.items():
+                row[f"loader img/s, {workers} workers"] = statistics.median(rates)
+                if args.repeats > 1:
+                    row[f"{workers} workers, runs"] = " ".join(f"{r:.0f}" for r in rates)
+            if not args.no_model and 0 in runs:
+                row["loader/model (0 workers)"] = row["loader img/s, 0 workers"] / row["model img/s"]
             rows.append(row)
-    print_table("DataLoader vs model consumption (default study: CNN on mnist5k, batch 64)", rows)
-    write_json(args.out, {"benchmark": "dataloader", "rows": rows})
+    print_table("DataLoader vs model consumption", rows)
+    write_json(
+        args.out,
+        {"benchmark": "dataloader", "overrides": args.overrides, "device": args.device, "rows": rows},
+    )
 
 
 if __name__ == "__main__":

@@ -71,7 +71,7 @@ def main() -> None:
     model, _ = builders.build_model(cfg, datamodule)
     net = model.net
     datamodule.setup("fit")
-    images, labels = next(iter(datamodule.train_dataloader()))
+    images, labels = next(iter(datamodule.network_batches()))
     rows = []
     for histograms in (True, False):
         callback = LayerStats()

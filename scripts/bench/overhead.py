@@ -152,7 +152,8 @@ def plain_run(overrides: list[str], steps: int, workdir: Path, index: int) -> li
         for images, labels in loader:
             if cudagraphs:  # as trainlab's CudaGraphSteps callback does
                 torch.compiler.cudagraph_mark_step_begin()
-            images = images.to(device, non_blocking=True, memory_format=layout)
+            # uint8 to the device, normalised floats there (as trainlab's DataModule does)
+            images = datamodule.network_input(images.to(device, non_blocking=True, memory_format=layout))
             labels = labels.to(device, non_blocking=True)
             optimizer.zero_grad(set_to_none=True)
             with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):

@@ -1,4 +1,5 @@
-"""One LightningDataModule for every source: seeded stratified splits, subsets, loaders."""
+"""One LightningDataModule for every source: seeded stratified splits, subsets, loaders, and the
+conversion of the loaders' uint8 batches to normalised floats on the model's device."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from torch.utils.data import DataLoader
 
 from trainlab.checkpoints.reading import loadable
 from trainlab.data import offline_cache
+from trainlab.data.on_device import NetworkBatches, Normalise, with_network_input
 from trainlab.data.pipelines import (
     ArrayDataset,
     AugmentSettings,
@@ -118,9 +120,15 @@ class ImageDataModule(pl.LightningDataModule):
             see the same validation and test examples.
         augment: the `augment` config group: train-time Albumentations transforms, online
             (fresh every epoch) or offline (copies cached on disk); see data/pipelines.py.
-        pin_memory: page-locked batches, for faster copies to a GPU.
+        pin_memory: page-locked batches, copied to a GPU without waiting (non_blocking); null:
+            pinned when the trainer runs on a GPU.
         drop_last: drop the last, smaller training batch of each epoch (ghost batch norm needs
             every batch to split into whole virtual batches).
+
+    The loaders give uint8 CHW images (with `augment.normalise_on=cpu`, normalised float32 ones);
+    `on_after_batch_transfer` turns them into normalised float32 on the model's device, for
+    whatever LightningModule trains on them (trainlab.data.on_device). Outside a Trainer,
+    `network_input(images)` and `network_batches()` do the same.
     """
 
     def __init__(
@@ -134,7 +142,7 @@ class ImageDataModule(pl.LightningDataModule):
         classes: list[int] | None = None,
         split_seed: int = 0,
         augment: dict | None = None,
-        pin_memory: bool = False,
+        pin_memory: bool | None = None,
         drop_last: bool = False,
     ) -> None:
         # The arguments, taken before any other local exists (a loop variable below would join them)
@@ -158,6 +166,7 @@ class ImageDataModule(pl.LightningDataModule):
         self._seed: int | None = None  # the data seed a checkpoint recorded (resume)
         self._resume_at: tuple[int, int] | None = None  # (epoch, batches trained) of a checkpoint
         self._copies: tuple[Path, tuple[np.ndarray, np.ndarray]] | None = None  # offline, as read last
+        self._normalise: Normalise | None = None
 
     @classmethod
     def load_from_checkpoint(  # type: ignore[override]
@@ -208,6 +217,27 @@ class ImageDataModule(pl.LightningDataModule):
         """(height, width, channels) of the source's images, as the pipelines see them."""
         channels, height, width = self.input_shape
         return height, width, channels
+
+    # --- what the network takes: normalised floats, made on its device ----------------------
+    def _normaliser(self) -> Normalise:
+        if self._normalise is None:
+            source = self._loaded()
+            self._normalise = Normalise(source.mean, source.std)
+        return self._normalise
+
+    def network_input(self, images: torch.Tensor) -> torch.Tensor:
+        """A batch's uint8 images as normalised float32, on their device (floats pass unchanged)."""
+        return self._normaliser()(images)
+
+    def on_after_batch_transfer(self, batch, dataloader_idx: int):
+        """Lightning's hook, on the model's device: the images of every batch (training,
+        validation, test, the PreciseBN and LR-finder passes) become normalised float32 there."""
+        return with_network_input(batch, self._normaliser())
+
+    def network_batches(self, split: str = "train") -> NetworkBatches:
+        """The split's loader with its images as the network takes them (normalised float32, on
+        the CPU): for code that feeds the network outside a Trainer (data-driven init schemes)."""
+        return NetworkBatches(self._loader(split), self._normaliser())
 
     def data_seed(self) -> int:
         """The seed of the training order and of augmentation: the run's seed (torch's initial
@@ -345,19 +375,21 @@ class ImageDataModule(pl.LightningDataModule):
         return self._copies[1]
 
     def dataset(self, split: str) -> ArrayDataset:
-        """A split as a Dataset. Training: online augmentation (seeded per example), or the
-        originals followed by the offline copies; validation and test: resize + normalise."""
+        """A split as a Dataset of uint8 CHW images (see `network_input`). Training: online
+        augmentation (seeded per example), or the originals followed by the offline copies;
+        validation and test: the resize to the source's size only."""
         self.setup()
         images, labels = self.splits[split]
         source, shape = self._loaded(), self.image_shape
+        plain_pipeline = eval_pipeline(source.mean, source.std, shape, self.augment.normalise_on)
         if split != "train":
-            return ArrayDataset(images, labels, eval_pipeline(source.mean, source.std, shape), fixed=True)
+            return ArrayDataset(images, labels, plain_pipeline, fixed=True)
         if self.augment.offline:
             copies, copy_labels = self.offline_copies()
             images, labels = Concat(images, copies), np.concatenate([labels, copy_labels])
-            return ArrayDataset(images, labels, eval_pipeline(source.mean, source.std, shape), fixed=True)
+            return ArrayDataset(images, labels, plain_pipeline, fixed=True)
         transform = train_pipeline(self.augment, source.mean, source.std, shape)
-        fixed = not self.augment.transforms  # no augmentation: resize and normalisation only
+        fixed = not self.augment.transforms  # no augmentation: the resize only
         return ArrayDataset(images, labels, transform, seed=self.augment_seed(), fixed=fixed)
 
     def _loader(self, split: str) -> DataLoader:
@@ -370,11 +402,18 @@ class ImageDataModule(pl.LightningDataModule):
             drop_last=self.hparams.drop_last and split == "train",
             num_workers=workers,
             persistent_workers=workers > 0,
-            pin_memory=self.hparams.pin_memory,
+            pin_memory=self._pin_memory(),
             # the workers' base seed comes from here, not from the global torch generator: loading
             # data leaves the model's random draws (dropout, noise) as they would be without it
             generator=torch.Generator().manual_seed(self.data_seed()),
         )
+
+    def _pin_memory(self) -> bool:
+        """data.pin_memory, or with null: whether the trainer runs on a GPU."""
+        if self.hparams.pin_memory is not None:
+            return bool(self.hparams.pin_memory)
+        trainer = self.trainer
+        return trainer is not None and trainer.strategy.root_device.type == "cuda"
 
     def _train_sampler(self, size: int) -> EpochSampler | ShardedEpochSampler:
         """The training order, at the trainer's epoch (a loader asked for during fit, e.g. by

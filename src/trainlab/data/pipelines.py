@@ -1,4 +1,4 @@
-"""Albumentations pipelines: the configured augmentations, then the source's normalisation.
+"""Albumentations pipelines: the configured augmentations, on uint8 images, ending in uint8 tensors.
 
 The `augment` config group is a plain mapping (it is stored in checkpoints as data):
 
@@ -7,12 +7,17 @@ The `augment` config group is a plain mapping (it is stored in checkpoints as da
     copies: 1                     # offline: augmented copies of the training set
     seed: null                    # null: the run's seed (torch's, as set by seed_everything)
     cache_dir: data/augment_cache # offline: where the copies are stored
+    normalise_on: device          # device: uint8 batches, normalised where the model is; cpu: see below
     transforms:                   # any Albumentations transform by name, with its arguments and `p`
       - {_target_: albumentations.HorizontalFlip, p: 0.5}
 
-Training images go through `transforms`, a resize back to the source's image size (a no-op
-unless a transform changed the size) and the source's normalisation; validation and test
-images only through the resize and the normalisation.
+Training images go through `transforms` and a resize back to the source's image size (a no-op
+unless a transform changed the size); validation and test images only through the resize. Every
+pipeline ends in a uint8 CHW tensor: the workers never make floats, and the batches cross to the
+device as uint8, where the DataModule converts them to float32 and normalises them by the source's
+mean and std (trainlab.data.on_device). `normalise_on: cpu` keeps the older path for a pipeline
+that needs it: Albumentations' Normalize and ToTensorV2 end the pipeline in the workers, and the
+batches are float32 (four times the bytes); the network sees the same values either way.
 
 Randomness: Albumentations 2.x draws from generators owned by each `Compose`, not from numpy's
 or Python's global state, so seeding the run does not seed augmentation and DataLoader
@@ -46,6 +51,7 @@ from trainlab.data.transforms import OnRGB
 from trainlab.utils.config import ConfigError, plain
 
 MODES = ("online", "offline")
+NORMALISE_ON = ("device", "cpu")
 # Albumentations replaces some invalid values (an even or reversed kernel range, ...) with a
 # warning; in a pipeline written in YAML that is a mistake to report, not to fix silently.
 FIXED_UP = ("invalid", "adjusted", "not valid")
@@ -65,6 +71,7 @@ class AugmentSettings:
     copies: int = 1
     seed: int | None = None
     cache_dir: str = "data/augment_cache"
+    normalise_on: str = "device"
 
     @classmethod
     def from_config(cls, augment: Mapping | None) -> AugmentSettings:
@@ -78,6 +85,12 @@ class AugmentSettings:
         settings = cls(**{**values, "transforms": tuple(values.get("transforms") or ())})
         if settings.mode not in MODES:
             raise ConfigError(f"augment.mode={settings.mode!r} is not one of {list(MODES)}.")
+        if settings.normalise_on not in NORMALISE_ON:
+            raise ConfigError(
+                f"augment.normalise_on={settings.normalise_on!r} is not one of {list(NORMALISE_ON)} "
+                "(device: uint8 batches, normalised on the model's device; cpu: float32 batches "
+                "normalised in the DataLoader workers)."
+            )
         if not isinstance(settings.copies, int) or isinstance(settings.copies, bool) or settings.copies < 1:
             raise ConfigError(f"augment.copies={settings.copies!r} must be a positive integer.")
         if settings.seed is not None and (not isinstance(settings.seed, int) or settings.seed < 0):
@@ -256,10 +269,16 @@ def _check_one(transform: Transform, image: np.ndarray, where: str) -> None:
 # --- pipelines ---------------------------------------------------------------------------------
 
 
-def normalise_and_tensor(mean: Sequence[float], std: Sequence[float]) -> list[A.BasicTransform]:
+def to_tensor(
+    mean: Sequence[float], std: Sequence[float], normalise_on: str = "device"
+) -> list[A.BasicTransform]:
+    """The last steps of every pipeline: HWC -> CHW tensor; uint8, or with `normalise_on="cpu"`
+    normalised float32 (Albumentations' Normalize first, the pre-2026-12 path)."""
     from albumentations.pytorch import ToTensorV2
 
-    return [A.Normalize(mean=tuple(mean), std=tuple(std), max_pixel_value=255.0), ToTensorV2()]
+    if normalise_on == "cpu":
+        return [A.Normalize(mean=tuple(mean), std=tuple(std), max_pixel_value=255.0), ToTensorV2()]
+    return [ToTensorV2()]
 
 
 def fit_size(image_shape: Sequence[int] | None) -> list[A.BasicTransform]:
@@ -297,16 +316,20 @@ def train_pipeline(
     std: Sequence[float],
     image_shape: Sequence[int] | None = None,
 ) -> A.Compose:
-    """The augmentations, the resize to the source's size, normalisation, HWC uint8 -> CHW float32."""
+    """The augmentations, the resize to the source's size, HWC uint8 -> CHW uint8 tensor (or the
+    normalised float32 one, with `augment.normalise_on=cpu`)."""
     settings = augment if isinstance(augment, AugmentSettings) else AugmentSettings.from_config(augment)
     augmentations = build_augmentations(settings.transforms)
-    return A.Compose([*augmentations, *fit_size(image_shape), *normalise_and_tensor(mean, std)])
+    return A.Compose([*augmentations, *fit_size(image_shape), *to_tensor(mean, std, settings.normalise_on)])
 
 
 def eval_pipeline(
-    mean: Sequence[float], std: Sequence[float], image_shape: Sequence[int] | None = None
+    mean: Sequence[float],
+    std: Sequence[float],
+    image_shape: Sequence[int] | None = None,
+    normalise_on: str = "device",
 ) -> A.Compose:
-    return A.Compose([*fit_size(image_shape), *normalise_and_tensor(mean, std)])
+    return A.Compose([*fit_size(image_shape), *to_tensor(mean, std, normalise_on)])
 
 
 # --- datasets ----------------------------------------------------------------------------------
@@ -319,12 +342,17 @@ def _rank() -> int:
 
 
 # A pipeline that draws nothing at random is applied once to the whole split when its output
-# (float32) takes at most this much memory; larger splits go through it example by example.
+# (uint8, or float32 with augment.normalise_on=cpu) takes at most this much memory; larger splits
+# go through it example by example.
 FIXED_OUTPUT_LIMIT_BYTES = 256 * 2**20
 
 
 class ArrayDataset(torch.utils.data.Dataset):
     """(image, label) pairs from uint8 HWC images, passed through an Albumentations pipeline.
+
+    The images come out as the pipeline's last step makes them: uint8 CHW tensors (which may
+    share memory with the source's arrays: read them, don't write into them), or normalised
+    float32 ones with `augment.normalise_on=cpu`.
 
     With a `seed`, the pipeline's random draws are seeded by the dataset (see the module's
     docstring): read with a `SampleKey` (what `EpochSampler` yields), from (seed, epoch, index);
@@ -361,7 +389,7 @@ class ArrayDataset(torch.utils.data.Dataset):
         first = self.transform(image=np.asarray(self.images[0]))["image"]
         if (
             not isinstance(first, torch.Tensor)
-            or first.nelement() * 4 * len(self.labels) > FIXED_OUTPUT_LIMIT_BYTES
+            or first.nelement() * first.element_size() * len(self.labels) > FIXED_OUTPUT_LIMIT_BYTES
         ):
             return None
         images = [np.asarray(self.images[index]) for index in range(len(self.labels))]
@@ -414,5 +442,7 @@ class ArrayDataset(torch.utils.data.Dataset):
             key = key.index
         elif self.seed is not None:
             self._seed_this_process()
-        image = self.transform(image=np.asarray(self.images[key]))["image"]
-        return image, int(self.labels[key])
+        image = np.asarray(self.images[key])
+        if not image.flags.writeable:  # e.g. the memory-mapped offline copies: torch wants writable arrays
+            image = image.copy()
+        return self.transform(image=image)["image"], int(self.labels[key])

@@ -34,7 +34,10 @@ def _data_arguments(scheme: Callable, datamodule: Any, name: str) -> dict[str, A
         raise ConfigError(f"init {name} needs training data ({', '.join(wanted)}), and none was given.")
     arguments = {}
     if "batches" in wanted:
-        arguments["batches"] = datamodule.train_dataloader()
+        # as the network takes them: trainlab's DataModule ships uint8 images and normalises them
+        # where the model is (network_batches does it here); another DataModule's as they come
+        network_batches = getattr(datamodule, "network_batches", None)
+        arguments["batches"] = network_batches() if network_batches else datamodule.train_dataloader()
     if "datamodule" in wanted:
         arguments["datamodule"] = datamodule
     return arguments

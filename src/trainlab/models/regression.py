@@ -160,7 +160,7 @@ class NoisyRegression(StudyModule):
         if len(layers) != 1 or not isinstance(layers[0][1], nn.Linear) or datamodule is None:
             return
         inputs, labels = zip(*datamodule.dataset("train"), strict=True)
-        x = torch.stack([torch.as_tensor(i) for i in inputs])
+        x = datamodule.network_input(torch.stack([torch.as_tensor(i) for i in inputs]))
         t = F.one_hot(torch.as_tensor(labels), self.num_classes)
         self.ridge = ridge_solution(x, t, self.hparams.sigma**2)
 

@@ -11,6 +11,9 @@ shares lives here, once:
   layer with transfer.layer_decay; frozen stages left out), refined by the study's own per-parameter options (`parameter_options`, e.g. a weight
   decay on weights only);
 - the learning-rate schedule, stepped every optimizer step.
+
+Its steps get images as normalised float32 on the model's device: trainlab's DataModule ships
+uint8 batches and converts them there, in its `on_after_batch_transfer` (trainlab.data.on_device).
 """
 
 from __future__ import annotations

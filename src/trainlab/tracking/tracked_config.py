@@ -47,7 +47,7 @@ _PLUMBING = {
 # Settings inside a group that are plumbing too; `data.augment` repeats the `augment` group.
 _PLUMBING_KNOBS = {
     "data": {"num_workers", "pin_memory", "augment"},
-    "augment": {"cache_dir"},
+    "augment": {"cache_dir", "normalise_on"},
     "trainer": {
         "default_root_dir",
         "enable_model_summary",
