@@ -1,0 +1,53 @@
+"""How a stopped run ends the process, and the exit codes of trainlab's entry points.
+
+| code | meaning |
+| --- | --- |
+| 0 | done: the run (every job of a multirun) completed, or was skipped as completed before |
+| 1 | failed: the run failed, or a job of the multirun failed, diverged or was interrupted |
+| 130 | stopped by Ctrl-C (SIGINT), with its last.ckpt saved to resume from |
+| 143 | stopped by SIGTERM (a scheduler's preemption, `kill`), with its last.ckpt saved |
+
+130 and 143 follow the shell's 128 + signal number. Lightning turns Ctrl-C during fit into a
+graceful shutdown and `SystemExit(1)`, and SIGTERM into `SIGTERMException` (a SystemExit without
+a code) at the next step boundary: `stop_exit` gives both their code.
+"""
+
+from __future__ import annotations
+
+import signal
+from typing import Any
+
+EXIT_DONE, EXIT_FAILED = 0, 1
+EXIT_CTRL_C = 128 + signal.SIGINT
+EXIT_SIGTERM = 128 + signal.SIGTERM
+
+
+def raise_on_sigterm(signum: int, frame: Any) -> None:
+    """SIGTERM outside a trainer's fit or test (building data, between jobs): stop right away.
+
+    During fit and test Lightning's own handler runs first and calls this one too: the
+    trainer then stops at the next step boundary instead, with a checkpoint (InterruptCheckpoint).
+    """
+    if signal.getsignal(signal.SIGTERM) is not raise_on_sigterm:
+        return
+    from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+    raise SIGTERMException(128 + signum)
+
+
+def stop_on_sigterm() -> None:
+    """Install `raise_on_sigterm` (the entry points do, before Hydra starts)."""
+    signal.signal(signal.SIGTERM, raise_on_sigterm)
+
+
+def stop_exit(error: BaseException, interrupted: bool) -> BaseException:
+    """What ends the process after `error` stopped a run: SystemExit(143) for SIGTERM, (130) for
+    Ctrl-C (also Lightning's SystemExit(1) after a Ctrl-C, the run `interrupted`); any other
+    SystemExit as it is."""
+    from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+    if isinstance(error, SIGTERMException):
+        return error if error.code else SystemExit(EXIT_SIGTERM)
+    if isinstance(error, KeyboardInterrupt) or (isinstance(error, SystemExit) and interrupted):
+        return SystemExit(EXIT_CTRL_C)
+    return error
