@@ -13,6 +13,7 @@ import socket
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -116,22 +117,27 @@ def test_other_processes_of_a_multi_device_run_take_no_lock(
 
 @pytest.mark.slow
 def test_two_runs_started_into_one_directory_one_trains_the_other_fails_fast(tmp_path):
+    """The second stops before it writes anything of its own; the first trains on undisturbed
+    (here until a SIGTERM ends it, once the second has given up)."""
     run = tmp_path / "run"
-    command = [sys.executable, "-m", "trainlab.train", *TINY, *QUIET, "trainer.max_epochs=3"]
-    command += [f"hydra.run.dir={run}", f"paths.log_dir={tmp_path}"]
+    command = [sys.executable, "-m", "trainlab.train", *TINY, *QUIET, "trainer.max_epochs=1000"]
+    command += ["data.train_size=256", f"hydra.run.dir={run}", f"paths.log_dir={tmp_path}"]
     env = {**os.environ, "WANDB_MODE": "offline", "HYDRA_FULL_ERROR": "1"}
     first = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    while not (run / ".lock").is_file() or str(first.pid) not in (run / ".lock").read_text():
+    while not (run / "checkpoints" / "last.ckpt").is_file():  # the first is training
         assert first.poll() is None, first.stdout.read().decode()[-3000:]
+        time.sleep(0.05)
     second = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
-    first_output = first.communicate(timeout=300)[0].decode()
-    assert first.returncode == 0, first_output[-3000:]
-    assert second.returncode == 1
+    assert second.returncode == 1 and first.poll() is None  # it gave up while the first still trains
     assert f"is being written by process {first.pid} on host {socket.gethostname()}" in second.stderr
+    assert read_summary(run)["pid"] == first.pid  # the second wrote no summary
+    first.send_signal(signal.SIGTERM)
+    output = first.communicate(timeout=120)[0].decode()
+    assert first.returncode == 143, output[-3000:]
     summary = read_summary(run)
-    assert summary["status"] == "completed" and summary["pid"] == first.pid and summary["epochs"] == 3
-    epochs = [line.split(",") for line in (run / "csv" / "metrics.csv").read_text().splitlines()[1:]]
-    assert len(epochs) == len({tuple(e) for e in epochs})  # no epoch written twice
+    assert summary["status"] == "interrupted" and summary["pid"] == first.pid
+    steps = [line.split(",") for line in (run / "csv" / "metrics.csv").read_text().splitlines()[1:]]
+    assert len(steps) == len({tuple(s) for s in steps})  # nothing logged twice
 
 
 # ----- no file written through a link ------------------------------------------------------------
