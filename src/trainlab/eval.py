@@ -76,13 +76,11 @@ def _hydra_main(cfg: DictConfig) -> None:
 
 def main() -> None:
     """Console entry point; exit codes as `trainlab.train`'s (trainlab.run.stop)."""
-    from trainlab.run.stop import EXIT_CTRL_C, stop_on_sigterm
+    from trainlab.run.stop import exit_on_ctrl_c, stop_on_sigterm
 
     stop_on_sigterm()
-    try:
+    with exit_on_ctrl_c():
         _hydra_main()
-    except KeyboardInterrupt:
-        raise SystemExit(EXIT_CTRL_C) from None
 
 
 if __name__ == "__main__":

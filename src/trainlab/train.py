@@ -25,8 +25,8 @@ from trainlab import CONFIG_DIR
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Fit and test one configuration; return the summary written to `summary.json`.
 
-    Ctrl-C or SIGTERM ends the run as `interrupted` with its last.ckpt saved and ends the
-    process (SystemExit 130 or 143): in a multirun no further job starts.
+    Ctrl-C or SIGTERM ends the run as `interrupted` with its last.ckpt saved, and is raised on
+    (KeyboardInterrupt, SystemExit(143)): in a multirun no further job starts.
     """
     _import_training_stack(cfg)
     from trainlab import builders, checks
@@ -86,17 +86,15 @@ def main() -> None:
     """Console entry point; its exit codes are trainlab.run.stop's: 1 if the run failed or any
     job of a multirun failed or diverged (the multirun's report callback,
     trainlab.report.hydra_callback, says so when the sweep ends), 130 after Ctrl-C, 143 after SIGTERM."""
-    from trainlab.run.stop import EXIT_CTRL_C, stop_on_sigterm
+    from trainlab.run.stop import exit_on_ctrl_c, stop_on_sigterm
     from trainlab.utils.config_files import read_config_files_once
     from trainlab.utils.sweep_configs import compose_each_job_once
 
     stop_on_sigterm()
     compose_each_job_once()
     read_config_files_once()
-    try:
+    with exit_on_ctrl_c():
         _hydra_main()
-    except KeyboardInterrupt:  # Ctrl-C outside any run (Hydra composing the next job)
-        raise SystemExit(EXIT_CTRL_C) from None
 
 
 if __name__ == "__main__":

@@ -3,8 +3,9 @@
     with run_lifecycle(cfg) as run:
         if run.skipped:                       # skip_completed: completed before
             return run.record
-        ...                                   # build data, model, loggers, trainer
-        trainer.fit(model, datamodule=datamodule, ckpt_path=run.begin(...))
+        checkpoint = run.begin(ckpt_path)     # threads, seed, config tree; what to resume
+        ...                                   # build data, model, loggers (run.track_loggers), trainer
+        trainer.fit(model, datamodule=datamodule, ckpt_path=checkpoint)
         if run.fit_ended(trainer) and cfg.test:
             trainer.test(model, datamodule=datamodule, ckpt_path=run.checkpoint_to_test(trainer))
     return run.record
@@ -18,8 +19,9 @@ job only (run/ddp_workers.py).
 On the way out, whatever happened: summary.json gets the outcome, the DDP workers end and
 Lightning's launcher is restored, the loggers are closed with the outcome, and the run's last
 lines say its result and its files. Inside a multirun a failed job is logged and the sweep goes
-on. Ctrl-C and SIGTERM end the process with 130 and 143 (run/stop.py); a multirun's report of
-the jobs so far is the report callback's business (trainlab.report.hydra_callback).
+on. Ctrl-C and SIGTERM are raised on, as KeyboardInterrupt and SystemExit(143), and the entry
+points exit with 130 and 143 (run/stop.py); the report of a stopped multirun's jobs so far is the
+report callback's business (trainlab.report.hydra_callback).
 """
 
 from __future__ import annotations

@@ -9,12 +9,14 @@
 
 130 and 143 follow the shell's 128 + signal number. Lightning turns Ctrl-C during fit into a
 graceful shutdown and `SystemExit(1)`, and SIGTERM into `SIGTERMException` (a SystemExit without
-a code) at the next step boundary: `stop_exit` gives both their code.
+a code) at the next step boundary: `stop_exit` and `exit_on_ctrl_c` give both their code.
 """
 
 from __future__ import annotations
 
 import signal
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 EXIT_DONE, EXIT_FAILED = 0, 1
@@ -41,13 +43,25 @@ def stop_on_sigterm() -> None:
 
 
 def stop_exit(error: BaseException, interrupted: bool) -> BaseException:
-    """What ends the process after `error` stopped a run: SystemExit(143) for SIGTERM, (130) for
-    Ctrl-C (also Lightning's SystemExit(1) after a Ctrl-C, the run `interrupted`); any other
-    SystemExit as it is."""
+    """What a stopped run raises after `error`: SystemExit(143) for SIGTERM; KeyboardInterrupt for
+    Ctrl-C (also for Lightning's SystemExit(1) after a Ctrl-C, the run `interrupted`), which an
+    in-process caller (a notebook, a script looping over runs) sees as Ctrl-C, and the entry
+    points end with 130 (`exit_on_ctrl_c`); any other SystemExit as it is."""
     from lightning.pytorch.utilities.exceptions import SIGTERMException
 
     if isinstance(error, SIGTERMException):
         return error if error.code else SystemExit(EXIT_SIGTERM)
-    if isinstance(error, KeyboardInterrupt) or (isinstance(error, SystemExit) and interrupted):
-        return SystemExit(EXIT_CTRL_C)
+    if isinstance(error, SystemExit) and interrupted:
+        return KeyboardInterrupt()
     return error
+
+
+@contextmanager
+def exit_on_ctrl_c() -> Iterator[None]:
+    """Around an entry point: Ctrl-C ends the process with 130, as the shell's convention says
+    (Python's own ending after an unhandled KeyboardInterrupt is a SIGINT death, which a shell
+    reports as 130 but a parent process as -2)."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        raise SystemExit(EXIT_CTRL_C) from None
