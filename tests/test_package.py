@@ -48,7 +48,7 @@ def assert_trainlab_help(text: str) -> None:
     assert "$" not in text  # every placeholder filled
 
 
-@pytest.mark.parametrize("entry_point", [train._hydra_main, trainlab_eval.main, preview.main])
+@pytest.mark.parametrize("entry_point", [train._hydra_main, trainlab_eval._hydra_main, preview.main])
 def test_help_is_trainlabs_own(entry_point, monkeypatch, capsys):
     monkeypatch.setattr(sys, "argv", ["trainlab", "--help"])
     with pytest.raises(SystemExit) as exit_:

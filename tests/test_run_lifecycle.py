@@ -48,12 +48,9 @@ def test_a_running_summary_whose_process_is_gone_reads_as_killed(tmp_path):
     assert "killed" in STATUS_FAILED
 
 
-def test_the_summary_says_running_from_the_start_and_replaces_an_earlier_attempt(
-    make_cfg, tmp_path, monkeypatch
-):
-    """A re-run in the same directory must not leave the first attempt's `completed` on disk
-    while it runs: a SIGKILL then would leave a record that lies."""
-    assert train(make_cfg(*TINY, "trainer.max_epochs=1"))["status"] == "completed"
+def test_the_summary_says_running_from_the_start(make_cfg, tmp_path, monkeypatch):
+    """Before anything is built the record says `running`, with the process to check it by: a
+    SIGKILL then leaves a record that the report reads as `killed`."""
     from trainlab.models.classifier import Classifier
 
     seen = {}
@@ -66,6 +63,34 @@ def test_the_summary_says_running_from_the_start_and_replaces_an_earlier_attempt
     assert seen["summary"]["status"] == "running" and seen["summary"]["pid"] == os.getpid()
     assert seen["summary"]["hostname"] == socket.gethostname() and seen["summary"]["updated_at"]
     assert list(seen["jobs"]["status"]) == ["running"]  # alive: this process
+
+
+def test_a_new_attempt_beside_a_completed_run_is_recorded_apart_until_it_completes(
+    make_cfg, tmp_path, monkeypatch
+):
+    """A re-run in a directory whose run completed says `running` in attempts/<start>/, not over
+    the completed record; once it completes, its record is the run's and the earlier one moves
+    to attempts/<the earlier start>/."""
+    first = train(make_cfg(*TINY, "trainer.max_epochs=1"))
+    completed = (tmp_path / "run" / "summary.json").read_bytes()
+    from trainlab.models.classifier import Classifier
+
+    seen = {}
+
+    def look_at_the_files(self):
+        (attempt,) = (tmp_path / "run" / "attempts").iterdir()
+        seen.update(attempt=read_summary(attempt), run=(tmp_path / "run" / "summary.json").read_bytes())
+
+    monkeypatch.setattr(Classifier, "on_train_start", look_at_the_files, raising=False)
+    second = train(make_cfg(*TINY, "trainer.max_epochs=1"))
+    assert seen["run"] == completed  # the completed record, untouched while the attempt runs
+    assert seen["attempt"]["status"] == "running" and seen["attempt"]["pid"] == os.getpid()
+    assert read_summary(tmp_path / "run") == second and second["status"] == "completed"
+    (earlier,) = (tmp_path / "run" / "attempts").iterdir()
+    assert (earlier / "summary.json").read_bytes() == completed
+    assert earlier.name == first["started_at"].replace(":", "-")
+    assert (earlier / "config_tree.log").is_file() and (tmp_path / "run" / "config_tree.log").is_file()
+    assert list(load_jobs(tmp_path)["status"]) == ["completed"]  # the run, once
 
 
 def test_heartbeat_refreshes_the_summary_at_each_epoch_end(make_cfg, tmp_path, monkeypatch):
@@ -114,7 +139,7 @@ def test_skip_completed_looks_in_a_run_directory_outside_logs(tmp_path, caplog):
     overrides = [*QUIET, *TINY, "trainer.max_epochs=1", "seed=5"]
     first = train(compose_config(overrides, elsewhere / "0", log_dir=logs))
     assert first["status"] == "completed"
-    with caplog.at_level(logging.INFO, logger="trainlab.train"):
+    with caplog.at_level(logging.INFO, logger="trainlab.run.lifecycle"):
         again = train(compose_config([*overrides, "skip_completed=true"], elsewhere / "0", log_dir=logs))
     assert again["skipped"] and again["completed_in"] == str(elsewhere / "0")
     assert f"already completed in {elsewhere / '0'}" in caplog.text
@@ -383,7 +408,7 @@ def test_other_ranks_resume_the_checkpoint_rank_zero_resumes(make_cfg, tmp_path,
 def test_sigterm_before_training_stops_at_once_with_exit_code_143(make_cfg, tmp_path, monkeypatch):
     """Outside fit and test Lightning has no SIGTERM handler: the entry point's handler raises."""
     import trainlab.builders as builders
-    from trainlab.train import _raise_on_sigterm
+    from trainlab.run.stop import raise_on_sigterm
 
     def terminated_while_loading(cfg):
         os.kill(os.getpid(), signal.SIGTERM)
@@ -391,7 +416,7 @@ def test_sigterm_before_training_stops_at_once_with_exit_code_143(make_cfg, tmp_
         pytest.fail("SIGTERM did not stop the run")
 
     monkeypatch.setattr(builders, "build_datamodule", terminated_while_loading)
-    previous = signal.signal(signal.SIGTERM, _raise_on_sigterm)
+    previous = signal.signal(signal.SIGTERM, raise_on_sigterm)
     try:
         with pytest.raises(SystemExit) as stop:
             train(make_cfg(*TINY))

@@ -6,7 +6,6 @@ training overrides need not be repeated; `data.<key>=...` replaces one data sett
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -21,7 +20,6 @@ if TYPE_CHECKING:
     from trainlab.data.datamodule import ImageDataModule
 
 SPLITS = ("test", "val")
-log = logging.getLogger(__name__)
 
 
 def load_checkpoint(
@@ -48,46 +46,41 @@ def load_checkpoint(
 
 
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
-    import lightning.pytorch as pl
+    """Test (or validate, `split=val`) the checkpoint `ckpt_path`; return the summary written to
+    `summary.json`. Around it, the same lifecycle as a training run (trainlab.run.lifecycle)."""
     from hydra.utils import instantiate
 
-    from trainlab.run.console import quiet_library_output
-    from trainlab.run.summary import RunSummary
-    from trainlab.tracking.finish import finish_loggers
+    from trainlab.run.lifecycle import run_lifecycle
     from trainlab.utils.config import ConfigError, plain, require_values
-    from trainlab.utils.hydra_job import hydra_overrides, run_dir
 
-    quiet_library_output()
-    output_dir = run_dir(cfg)
-    summary = RunSummary(output_dir, cfg.get("seed"), hydra_overrides())
-    loggers: list = []
-    try:
-        with summary.record():
-            require_values(cfg)
-            if cfg.split not in SPLITS:
-                raise ConfigError(f"split={cfg.split!r} is not one of {list(SPLITS)}.")
-            summary.data["seed"] = pl.seed_everything(cfg.get("seed"), workers=True)
-            data_overrides = {k: v for k, v in (plain(cfg.get("data")) or {}).items() if v is not None}
-            trusted = plain(cfg.get("trusted_targets"))
-            model, datamodule = load_checkpoint(cfg.ckpt_path, data_overrides, trusted)
-            summary.data["checkpoint"] = str(Path(cfg.ckpt_path).resolve())
-            loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c]
-            callbacks = [
-                instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c and c.get("_target_")
-            ]
-            trainer = instantiate(cfg.trainer, logger=loggers or False, callbacks=callbacks)
-            summary.track(trainer)
-            run = trainer.test if cfg.split == "test" else trainer.validate
-            run(model, datamodule=datamodule)
-    finally:
-        finish_loggers(loggers, summary.data["status"], summary.succeeded)
-    log.info(f"Evaluation {summary.data['status']}: {summary.data['metrics']} -> {output_dir}/summary.json")
-    return summary.data
+    with run_lifecycle(cfg) as run:
+        require_values(cfg)
+        if cfg.split not in SPLITS:
+            raise ConfigError(f"split={cfg.split!r} is not one of {list(SPLITS)}.")
+        run.begin(None)
+        data_overrides = {k: v for k, v in (plain(cfg.get("data")) or {}).items() if v is not None}
+        model, datamodule = load_checkpoint(cfg.ckpt_path, data_overrides, plain(cfg.get("trusted_targets")))
+        run.record["checkpoint"] = str(Path(cfg.ckpt_path).resolve())
+        loggers = run.track_loggers([instantiate(c) for c in (cfg.get("logger") or {}).values() if c])
+        callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c and c.get("_target_")]
+        trainer = run.track(instantiate(cfg.trainer, logger=loggers or False, callbacks=callbacks))
+        evaluate_split = trainer.test if cfg.split == "test" else trainer.validate
+        evaluate_split(model, datamodule=datamodule)
+    return run.record
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="eval")
-def main(cfg: DictConfig) -> None:
+def _hydra_main(cfg: DictConfig) -> None:
     evaluate(cfg)
+
+
+def main() -> None:
+    """Console entry point; exit codes as `trainlab.train`'s (trainlab.run.stop)."""
+    from trainlab.run.stop import exit_on_ctrl_c, stop_on_sigterm
+
+    stop_on_sigterm()
+    with exit_on_ctrl_c():
+        _hydra_main()
 
 
 if __name__ == "__main__":

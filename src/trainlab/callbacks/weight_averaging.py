@@ -7,7 +7,8 @@
   `swa_epoch_start` the learning rate follows SWALR (annealed to `swa_lrs`, per epoch) and the
   weights are averaged once per epoch. Lightning validates and checkpoints the raw weights and
   puts the average into the model only when fit ends (after one more epoch that recomputes
-  BatchNorm statistics), so this callback then saves `checkpoints/swa.ckpt` and the run tests it.
+  BatchNorm statistics), so this callback then saves `checkpoints/swa.ckpt` and tells the run to
+  test it (`checkpoint_to_test`, trainlab.run.lifecycle's `ChoosesTestedCheckpoint`).
 
 Both name what they did in summary.json (`weight_averaging`).
 """
@@ -77,6 +78,11 @@ class SWA(StochasticWeightAveraging):
             return
         self.saved_path = Path(dirpath) / self.filename
         trainer.save_checkpoint(self.saved_path)
+
+    def checkpoint_to_test(self, trainer: pl.Trainer) -> Path | None:
+        """The averaged weights' checkpoint: the average is not in any checkpoint the run's
+        ModelCheckpoint saved (None when nothing was averaged or the fit was stopped)."""
+        return self.saved_path
 
     def summary_items(self, trainer: pl.Trainer) -> dict[str, Any]:
         """summary.json: how many epochs were averaged and the checkpoint holding the average."""

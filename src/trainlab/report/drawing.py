@@ -11,7 +11,9 @@ anything. A forked worker only draws and writes its files. Elsewhere (macOS, whe
 a process with system frameworks loaded is unsafe; Windows, which cannot fork), with one usable
 CPU, or with one task, the tasks run here one after another; so do they when a worker dies
 (e.g. killed for memory): every figure is drawn either way. So are they in a daemonic process
-(a multiprocessing pool's worker), which may not start processes.
+(a multiprocessing pool's worker), which may not start processes, and while the interpreter
+exits (the report of a stopped multirun is written from an `atexit` function), when
+concurrent.futures accepts no new work.
 """
 
 from __future__ import annotations
@@ -47,7 +49,11 @@ def draw_all(tasks: Sequence[FigureTask]) -> list[Path | None]:
                 warnings.simplefilter("ignore", DeprecationWarning)
                 context = multiprocessing.get_context("fork")
                 with ProcessPoolExecutor(workers, context, initializer=_receive, initargs=(tasks,)) as pool:
-                    return list(pool.map(_run, range(len(tasks))))
+                    try:
+                        drawn = pool.map(_run, range(len(tasks)))  # submits every task, here
+                    except RuntimeError:  # "cannot schedule new futures after interpreter shutdown"
+                        return [task() for task in tasks]
+                    return list(drawn)
         except (BrokenProcessPool, OSError) as error:  # a worker died, or no process could be forked
             log.warning(
                 f"Drawing the report's figures in worker processes failed ({error!r}); drawing them here."

@@ -4,13 +4,14 @@ Jobs record their failures in summary.json and return normally, so that the swee
 this callback reads the summaries once all jobs are done (in the launching process, whichever
 the launcher: basic, joblib, submitit) and ends the process with exit status 1 if any job
 failed, diverged or was interrupted. A multirun stopped by Ctrl-C or SIGTERM never reaches
-`on_multirun_end`: the report is written on the way out (`report_stopped_multirun`, from the
-stopped job or, between two jobs, from the entry point) and the stop sets the exit status (143
-for SIGTERM).
+`on_multirun_end`: under the basic launcher, whose jobs run in this process, the callback
+registers at the sweep's start a report to write when the process exits (`atexit`), and
+withdraws it at the sweep's end; the stop sets the exit status (130, 143).
 """
 
 from __future__ import annotations
 
+import atexit
 import json
 import logging
 from pathlib import Path
@@ -22,32 +23,30 @@ from omegaconf import DictConfig
 log = logging.getLogger(__name__)
 
 
-# The multirun in progress in this process (set when it starts, cleared when it ends or is
-# reported after a stop): where its jobs are, and this callback's settings. Hydra's own record of
-# the sweep is gone by the time a stop between two jobs reaches the entry point.
-_RUNNING: dict[str, Any] = {}
-
-
 class MultirunReport(Callback):
     def __init__(self, enabled: bool = True, log_to_wandb: bool = False) -> None:
         self.enabled, self.log_to_wandb = enabled, log_to_wandb
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        launcher = str(config.hydra.launcher.get("_target_", ""))
-        _RUNNING.update(
-            directory=Path(config.hydra.sweep.dir),
-            report=self,
-            jobs_in_this_process="BasicLauncher" in launcher,
-        )
+        """Under the basic launcher, report the jobs so far if the process ends before the sweep
+        does (Ctrl-C, SIGTERM inside a job or between two jobs). Other launchers run the jobs in
+        worker processes, and this process reaches `on_multirun_end`."""
+        if "BasicLauncher" in str(config.hydra.launcher.get("_target_", "")):
+            atexit.register(self.report_stopped, Path(config.hydra.sweep.dir))
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         """Report, then exit 1 if a job did not complete. Hydra returns nothing from a multirun to
         its caller, so the verdict is the exit status; SystemExit passes Hydra's guard around
         callbacks (which turns an Exception into a warning). Hydra calls `on_multirun_end` in
         reverse order: the callbacks listed after this one have already run."""
-        _RUNNING.clear()
+        atexit.unregister(self.report_stopped)
         if self.finish(Path(config.hydra.sweep.dir)):
             raise SystemExit(1)
+
+    def report_stopped(self, directory: Path) -> None:
+        """The report of a multirun that the process left before its end (at exit, once)."""
+        log.warning(f"Multirun stopped: no further jobs start. Report of the jobs so far: {directory}")
+        self.finish(directory)
 
     def finish(self, directory: Path) -> list[str]:
         """Write the report of the jobs in `directory`, log what was skipped and what failed;
@@ -87,15 +86,3 @@ def _log_skipped(directory: Path, total: int) -> None:
     if places:
         where = ", ".join(sorted(set(places))) if len(set(places)) <= 3 else f"{len(set(places))} directories"
         log.info(f"skip_completed: skipped {len(places)} of {total} jobs (already completed in {where}).")
-
-
-def report_stopped_multirun() -> None:
-    """A multirun of the basic launcher stopped by Ctrl-C or SIGTERM, inside a job or between two
-    jobs: report the jobs that ran (once). Other launchers run jobs in worker processes, and
-    their parent reaches `on_multirun_end`."""
-    running = _RUNNING.copy()
-    _RUNNING.clear()
-    if not running.get("jobs_in_this_process"):
-        return
-    log.warning(f"Multirun stopped: no further jobs start. Report of the jobs so far: {running['directory']}")
-    running["report"].finish(running["directory"])

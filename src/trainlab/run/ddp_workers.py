@@ -9,10 +9,11 @@ launcher the command line is submitit's; and under a sweeper that picks the jobs
 (Optuna) a worker would train other hyperparameters than process 0 and add trials of its own.
 
 `WorkersPerJob` gives Lightning a command that runs the job alone: `python -m trainlab.train`
-with the job's overrides, in Hydra's RUN mode, in the job's directory. When the job ends, the
-main process waits for its workers, closes the process group and drops the DDP environment
-variables Lightning set, so that the next job starts workers of its own. Processes started by a
-cluster (SLURM's srun, torchrun) are left as they are.
+with the job's overrides, in Hydra's RUN mode, in the job's directory. It is a context manager
+around one job: on entry it puts its two functions into Lightning's launcher modules, on exit it
+waits for the job's workers, closes the process group, drops the DDP environment variables
+Lightning set (so that the next job starts workers of its own) and puts Lightning's own
+functions back. Processes started by a cluster (SLURM's srun, torchrun) are left as they are.
 """
 
 from __future__ import annotations
@@ -53,25 +54,47 @@ def job_worker_command(local_rank: int) -> tuple[list[str], str]:
 
 class WorkersPerJob:
     """Within a multirun job: start DDP workers for this job only (`job_worker_command`), and
-    let the next job start its own (`end`).
+    let the next job start its own.
+
+        with WorkersPerJob() as workers:
+            ...  # build the trainer, fit, test
+            workers.trainer = trainer  # whose workers to wait for when the job ends
 
     Lightning also starts a thread that SIGKILLs the main process when a worker exits with an
     error (so that it does not wait forever in a collective); a job's workers ending, even
-    badly, must not end the sweep, so `end` disarms that thread before it lets them go."""
+    badly, must not end the sweep, so the exit disarms that thread before it lets them go."""
+
+    # replaced in Fabric's launcher module and in the Trainer's, which imported the names
+    REPLACED = ("_hydra_subprocess_cmd", "_launch_process_observer")
 
     def __init__(self) -> None:
         from trainlab.utils.hydra_job import in_multirun
 
         # LOCAL_RANK already set: a worker, or processes that a cluster or torchrun started
         self.active = in_multirun() and "LOCAL_RANK" not in os.environ
+        self.trainer: Any = None
         self._observers: list[Any] = []
-        if self.active:
-            from lightning.fabric.strategies.launchers import subprocess_script as fabric_launcher
-            from lightning.pytorch.strategies.launchers import subprocess_script as trainer_launcher
+        self._originals: list[tuple[Any, str, Any]] = []
 
-            for module in (fabric_launcher, trainer_launcher):  # the Trainer's imported the names
-                module._hydra_subprocess_cmd = job_worker_command
-                module._launch_process_observer = self._observe
+    def __enter__(self) -> WorkersPerJob:
+        if self.active:
+            replacements = {
+                "_hydra_subprocess_cmd": job_worker_command,
+                "_launch_process_observer": self._observe,
+            }
+            for module in _launcher_modules():
+                for name in self.REPLACED:
+                    self._originals.append((module, name, getattr(module, name)))
+                    setattr(module, name, replacements[name])
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        try:
+            self.end(self.trainer)
+        finally:
+            for module, name, original in reversed(self._originals):
+                setattr(module, name, original)
+            self._originals.clear()
 
     def _observe(self, child_processes: list) -> None:
         """Lightning's `_launch_process_observer`, keeping the thread so that `end` can disarm it."""
@@ -106,6 +129,13 @@ class WorkersPerJob:
         _close_process_group(torch.distributed)
         for name in LAUNCHER_ENVIRONMENT:
             os.environ.pop(name, None)
+
+
+def _launcher_modules() -> tuple[Any, ...]:
+    from lightning.fabric.strategies.launchers import subprocess_script as fabric_launcher
+    from lightning.pytorch.strategies.launchers import subprocess_script as trainer_launcher
+
+    return fabric_launcher, trainer_launcher
 
 
 def _close_process_group(distributed: Any) -> None:

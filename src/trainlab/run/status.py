@@ -30,7 +30,7 @@ def process_start(pid: int) -> str | None:
     return stat.rpartition(")")[2].split()[19]  # field 22; the name in (...) may hold spaces
 
 
-def _alive(pid: int, started: str | None) -> bool:
+def alive(pid: int, started: str | None) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -51,4 +51,4 @@ def current_status(summary: Mapping[str, Any]) -> str | None:
     status = summary.get("status")
     if status != RUNNING or summary.get("hostname") != socket.gethostname() or not summary.get("pid"):
         return status
-    return RUNNING if _alive(int(summary["pid"]), summary.get("process_started")) else KILLED
+    return RUNNING if alive(int(summary["pid"]), summary.get("process_started")) else KILLED

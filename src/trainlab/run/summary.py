@@ -4,10 +4,17 @@ Callbacks add to it without the training script knowing them: a callback with a 
 `summary_items(trainer) -> dict` (the `SummaryContributor` protocol) offers entries that the
 summary collects at each heartbeat and at the end of the run. An entry `status` (with `error`)
 is the run's outcome as the callback saw it, e.g. `diverged` from the divergence guard.
+
+A record is never destroyed by a later attempt that fails: an attempt in a directory whose
+summary.json holds a finished run (completed, diverged, pruned) writes its own record in
+`attempts/<its start>/summary.json` (with its `config_tree.log`). If the attempt finishes too, its
+record becomes the run's and the earlier one moves to `attempts/<the earlier start>/`; if it
+fails or is stopped, summary.json stays the finished run's and the attempt is kept beside it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -30,7 +37,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from trainlab.run.status import (
     COMPLETED,
-    DIVERGED,  # noqa: F401  (re-exported: the statuses a run writes are imported from here)
+    DIVERGED,
     FAILED,
     INTERRUPTED,
     PRUNED,
@@ -67,13 +74,51 @@ class SummaryContributor(Protocol):
 
 # How a process ended (failed, interrupted) says more than an outcome a callback saw before.
 _OUTCOME_KEYS = ("status", "error")
+# A record that only an attempt ending the same way may replace: the run reached its end.
+FINISHED = (COMPLETED, DIVERGED, PRUNED)
+# Where attempts that did not replace the run's record are kept (see the module's docstring).
+ATTEMPTS_DIR = "attempts"
+# The files of one attempt's record: what it says happened, and the config it ran with.
+RECORD_FILES = ("summary.json", "config_tree.log")
+
+
+def describe_error(error: BaseException) -> str:
+    """`Type: message` of a run's error, its root cause first when that was an OSError.
+
+    A full disk during a checkpoint save surfaces as torch's `RuntimeError: ... unexpected pos`,
+    raised while it cleans up after the OSError that stopped the write (Python keeps that one as
+    the error's `__context__`): the record names the OSError, then what was raised."""
+    raised = "".join(traceback.format_exception_only(type(error), error)).strip()
+    cause = _os_error_in_chain(error)
+    if cause is None or cause is error:
+        return raised
+    return "".join(traceback.format_exception_only(type(cause), cause)).strip() + f" (raised as {raised})"
+
+
+def _os_error_in_chain(error: BaseException) -> OSError | None:
+    """The deepest OSError among `error` and its causes (`raise ... from`) and contexts."""
+    found, seen = None, set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, OSError):
+            found = current
+        suppressed = current.__suppress_context__ and current.__cause__ is None
+        current = current.__cause__ or (None if suppressed else current.__context__)
+    return found
+
+
+def _directory_name(started_at: str) -> str:
+    return started_at.replace(":", "-")  # 2026-12-04T15-56-00.123: valid on every file system
 
 
 class RunSummary:
     """Collects a run's outcome and writes `<run dir>/summary.json` (see DESIGN.md)."""
 
     def __init__(self, run_dir: Path, seed: int | None, overrides: list[str]) -> None:
-        self.path = Path(run_dir) / "summary.json"
+        self.run_dir = Path(run_dir)
+        self.path = self.run_dir / "summary.json"
+        self._kept: Path | None = None  # a finished run's summary.json, replaced only by a finished attempt
         self.data: dict[str, Any] = {
             "status": "running",
             "metrics": {},
@@ -90,8 +135,15 @@ class RunSummary:
 
     def start(self, resumed_from: Path | None = None) -> None:
         """Write `running` before anything is built: a run killed without a chance to write
-        its outcome leaves this record (read as `killed` by `current_status`), and it replaces
-        the summary of an earlier attempt in the same directory."""
+        its outcome leaves this record (read as `killed` by `current_status`). It replaces the
+        summary of an earlier attempt that did not finish; beside a finished one, it is written
+        in `attempts/<start>/` (see the module's docstring)."""
+        if _status_of(self.path) in FINISHED:
+            self._kept = self.path
+            self.path = (
+                self.run_dir / ATTEMPTS_DIR / _directory_name(self.data["started_at"]) / "summary.json"
+            )
+            log.info(f"{self._kept} holds a finished run: this attempt is recorded in {self.path.parent}.")
         pid = os.getpid()
         self.data.update(
             status=RUNNING,
@@ -104,15 +156,25 @@ class RunSummary:
             self.data["resumed_from"] = str(resumed_from)
         self.write()
 
+    @property
+    def record_dir(self) -> Path:
+        """Where this attempt's record files go: the run directory, or its `attempts/<start>/`."""
+        return self.path.parent
+
     def resumed_by_rank_zero(self) -> Path | None:
-        """The checkpoint named by rank 0's `running` record: the other processes of a
-        multi-device run (which do not write the record) resume the same one."""
-        try:
-            record = json.loads(self.path.read_text())
-        except (OSError, ValueError):
-            return None
-        resumed = record.get("resumed_from") if record.get("status") == RUNNING else None
-        return Path(resumed) if resumed else None
+        """The checkpoint named by rank 0's `running` record (summary.json, or the newest
+        attempt's): the other processes of a multi-device run, which write no record, resume
+        the same one."""
+        attempts = sorted(self.run_dir.glob(f"{ATTEMPTS_DIR}/*/summary.json"), reverse=True)
+        for path in (self.path, *attempts):
+            try:
+                record = json.loads(path.read_text())
+            except (OSError, ValueError):
+                continue
+            if record.get("status") == RUNNING:
+                resumed = record.get("resumed_from")
+                return Path(resumed) if resumed else None
+        return None
 
     def heartbeat(self) -> pl.Callback:
         """A callback that refreshes the file at each training epoch end (a few hundred bytes)."""
@@ -215,7 +277,7 @@ class RunSummary:
             raise
         except BaseException as error:
             self.data["status"] = FAILED
-            self.data["error"] = "".join(traceback.format_exception_only(type(error), error)).strip()
+            self.data["error"] = describe_error(error)
             raise
         finally:
             self._read_trainer()
@@ -223,20 +285,56 @@ class RunSummary:
             self.data["finished_at"] = self.data["updated_at"] = _now()
             if rank_zero_only.rank == 0:  # one record of a multi-process run: process 0's
                 self.write()
+                self._replace_kept_record()
 
-    def copy_completed(self, previous: Path) -> dict[str, Any]:
-        """Record, without training, the outcome of an earlier run with the same overrides."""
+    def _replace_kept_record(self) -> None:
+        """A finished attempt beside a finished run's record: the attempt's record becomes the
+        run's, and the earlier one moves to `attempts/<its start>/`."""
+        if self._kept is None or self.data["status"] not in FINISHED:
+            return
+        try:
+            earlier_start = json.loads(self._kept.read_text()).get("started_at") or "earlier"
+        except (OSError, ValueError):
+            earlier_start = "earlier"
+        archive = self.run_dir / ATTEMPTS_DIR / _directory_name(str(earlier_start))
+        archive.mkdir(parents=True, exist_ok=True)
+        attempt = self.path.parent
+        for name in RECORD_FILES:
+            if (self.run_dir / name).exists():
+                os.replace(self.run_dir / name, archive / name)
+            if (attempt / name).exists():
+                os.replace(attempt / name, self.run_dir / name)
+        with contextlib.suppress(OSError):
+            attempt.rmdir()
+        self.path, self._kept = self._kept, None
+
+    def copy_completed(self, previous: Path, write: bool = True) -> dict[str, Any]:
+        """Record, without training, the outcome of an earlier run with the same overrides
+        (`write`: in this run's summary.json; False for the other processes of a multi-device run)."""
         earlier = json.loads(Path(previous).read_text())
         keep = {"overrides": self.data["overrides"], "started_at": self.data["started_at"]}
         self.data = {**earlier, **keep, "skipped": True, "completed_in": str(Path(previous).parent)}
-        self.write()
+        if write:
+            self.write()
         return self.data
 
     def write(self) -> None:
+        """Write the file whole (a temporary file renamed over it: never a half-written summary,
+        even if the run is killed mid-write), through no symbolic link."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(self.data, indent=2, sort_keys=False) + "\n")
-        tmp.replace(self.path)  # never a half-written summary, even if the run is killed mid-write
+        tmp.unlink(missing_ok=True)  # a link left there is removed, not followed
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+        with os.fdopen(os.open(tmp, flags, 0o644), "w") as file:
+            file.write(json.dumps(self.data, indent=2, sort_keys=False) + "\n")
+        tmp.replace(self.path)
+
+
+def _status_of(path: Path) -> str | None:
+    try:
+        return json.loads(path.read_text()).get("status")
+    except (OSError, ValueError, AttributeError):
+        return None
 
 
 def _same_run_key(overrides: list[str]) -> tuple[str, ...]:
@@ -255,7 +353,15 @@ def find_earlier_runs(roots: Iterable[Path], overrides: list[str]) -> EarlierRun
     """Search the run directories under `roots` for runs with the same overrides."""
     key = _same_run_key(overrides)
     found, latest_start = EarlierRuns(), ""
-    paths = sorted({p for root in roots if Path(root).is_dir() for p in Path(root).glob("**/summary.json")})
+    paths = sorted(
+        {
+            p
+            for root in roots
+            if Path(root).is_dir()
+            for p in Path(root).glob("**/summary.json")
+            if ATTEMPTS_DIR not in p.relative_to(root).parts  # a run's attempts belong to the run
+        }
+    )
     for path in paths:
         try:
             earlier = json.loads(path.read_text())
