@@ -28,6 +28,10 @@ def skip_launch_inputs_none_staged() -> None:
     this wandb has no such method."""
     from wandb.sdk import wandb_run
 
+    from trainlab.utils.library_patches import enabled
+
+    if not enabled("wandb_launch_inputs"):
+        return
     apply = getattr(wandb_run.Run, "_detect_and_apply_job_inputs", None)
     if apply is None:
         log.debug("This wandb has no Run._detect_and_apply_job_inputs: its run start is left as it is.")

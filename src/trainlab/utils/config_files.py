@@ -57,6 +57,10 @@ def read_config_files_once() -> None:
     with a debug message, if this Hydra's differs from what the wrapper expects."""
     from hydra._internal.config_repository import CachingConfigRepository
 
+    from trainlab.utils.library_patches import enabled
+
+    if not enabled("hydra_config_files"):
+        return
     load = CachingConfigRepository.load_config
     if getattr(load, "reads_each_file_once", False):
         return

@@ -53,6 +53,10 @@ def compose_each_job_once() -> None:
     with a debug message, if this Hydra's differs from what the wrapper expects."""
     from hydra._internal.config_loader_impl import ConfigLoaderImpl
 
+    from trainlab.utils.library_patches import enabled
+
+    if not enabled("hydra_sweep_configs"):
+        return
     compose = ConfigLoaderImpl.load_sweep_config
     if getattr(compose, "keeps_composed_configs", False):
         return
