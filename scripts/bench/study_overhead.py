@@ -19,11 +19,11 @@ measurement gives the seconds from the command to the first training step of a s
 
 `--patches` measures instead what each of trainlab's patches of other libraries buys
 (trainlab.utils.library_patches): the `trainlab` setting with every patch, without each one in
-turn and with none (`TRAINLAB_LIBRARY_PATCHES`), alternating in ABBA order, and for each the
-difference to every patch in the same repeat (median and range over the repeats).
+turn (`TRAINLAB_LIBRARY_PATCHES`), alternating in ABBA order: wall and CPU seconds, and for each
+the difference to every patch in the same repeat (median and range over the repeats).
 
     python scripts/bench/study_overhead.py [--repeats 3] [--seeds 1 8] [--phases] [--out bench_results/study_overhead.json] [overrides]
-    python scripts/bench/study_overhead.py --patches [--repeats 6] [overrides]
+    python scripts/bench/study_overhead.py --patches [--repeats 4] [--seeds 1 8] [overrides]
 
 Extra overrides apply to both trainlab settings.
 """
@@ -33,6 +33,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -131,57 +132,66 @@ def summarise(times: dict[str, dict[int, list[float]]], seed_counts: list[int]) 
 
 
 def patch_variants() -> dict[str, str]:
-    """TRAINLAB_LIBRARY_PATCHES of each variant: every patch, every patch but one, none."""
+    """TRAINLAB_LIBRARY_PATCHES of each variant: every patch, and every patch but one."""
     variants = {"every patch": "1"}
     for name in PATCHES:
         variants[f"without {name}"] = ",".join(p for p in PATCHES if p != name) or "0"
-    if len(PATCHES) > 1:
-        variants["no patch"] = "0"
     return variants
 
 
+def cpu_seconds_of_children() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def measure_patches(repeats: int, seed_counts: list[int], extra: list[str], tmp: Path) -> dict:
-    """Wall seconds of the `trainlab` setting under each patch variant, per N, one per repeat,
-    in ABBA order."""
+    """Wall and CPU seconds of the `trainlab` setting under each patch variant, per N, one per
+    repeat, in ABBA order. CPU seconds: the command's processes, user and system (what the
+    patches save is work in the process; on a shared machine the wall time also holds the waits
+    for a core)."""
     variants = patch_variants()
-    times: dict[str, dict[int, list[float]]] = {v: {n: [] for n in seed_counts} for v in variants}
+    times = {kind: {v: {n: [] for n in seed_counts} for v in variants} for kind in ("wall", "cpu")}
     for repeat in range(repeats):
         order = list(variants) if repeat % 2 == 0 else list(variants)[::-1]
         for seeds in seed_counts:
             for variant in order:
-                sweep = tmp / f"patches_{len(times[variant][seeds])}_{seeds}_{variant.replace(' ', '_')}"
+                sweep = tmp / f"patches_{repeat}_{seeds}_{variant.replace(' ', '_')}"
                 command = trainlab_command(seeds, SETTINGS["trainlab"], extra, sweep)
-                seconds = timed(command, tmp, patches=variants[variant])
-                times[variant][seeds].append(seconds)
-                print(f"repeat {repeat}: {variant}, {seeds} seeds: {seconds:.2f} s", flush=True)
+                cpu_before = cpu_seconds_of_children()
+                wall = timed(command, tmp, patches=variants[variant])
+                cpu = cpu_seconds_of_children() - cpu_before
+                times["wall"][variant][seeds].append(wall)
+                times["cpu"][variant][seeds].append(cpu)
+                print(f"repeat {repeat}: {variant}, {seeds} seeds: {wall:.2f} s, CPU {cpu:.2f} s", flush=True)
     return times
 
 
 def summarise_patches(times: dict[str, dict[int, list[float]]], seed_counts: list[int]) -> list[dict]:
-    """Per variant: medians, and what turning the patch(es) off costs against every patch in the
+    """Per variant: medians, and what leaving the patch out costs against every patch in the
     same repeat (positive: the patch saves that much), per extra job and for a 1-job study."""
     low, high = min(seed_counts), max(seed_counts)
 
     def slopes(by_seeds):
         return [(b - a) / (high - low) for a, b in zip(by_seeds[low], by_seeds[high], strict=True)]
 
+    def spread(values):
+        return f"{statistics.median(values):+.3f} ({min(values):+.3f}..{max(values):+.3f})"
+
     every = times["every patch"]
     rows = []
     for variant, by_seeds in times.items():
         job_costs = [s - e for s, e in zip(slopes(by_seeds), slopes(every), strict=True)]
         low_costs = [t - e for t, e in zip(by_seeds[low], every[low], strict=True)]
+        high_costs = [t - e for t, e in zip(by_seeds[high], every[high], strict=True)]
         rows.append(
             {
                 "variant": variant,
                 f"{low} seed(s) s": statistics.median(by_seeds[low]),
                 f"{high} seeds s": statistics.median(by_seeds[high]),
                 "per extra job s": statistics.median(slopes(by_seeds)),
-                "per job lost s (range)": None
-                if variant == "every patch"
-                else f"{statistics.median(job_costs):+.3f} ({min(job_costs):+.3f}..{max(job_costs):+.3f})",
-                f"{low} seed(s) lost s (range)": None
-                if variant == "every patch"
-                else f"{statistics.median(low_costs):+.3f} ({min(low_costs):+.3f}..{max(low_costs):+.3f})",
+                "lost per job s (range)": None if variant == "every patch" else spread(job_costs),
+                f"lost at {low} seed(s) s (range)": None if variant == "every patch" else spread(low_costs),
+                f"lost at {high} seeds s (range)": None if variant == "every patch" else spread(high_costs),
             }
         )
     return rows
@@ -257,8 +267,12 @@ def main() -> None:
         if args.patches:
             times = measure_patches(args.repeats, sorted(args.seeds), extra, tmp)
             payload["patch_times"] = times
-            payload["patches"] = summarise_patches(times, sorted(args.seeds))
-            print_table(f"Library patches (median of {args.repeats} ABBA repeats)", payload["patches"])
+            for kind in ("wall", "cpu"):
+                payload[f"patches_{kind}"] = summarise_patches(times[kind], sorted(args.seeds))
+                print_table(
+                    f"Library patches, {kind} seconds (median of {args.repeats} ABBA repeats)",
+                    payload[f"patches_{kind}"],
+                )
             write_json(args.out, payload)
             return
         if not args.no_studies:
