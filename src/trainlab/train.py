@@ -209,14 +209,12 @@ def main() -> None:
     """Console entry point; exits 1 if any job of a multirun failed or diverged (the multirun's
     report callback, trainlab.report.hydra_callback, says so when the sweep ends), non-zero when
     stopped by Ctrl-C or SIGTERM (143)."""
-    from trainlab.utils.config_files import read_config_files_once
-    from trainlab.utils.sweep_configs import compose_each_job_once
+    from trainlab.utils import library_patches
 
     signal.signal(signal.SIGTERM, _raise_on_sigterm)
-    compose_each_job_once()
-    read_config_files_once()
     try:
-        _hydra_main()
+        with library_patches.applied():  # the libraries as they ship after the multirun
+            _hydra_main()
     except BaseException as error:
         if _is_stop(error):
             # Ctrl-C or SIGTERM between two jobs of a multirun (Hydra composing or saving the
