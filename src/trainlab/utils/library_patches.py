@@ -18,6 +18,7 @@ libraries' own functions back, and `applied()` does both around a block.
 
 from __future__ import annotations
 
+import copy
 import functools
 import importlib
 import inspect
@@ -42,7 +43,9 @@ class LibraryPatch:
 
     name: str
     distribution: str
-    tested: tuple[str, str]  # versions from (inclusive) .. to (exclusive)
+    # versions from (inclusive) .. to (exclusive) that tests/test_library_patches.py passed with;
+    # widen it after running them with another version
+    tested: tuple[str, str]
     module: str
     owner: str
     attribute: str
@@ -77,7 +80,7 @@ def applying_staged_launch_inputs_only(apply: Callable) -> Callable:
 WANDB_LAUNCH_INPUTS = LibraryPatch(
     name="wandb_launch_inputs",
     distribution="wandb",
-    tested=("0.17", "0.32"),
+    tested=("0.31", "0.32"),
     module="wandb.sdk.wandb_run",
     owner="Run",
     attribute="_detect_and_apply_job_inputs",
@@ -97,14 +100,11 @@ KEPT_SWEEP_CONFIGS = 64
 
 
 def keeping_composed_sweep_configs(compose: Callable) -> Callable:
-    import copy
-    import weakref
-
-    kept: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # loader -> {overrides: config}
-
     @functools.wraps(compose)
     def load_sweep_config(self, master_config, sweep_overrides):
-        waiting = kept.setdefault(self, {})
+        # kept on the loader itself: the joblib and submitit launchers pickle it, with these, to
+        # the processes that ask for the configs
+        waiting = self.__dict__.setdefault("_trainlab_composed_configs", {})
         key = tuple(sweep_overrides)
         if key in waiting:
             return waiting.pop(key)
