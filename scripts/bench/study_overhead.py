@@ -17,7 +17,13 @@ the plain script measured next to it; the table reports medians over the repeats
 measurement gives the seconds from the command to the first training step of a single run
 (default study and this study), and `--phases` shows where a job's time goes (job_phases.py).
 
+`--patches` measures instead what each of trainlab's patches of other libraries buys
+(trainlab.utils.library_patches): the `trainlab` setting with every patch, without each one in
+turn (`TRAINLAB_LIBRARY_PATCHES`), alternating in ABBA order: wall and CPU seconds, and for each
+the difference to every patch in the same repeat (median and range over the repeats).
+
     python scripts/bench/study_overhead.py [--repeats 3] [--seeds 1 8] [--phases] [--out bench_results/study_overhead.json] [overrides]
+    python scripts/bench/study_overhead.py --patches [--repeats 4] [--seeds 1 8] [overrides]
 
 Extra overrides apply to both trainlab settings.
 """
@@ -27,6 +33,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -34,6 +41,9 @@ import tempfile
 from pathlib import Path
 
 from common import REPO, print_table, time_command, write_json
+
+from trainlab.utils.library_patches import NAMES as PATCHES
+from trainlab.utils.library_patches import SETTING
 
 HERE = Path(__file__).resolve().parent
 
@@ -48,17 +58,21 @@ FIRST_STEP = "+callbacks.first_step._target_=first_step.FirstStepMarker"
 TARGETS = {"marginal_over_plain_s": 0.7, "first_step_s": 4.0, "study_ratio": 2.5}
 
 
-def environment() -> dict:
-    return {
+def environment(patches: str | None = None) -> dict:
+    """The benchmark's environment; `patches`: the value of TRAINLAB_LIBRARY_PATCHES, if given."""
+    env = {
         **os.environ,
         "WANDB_MODE": "offline",
         "WANDB_SILENT": "true",
         "PYTHONPATH": os.pathsep.join([str(HERE), str(REPO / "src"), os.environ.get("PYTHONPATH", "")]),
     }
+    if patches is not None:
+        env[SETTING] = patches
+    return env
 
 
-def timed(command: list[str], cwd: Path, marker: str | None = None) -> float:
-    return time_command(command, cwd, environment(), marker)
+def timed(command: list[str], cwd: Path, marker: str | None = None, patches: str | None = None) -> float:
+    return time_command(command, cwd, environment(patches), marker)
 
 
 def plain_command(seeds: int) -> list[str]:
@@ -112,6 +126,72 @@ def summarise(times: dict[str, dict[int, list[float]]], seed_counts: list[int]) 
                 "fixed s": statistics.median(fixed),
                 f"{high} seeds / plain": None if way == "plain" else statistics.median(ratios),
                 "ratio range": None if way == "plain" else f"{min(ratios):.2f}-{max(ratios):.2f}",
+            }
+        )
+    return rows
+
+
+def patch_variants() -> dict[str, str]:
+    """TRAINLAB_LIBRARY_PATCHES of each variant: every patch, and every patch but one."""
+    variants = {"every patch": "1"}
+    for name in PATCHES:
+        variants[f"without {name}"] = ",".join(p for p in PATCHES if p != name) or "0"
+    return variants
+
+
+def cpu_seconds_of_children() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def measure_patches(repeats: int, seed_counts: list[int], extra: list[str], tmp: Path) -> dict:
+    """Wall and CPU seconds of the `trainlab` setting under each patch variant, per N, one per
+    repeat, in ABBA order. CPU seconds: the command's processes, user and system (what the
+    patches save is work in the process; on a shared machine the wall time also holds the waits
+    for a core)."""
+    variants = patch_variants()
+    times = {kind: {v: {n: [] for n in seed_counts} for v in variants} for kind in ("wall", "cpu")}
+    for repeat in range(repeats):
+        order = list(variants) if repeat % 2 == 0 else list(variants)[::-1]
+        for seeds in seed_counts:
+            for variant in order:
+                sweep = tmp / f"patches_{repeat}_{seeds}_{variant.replace(' ', '_')}"
+                command = trainlab_command(seeds, SETTINGS["trainlab"], extra, sweep)
+                cpu_before = cpu_seconds_of_children()
+                wall = timed(command, tmp, patches=variants[variant])
+                cpu = cpu_seconds_of_children() - cpu_before
+                times["wall"][variant][seeds].append(wall)
+                times["cpu"][variant][seeds].append(cpu)
+                print(f"repeat {repeat}: {variant}, {seeds} seeds: {wall:.2f} s, CPU {cpu:.2f} s", flush=True)
+    return times
+
+
+def summarise_patches(times: dict[str, dict[int, list[float]]], seed_counts: list[int]) -> list[dict]:
+    """Per variant: medians, and what leaving the patch out costs against every patch in the
+    same repeat (positive: the patch saves that much), per extra job and for a 1-job study."""
+    low, high = min(seed_counts), max(seed_counts)
+
+    def slopes(by_seeds):
+        return [(b - a) / (high - low) for a, b in zip(by_seeds[low], by_seeds[high], strict=True)]
+
+    def spread(values):
+        return f"{statistics.median(values):+.3f} ({min(values):+.3f}..{max(values):+.3f})"
+
+    every = times["every patch"]
+    rows = []
+    for variant, by_seeds in times.items():
+        job_costs = [s - e for s, e in zip(slopes(by_seeds), slopes(every), strict=True)]
+        low_costs = [t - e for t, e in zip(by_seeds[low], every[low], strict=True)]
+        high_costs = [t - e for t, e in zip(by_seeds[high], every[high], strict=True)]
+        rows.append(
+            {
+                "variant": variant,
+                f"{low} seed(s) s": statistics.median(by_seeds[low]),
+                f"{high} seeds s": statistics.median(by_seeds[high]),
+                "per extra job s": statistics.median(slopes(by_seeds)),
+                "lost per job s (range)": None if variant == "every patch" else spread(job_costs),
+                f"lost at {low} seed(s) s (range)": None if variant == "every patch" else spread(low_costs),
+                f"lost at {high} seeds s (range)": None if variant == "every patch" else spread(high_costs),
             }
         )
     return rows
@@ -176,11 +256,25 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs=2, default=[1, 8], metavar=("LOW", "HIGH"))
     parser.add_argument("--phases", action="store_true", help="also time a job's phases")
     parser.add_argument("--no-studies", action="store_true", help="only the first step (and --phases)")
+    parser.add_argument(
+        "--patches", action="store_true", help="only what each library patch buys (TRAINLAB_LIBRARY_PATCHES)"
+    )
     parser.add_argument("--out", default="bench_results/study_overhead.json")
     args, extra = parser.parse_known_args()
     payload: dict = {"benchmark": "study_overhead", "study": STUDY, "settings": SETTINGS, "extra": extra}
     with tempfile.TemporaryDirectory() as directory:
         tmp = Path(directory)
+        if args.patches:
+            times = measure_patches(args.repeats, sorted(args.seeds), extra, tmp)
+            payload["patch_times"] = times
+            for kind in ("wall", "cpu"):
+                payload[f"patches_{kind}"] = summarise_patches(times[kind], sorted(args.seeds))
+                print_table(
+                    f"Library patches, {kind} seconds (median of {args.repeats} ABBA repeats)",
+                    payload[f"patches_{kind}"],
+                )
+            write_json(args.out, payload)
+            return
         if not args.no_studies:
             times = measure_studies(args.repeats, sorted(args.seeds), extra, tmp)
             payload["times"] = times

@@ -87,13 +87,10 @@ def main() -> None:
     job of a multirun failed or diverged (the multirun's report callback,
     trainlab.report.hydra_callback, says so when the sweep ends), 130 after Ctrl-C, 143 after SIGTERM."""
     from trainlab.run.stop import exit_on_ctrl_c, stop_on_sigterm
-    from trainlab.utils.config_files import read_config_files_once
-    from trainlab.utils.sweep_configs import compose_each_job_once
+    from trainlab.utils import library_patches
 
     stop_on_sigterm()
-    compose_each_job_once()
-    read_config_files_once()
-    with exit_on_ctrl_c():
+    with exit_on_ctrl_c(), library_patches.applied():  # the libraries as they ship after the multirun
         _hydra_main()
 
 

@@ -57,11 +57,11 @@ def log_report_run(
     import wandb
 
     from trainlab.tracking.loggers import wandb_logged_in
-    from trainlab.tracking.wandb_launch_inputs import skip_launch_inputs_none_staged
+    from trainlab.utils import library_patches
 
-    skip_launch_inputs_none_staged()
     init_kwargs.setdefault("mode", "online" if wandb_logged_in() else "offline")
-    run = wandb.init(job_type="report", reinit="finish_previous", **init_kwargs)
+    with library_patches.applied("wandb_launch_inputs"):
+        run = wandb.init(job_type="report", reinit="finish_previous", **init_kwargs)
     try:
         logged = {key: wandb.Table(dataframe=table) for key, table in tables.items()}
         logged.update({key: wandb.Image(str(path)) for key, path in images.items()})

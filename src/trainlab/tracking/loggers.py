@@ -89,7 +89,7 @@ def wandb_logger(
     """
     import wandb
 
-    from trainlab.tracking.wandb_launch_inputs import skip_launch_inputs_none_staged
+    from trainlab.utils import library_patches
 
     global _requirements_saved
     if log_model not in (False, True, "all"):
@@ -101,7 +101,9 @@ def wandb_logger(
         )
     if offline is None:
         offline = not wandb_logged_in()
-    skip_launch_inputs_none_staged()
+    # the run may start later, when first used: the patch stays for the process (`trainlab.train`
+    # restores it when its runs are over)
+    library_patches.apply("wandb_launch_inputs")
     optional = {}
     if "x_save_requirements" in wandb.Settings.model_fields:  # a private setting of wandb 0.2x-0.31
         saves = save_requirements is True or (save_requirements == "once" and not _requirements_saved)

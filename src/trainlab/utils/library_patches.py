@@ -1,0 +1,223 @@
+"""Every run-time patch trainlab makes to another library's internals, in this one module.
+
+DESIGN.md allows replacing a library's internals only where that buys correctness or at least 10%
+of a small job. Each entry below says what it replaces, what it buys (measured with
+`scripts/bench/library_patches.py` and `scripts/bench/study_overhead.py --patches`; BENCHMARKS.md,
+"Patches of other libraries") and the versions of the library it was tested with: outside them it
+is not applied (an info message says so), nor where the replaced function's parameters differ from
+what the wrapper expects. `tests/test_library_patches.py` holds, for each entry, a test of the
+library's own behaviour that the patch relies on, which fails when the library changes under it.
+
+    TRAINLAB_LIBRARY_PATCHES=0       none is applied; the libraries run as they ship
+    TRAINLAB_LIBRARY_PATCHES=1       every one (the default, also when unset or empty)
+    TRAINLAB_LIBRARY_PATCHES=a,b     only the named ones (to measure each on its own)
+
+`apply()` installs them (once per process: a second call changes nothing), `restore()` puts the
+libraries' own functions back, and `applied()` does both around a block.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import importlib
+import inspect
+import logging
+import os
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+SETTING = "TRAINLAB_LIBRARY_PATCHES"
+
+
+@dataclass(frozen=True)
+class LibraryPatch:
+    """`owner.attribute` of `module` (a function of the library `distribution`, with the
+    parameters `parameters`) replaced by `wrap(original)` in the versions `tested`."""
+
+    name: str
+    distribution: str
+    # versions from (inclusive) .. to (exclusive) that tests/test_library_patches.py passed with;
+    # widen it after running them with another version
+    tested: tuple[str, str]
+    module: str
+    owner: str
+    attribute: str
+    parameters: tuple[str, ...]
+    wrap: Callable[[Callable], Callable]
+
+    def owner_object(self) -> Any:
+        return getattr(importlib.import_module(self.module), self.owner)
+
+
+# W&B Launch's job inputs ------------------------------------------------------------------------
+# Every `wandb.init` ends with `Run._detect_and_apply_job_inputs`, which imports
+# `wandb.sdk.launch.inputs.internal` to apply the inputs that W&B Launch's `manage_config_file` /
+# `manage_wandb_config` staged in this process. That import pulls in W&B Launch and W&B's public
+# GraphQL API (0.3-0.65 s on a 2-core CPU), the largest part of a process's first W&B run start,
+# for runs that stage none. The staged inputs live in that module's `StagedLaunchInputs`
+# singleton: while the module is not imported nothing can have been staged, and there is nothing
+# to apply. So the check is skipped then, and runs as W&B's own otherwise.
+
+LAUNCH_STAGING_MODULE = "wandb.sdk.launch.inputs.internal"
+
+
+def applying_staged_launch_inputs_only(apply: Callable) -> Callable:
+    @functools.wraps(apply)
+    def _detect_and_apply_job_inputs(self) -> None:
+        if LAUNCH_STAGING_MODULE in sys.modules:
+            apply(self)
+
+    return _detect_and_apply_job_inputs
+
+
+WANDB_LAUNCH_INPUTS = LibraryPatch(
+    name="wandb_launch_inputs",
+    distribution="wandb",
+    tested=("0.31", "0.32"),
+    module="wandb.sdk.wandb_run",
+    owner="Run",
+    attribute="_detect_and_apply_job_inputs",
+    parameters=("self",),
+    wrap=applying_staged_launch_inputs_only,
+)
+
+# Hydra: each job of a multirun composed once, not twice -----------------------------------------
+# Hydra's sweepers compose every job's config before a batch starts, so that a bad override fails
+# before any job runs (`Sweeper.validate_batch_is_legal`), and the launcher composes it again when
+# the job starts (basic, joblib and submitit launchers alike). The wrapper keeps a copy of each job
+# config it composes, per loader, and hands it to the next request for the same overrides: the
+# check composes, the launcher receives. A copy is handed out once (the launcher writes the job's
+# number and directories into it); at most KEPT_SWEEP_CONFIGS wait at a time.
+
+KEPT_SWEEP_CONFIGS = 64
+
+
+def keeping_composed_sweep_configs(compose: Callable) -> Callable:
+    @functools.wraps(compose)
+    def load_sweep_config(self, master_config, sweep_overrides):
+        # kept on the loader itself: the joblib and submitit launchers pickle it, with these, to
+        # the processes that ask for the configs
+        waiting = self.__dict__.setdefault("_trainlab_composed_configs", {})
+        key = tuple(sweep_overrides)
+        if key in waiting:
+            return waiting.pop(key)
+        config = compose(self, master_config, sweep_overrides)
+        if len(waiting) < KEPT_SWEEP_CONFIGS:
+            waiting[key] = copy.deepcopy(config)
+        return config
+
+    return load_sweep_config
+
+
+HYDRA_SWEEP_CONFIGS = LibraryPatch(
+    name="hydra_sweep_configs",
+    distribution="hydra-core",
+    tested=("1.3.2", "1.4"),
+    module="hydra._internal.config_loader_impl",
+    owner="ConfigLoaderImpl",
+    attribute="load_sweep_config",
+    parameters=("self", "master_config", "sweep_overrides"),
+    wrap=keeping_composed_sweep_configs,
+)
+
+
+PATCHES = {patch.name: patch for patch in (WANDB_LAUNCH_INPUTS, HYDRA_SWEEP_CONFIGS)}
+NAMES = tuple(PATCHES)
+
+_originals: dict[str, Any] = {}  # name -> the attribute as the library had it, while patched
+
+
+def chosen() -> tuple[str, ...]:
+    """The patches `TRAINLAB_LIBRARY_PATCHES` lets this process apply."""
+    value = os.environ.get(SETTING, "").strip().lower()
+    if value in ("", "1", "true", "on", "all"):
+        return NAMES
+    if value in ("0", "false", "off", "none"):
+        return ()
+    names = tuple(part.strip() for part in value.split(",") if part.strip())
+    unknown = [name for name in names if name not in PATCHES]
+    if unknown:
+        raise ValueError(
+            f"{SETTING}={value!r}: no patch named {', '.join(unknown)}; choose 0, 1 or a "
+            f"comma-separated list of {', '.join(NAMES)}."
+        )
+    return names
+
+
+def apply(*names: str) -> list[str]:
+    """Install the patches `names` (default: all) that the setting allows, whose library is
+    imported in a tested version and whose target is as expected; returns those installed by
+    this call (not those already in place)."""
+    allowed = chosen()
+    installed = []
+    for name in names or NAMES:
+        if name in _originals or name not in allowed:
+            continue
+        patch = PATCHES[name]
+        if not _fits(patch):
+            continue
+        owner = patch.owner_object()
+        original = owner.__dict__[patch.attribute]
+        _originals[name] = original
+        setattr(owner, patch.attribute, patch.wrap(original))
+        installed.append(name)
+    return installed
+
+
+def restore(*names: str) -> None:
+    """Put back the library's own attribute of each patch `names` (default: all) now in place."""
+    for name in names or NAMES:
+        if name not in _originals:
+            continue
+        patch = PATCHES[name]
+        setattr(patch.owner_object(), patch.attribute, _originals.pop(name))
+
+
+@contextmanager
+def applied(*names: str) -> Iterator[list[str]]:
+    """The patches `names` (default: all) in place for the block; those that this block
+    installed are restored after it, those in place before stay."""
+    installed = apply(*names)
+    try:
+        yield installed
+    finally:
+        if installed:  # (restore() with no names restores them all)
+            restore(*installed)
+
+
+def _fits(patch: LibraryPatch) -> bool:
+    """Whether `patch` may be installed: its library's version within the tested range, the
+    target present with the parameters the wrapper expects. Says why not at info level."""
+    from packaging.version import Version
+
+    try:
+        installed = Version(version(patch.distribution))
+    except PackageNotFoundError:
+        return False
+    low, high = (Version(v) for v in patch.tested)
+    target = f"{patch.module}.{patch.owner}.{patch.attribute}"
+    if not low <= installed < high:
+        log.info(
+            f"{patch.distribution} {installed} is outside the versions {low} to below {high} that "
+            f"trainlab's patch of {target} was tested with: it is left as it ships."
+        )
+        return False
+    try:
+        function = patch.owner_object().__dict__[patch.attribute]
+    except (ImportError, AttributeError, KeyError):
+        log.info(f"{patch.distribution} {installed} has no {target}: nothing to patch.")
+        return False
+    if tuple(inspect.signature(function).parameters) != patch.parameters:
+        log.info(
+            f"{target} of {patch.distribution} {installed} takes other parameters than "
+            f"{patch.parameters}: it is left as it ships."
+        )
+        return False
+    return True
