@@ -24,6 +24,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from trainlab import checks
 from trainlab.callbacks.resume_state import ResumeState
 from trainlab.checkpoints.atomic_io import AtomicCheckpointIO
+from trainlab.checkpoints.confined_paths import ConfinedCheckpointPaths
 from trainlab.checkpoints.reading import read_checkpoint
 from trainlab.data.datamodule import ImageDataModule
 from trainlab.init import apply_init
@@ -206,14 +207,18 @@ def _plugins(cfg: DictConfig) -> list:
     return plugins
 
 
+# What every trainer has, not a study's choice: exact resume (the generators, the epoch's metrics)
+# and the checkpoint's paths confined to the run.
+ALWAYS = (ResumeState, ConfinedCheckpointPaths)
+
+
 def build_trainer(cfg: DictConfig, callbacks: list, loggers: list) -> pl.Trainer:
     settings = {
         flag: any(isinstance(c, kind) for c in callbacks)
         for flag, kind in _LIGHTNING_DEFAULT_CALLBACKS.items()
         if cfg.trainer.get(flag) is None
     }
-    if not any(isinstance(c, ResumeState) for c in callbacks):  # exact resume: not a study's choice
-        callbacks = [*callbacks, ResumeState()]
+    callbacks = [*callbacks, *(kind() for kind in ALWAYS if not any(isinstance(c, kind) for c in callbacks))]
     if cfg.trainer.get("sync_batchnorm") and _runs_on_cpu(cfg.trainer):
         log.warning(
             "trainer.sync_batchnorm=true on the CPU: torch's SyncBatchNorm runs on GPUs only, so each "
