@@ -61,14 +61,18 @@ def test_a_crafted_last_ckpt_deletes_nothing_outside_the_run(tmp_path, caplog):
 
     last = checkpoints / "last.ckpt"
     checkpoint = torch.load(last, weights_only=True)
-    states = [state for key, state in checkpoint["callbacks"].items() if str(key).startswith("ModelCheckpoint")]
+    states = [
+        state for key, state in checkpoint["callbacks"].items() if str(key).startswith("ModelCheckpoint")
+    ]
     assert len(states) == 2  # the best checkpoint (val/acc) and last.ckpt
     escaping_state(states[0], lexical)
     escaping_state(states[1], str(checkpoints / "link.ckpt"))
     torch.save(checkpoint, last)
 
     with caplog.at_level(logging.WARNING, logger="trainlab.checkpoints.confined_paths"):
-        summary = train(compose_config([*TINY, "trainer.max_epochs=2", "ckpt_path=last"], run, log_dir=tmp_path))
+        summary = train(
+            compose_config([*TINY, "trainer.max_epochs=2", "ckpt_path=last"], run, log_dir=tmp_path)
+        )
     assert summary["status"] == "completed" and summary["epochs"] == 2
     assert victim.read_text() == "keep me"
     assert linked.read_text() == "keep me too"
@@ -116,7 +120,9 @@ def test_a_model_checkpoint_state_keeps_its_own_files_and_stays_consistent(tmp_p
 
     foreign = {"dirpath": "/elsewhere", "best_model_path": "/elsewhere/x.ckpt", "best_k_models": {}}
     confine_model_checkpoint_state(foreign, root, mode="max", warn=lambda text: None)
-    assert "dirpath" not in foreign and foreign["best_model_path"] == "" and foreign["best_model_score"] is None
+    assert (
+        "dirpath" not in foreign and foreign["best_model_path"] == "" and foreign["best_model_score"] is None
+    )
 
 
 def test_other_callbacks_states_keep_only_paths_inside_the_run(tmp_path):

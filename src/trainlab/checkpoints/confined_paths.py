@@ -69,7 +69,10 @@ class _Dropper:
 
 
 def confine_model_checkpoint_state(
-    state: dict[str, Any], dirpath: str | os.PathLike, mode: str, owner: str = "ModelCheckpoint",
+    state: dict[str, Any],
+    dirpath: str | os.PathLike,
+    mode: str,
+    owner: str = "ModelCheckpoint",
     warn: Callable[[str], None] = log.warning,
 ) -> list[str]:
     """Drop, in place, every path of a ModelCheckpoint state that is not inside `dirpath`; keep
@@ -97,9 +100,8 @@ def confine_model_checkpoint_state(
         if state.get("kth_best_model_path") not in best_k:
             state["kth_best_model_path"] = worst(best_k, key=best_k.get)
             state["kth_value"] = best_k[state["kth_best_model_path"]]
-    elif isinstance(best_k, dict):  # no best-k file left: no best, no k-th best
-        if state.get("kth_best_model_path"):
-            state["kth_best_model_path"] = ""
+    elif isinstance(best_k, dict) and state.get("kth_best_model_path"):  # no best-k file left
+        state["kth_best_model_path"] = ""
     if not state.get("best_model_path") and not best_k:
         state["best_model_score"] = None
     return dropper.dropped
