@@ -148,7 +148,7 @@ def _fit_and_test(
         summary.data["resumed_from"] = str(checkpoint)
 
     datamodule = builders.build_datamodule(cfg)
-    model, built = builders.build_model(cfg, datamodule)
+    model, built = builders.build_model(cfg, datamodule, resume_from=checkpoint)  # checked against it
     summary.data.update(built.summary_items())  # init_stats, pretrained
     summary.data["num_classes"] = datamodule.num_classes  # the report's chance level
     loggers.extend(builders.build_loggers(cfg, resume_from=checkpoint))
