@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 from pathlib import Path
 
 import pytest
@@ -173,3 +174,42 @@ def test_a_new_rate_keeps_each_groups_rate_relative_to_optimizer_lr():
     assert changed_settings(
         {"lr": 0.1, "weight_decay": 1e-4, "_target_": "a"}, {"lr": 0.1, "weight_decay": 0.0, "_target_": "b"}
     ) == {"weight_decay": (1e-4, 0.0)}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("override", "named"),
+    [
+        ("trainer.max_epochs=1", "trainer.max_epochs=1, but the checkpoint has already trained 2 epochs"),
+        (
+            "trainer.max_steps=4",
+            "trainer.max_steps=4, but the checkpoint has already trained 10 optimizer steps",
+        ),
+    ],
+)
+def test_a_length_the_checkpoint_has_passed_is_refused(finished, tmp_path, override, named):
+    with pytest.raises(ConfigError, match=re.escape(named)):
+        resume(finished, tmp_path, override)
+
+
+@pytest.mark.slow
+def test_a_schedule_dropped_on_resume_leaves_the_base_rate(finished, tmp_path, monkeypatch):
+    """scheduler=none after a cosine run: optimizer.lr from then on, not the cosine's last rate (0)."""
+    _, seen = resume(finished, tmp_path, "trainer.max_epochs=3", "scheduler=none", monkeypatch=monkeypatch)
+    assert [lrs[0] for _, lrs, _ in seen] == pytest.approx([LR] * STEPS_PER_EPOCH)
+
+
+@pytest.mark.slow
+def test_a_schedule_added_on_resume_starts_at_the_current_step(tmp_path, monkeypatch):
+    """A constant-rate run resumed with scheduler=cosine: the rates of a cosine run at these steps,
+    not a cosine restarted from step 0."""
+    first = tmp_path / "first"
+    train(compose_config([*TINY, "scheduler=none", "trainer.max_epochs=1"], first, log_dir=tmp_path))
+    GlobalHydra.instance().clear()
+    _, seen = resume(
+        first / "checkpoints" / "last.ckpt", tmp_path, "trainer.max_epochs=2", monkeypatch=monkeypatch
+    )
+    assert [step for step, _, _ in seen] == list(range(5, 10))
+    assert [lrs[0] for _, lrs, _ in seen] == pytest.approx(
+        [cosine(step, 10) for step, _, _ in seen], rel=1e-9
+    )

@@ -27,7 +27,7 @@ from trainlab.callbacks.resumed_settings import ResumedSettings
 from trainlab.checkpoints.atomic_io import AtomicCheckpointIO
 from trainlab.checkpoints.confined_paths import ConfinedCheckpointPaths
 from trainlab.checkpoints.reading import read_checkpoint, upgrade
-from trainlab.checkpoints.resume_check import check_resumable
+from trainlab.checkpoints.resume_check import check_length, check_resumable
 from trainlab.data.datamodule import ImageDataModule
 from trainlab.init import apply_init
 from trainlab.models.classifier import Classifier
@@ -100,7 +100,7 @@ def build_model(
             **arguments, loss=plain(cfg.get("loss")) or None, mix=plain(cfg.get("mix")) or None
         )
     if resume_from is not None:
-        check_resume(model, resume_from)
+        check_resume(model, resume_from, cfg.trainer)
     init_stats = apply_init(model.net, cfg.init, datamodule)
     loaded = None
     if not cfg.get("ckpt_path"):  # after init: the weights replace it where they exist
@@ -121,16 +121,20 @@ def build_model(
     return model, BuildReport(init=init_stats, pretrained=loaded.as_dict() if loaded else None)
 
 
-def check_resume(model: pl.LightningModule, path: Path) -> None:
+def check_resume(model: pl.LightningModule, path: Path, trainer: DictConfig | None = None) -> None:
     """Refuse a resume whose network is not the checkpoint's, naming the settings that differ
-    (`model.width: the checkpoint has 32, this run 64`), before any weight is loaded; warn about
-    settings that differ although the weights fit (trainlab.checkpoints.resume_check)."""
+    (`model.width: the checkpoint has 32, this run 64`), before any weight is loaded, or whose
+    optimizer class or run length (`trainer`'s max_epochs, max_steps) cannot continue the
+    checkpoint's; warn about settings that differ although the weights fit
+    (trainlab.checkpoints.resume_check)."""
     checkpoint = read_checkpoint(path, "ckpt_path")
     upgrade(checkpoint)  # old module paths -> today's, as the run's config names them
     shapes = {name: tuple(tensor.shape) for name, tensor in model.state_dict().items()}
     origin = f"ckpt_path={str(path)!r}"
     for warning in check_resumable(checkpoint, dict(model.hparams), shapes, origin, model.strict_loading):
         log.warning(warning)
+    if trainer is not None:
+        check_length(checkpoint, trainer.get("max_epochs"), trainer.get("max_steps"), origin)
 
 
 def build_callbacks(cfg: DictConfig, has_logger: bool) -> list[pl.Callback]:

@@ -15,10 +15,12 @@ What a resume with changed settings does (docs/runs.md, "Resume with other setti
   its own). Another optimizer class is refused before the run starts
   (trainlab.checkpoints.resume_check).
 - a changed length (`trainer.max_epochs`, `trainer.max_steps`, or the epoch's number of batches)
-  or schedule (`scheduler.*`): the schedule is that of a run planned for this run's length, from
-  the step the checkpoint reached on, the first resumed step included; e.g. a finished 15-epoch
-  cosine run resumed with max_epochs=30 continues at the rate a 30-epoch run has at epoch 15,
-  and decays to the end of epoch 30.
+  or schedule (`scheduler=...`, `scheduler.*`): the schedule is that of a run planned for this
+  run's length, from the step the checkpoint reached on, the first resumed step included; e.g. a
+  finished 15-epoch cosine run resumed with max_epochs=30 continues at the rate a 30-epoch run has
+  at epoch 15, and decays to the end of epoch 30. With `scheduler=none` the rate is optimizer.lr
+  (times each group's lr_mult) from then on. A length shorter than the checkpoint's progress is
+  refused before the run starts (trainlab.checkpoints.resume_check).
 Each change is named in an info line. With nothing changed the rates are those the checkpoint
 holds (an interrupted run resumes exactly).
 """
@@ -91,14 +93,26 @@ def _scale_rates(optimizer: Any, schedule: Any, old: float | None, new: float) -
         schedule.base_lrs = bases
 
 
-def follow_schedule(trainer: pl.Trainer) -> list[tuple[float, float]]:
+def follow_schedule(trainer: pl.Trainer, restored_schedules: int) -> list[tuple[float, float]]:
     """Set each group's rate to what this run's schedule gives at the current step (what the
-    schedule's own step sets after every optimizer step); [(restored rate, rate now)] of each."""
+    schedule's own step sets after every optimizer step); [(restored rate, rate now)] of each.
+
+    A schedule the checkpoint had no state for (`restored_schedules`: how many it had) starts at
+    the current step, not at 0; an optimizer this run schedules no longer runs at its base rate."""
     moved = []
-    for config in trainer.lr_scheduler_configs:
+    scheduled = {id(config.scheduler.optimizer) for config in trainer.lr_scheduler_configs}
+    for optimizer in trainer.optimizers:
+        if id(optimizer) not in scheduled:  # the checkpoint's schedule left its rate, not optimizer.lr
+            for group in optimizer.param_groups:
+                if "initial_lr" in group:
+                    before, group["lr"] = group["lr"], group["initial_lr"]
+                    moved.append((float(before), float(group["lr"])))
+    for index, config in enumerate(trainer.lr_scheduler_configs):
         schedule = config.scheduler
         if not isinstance(schedule, LambdaLR):  # trainlab's schedules; others keep their restored rate
             continue
+        if index >= restored_schedules and config.interval == "step":
+            schedule.last_epoch = trainer.global_step
         groups = schedule.optimizer.param_groups
         for group, base, factor in zip(groups, schedule.base_lrs, schedule.lr_lambdas, strict=False):
             before, group["lr"] = group["lr"], base * factor(schedule.last_epoch)
@@ -114,6 +128,7 @@ class ResumedSettings(pl.Callback):
     def __init__(self) -> None:
         self._stored_optimizer: Mapping | None = None
         self._planned_steps: int | None = None
+        self._restored_schedules = 0
         self._resumed = False
 
     def on_save_checkpoint(
@@ -130,6 +145,7 @@ class ResumedSettings(pl.Callback):
         self._resumed = True
         self._stored_optimizer = (checkpoint.get("hyper_parameters") or {}).get("optimizer")
         self._planned_steps = (checkpoint.get(CHECKPOINT_KEY) or {}).get("total_steps")
+        self._restored_schedules = len(checkpoint.get("lr_schedulers") or [])
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         # here: after Lightning restored the optimizer and schedule (after on_fit_start)
@@ -141,7 +157,7 @@ class ResumedSettings(pl.Callback):
         for key, (old, new) in changes.items():
             log.info(f"Resumed with optimizer.{key}={new!r} (the checkpoint's run had {old!r}): applied.")
         apply_settings(trainer, changes)
-        moved = follow_schedule(trainer)
+        moved = follow_schedule(trainer, self._restored_schedules)
         total, planned = _total_steps(trainer), self._planned_steps
         if moved and (planned not in (None, total) or any(not _close(a, b) for a, b in moved)):
             was = (

@@ -122,3 +122,22 @@ def check_resumable(
             f"fit: {describe(network_changes)}. This run trains with its own settings."
         ]
     return []
+
+
+def check_length(checkpoint: Mapping[str, Any], max_epochs: Any, max_steps: Any, origin: str) -> None:
+    """Refuse a run length the checkpoint has already passed (a resume continues a run; it does
+    not shorten one), naming the setting."""
+    # the epochs Lightning counts as trained when it restores the loops (its current_epoch)
+    progress = ((checkpoint.get("loops") or {}).get("fit_loop") or {}).get("epoch_progress") or {}
+    epoch = (progress.get("current") or {}).get("processed", checkpoint.get("epoch"))
+    step = checkpoint.get("global_step")
+    bounded = [
+        ("trainer.max_epochs", max_epochs, epoch, "epochs"),
+        ("trainer.max_steps", max_steps, step, "optimizer steps"),
+    ]
+    for key, limit, reached, unit in bounded:
+        if isinstance(limit, int) and limit >= 0 and isinstance(reached, int) and limit < reached:
+            raise ConfigError(
+                f"{origin}: {key}={limit}, but the checkpoint has already trained {reached} {unit}; a "
+                f"resume continues a run: give a larger {key} (or -1 for no limit)."
+            )
