@@ -130,12 +130,13 @@ class ResumedSettings(pl.Callback):
         self._planned_steps: int | None = None
         self._restored_schedules = 0
         self._resumed = False
+        self._total_steps: int | float | None = None  # this run's length, known once training starts
 
     def on_save_checkpoint(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]
     ) -> None:
-        if trainer.state.fn == TrainerFn.FITTING and trainer.lr_scheduler_configs:
-            checkpoint[CHECKPOINT_KEY] = {"total_steps": _total_steps(trainer)}
+        if trainer.state.fn == TrainerFn.FITTING and self._total_steps is not None:
+            checkpoint[CHECKPOINT_KEY] = {"total_steps": self._total_steps}
 
     def on_load_checkpoint(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]
@@ -149,6 +150,7 @@ class ResumedSettings(pl.Callback):
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         # here: after Lightning restored the optimizer and schedule (after on_fit_start)
+        self._total_steps = _total_steps(trainer) if trainer.lr_scheduler_configs else None
         if not self._resumed:
             return
         self._resumed = False
@@ -158,8 +160,13 @@ class ResumedSettings(pl.Callback):
             log.info(f"Resumed with optimizer.{key}={new!r} (the checkpoint's run had {old!r}): applied.")
         apply_settings(trainer, changes)
         moved = follow_schedule(trainer, self._restored_schedules)
-        total, planned = _total_steps(trainer), self._planned_steps
-        if moved and (planned not in (None, total) or any(not _close(a, b) for a, b in moved)):
+        total, planned = self._total_steps, self._planned_steps
+        if moved and total is None:
+            log.info(
+                f"Resumed at step {trainer.global_step} without a schedule: the learning rate is "
+                f"optimizer.lr from here on, now {moved[0][1]:.4g} (the checkpoint's {moved[0][0]:.4g})."
+            )
+        elif moved and (planned not in (None, total) or any(not _close(a, b) for a, b in moved)):
             was = (
                 f"the checkpoint's run was planned for {planned}"
                 if planned
