@@ -23,6 +23,7 @@ from hydra.core.global_hydra import GlobalHydra
 from trainlab.checkpoints.reading import upgrade
 from trainlab.checkpoints.trusted_targets import ENV_VAR, check_targets, trusted_object
 from trainlab.eval import evaluate, load_checkpoint
+from trainlab.models.study_module import StudyModule
 from trainlab.train import train
 from trainlab.utils.config import ConfigError
 
@@ -328,6 +329,31 @@ def test_checkpoint_of_another_network(trained, make_cfg, tmp_path):
     other = craft(trained[0], tmp_path / "other.ckpt", foreign)
     with pytest.raises(ConfigError, match=re.escape(f"ckpt_path='{other}' was not written by trainlab")):
         run_eval(make_cfg, other)
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "refused"),
+    [
+        ("width", 10**7, r"weights do not fit the network its hyperparameters describe \(size mismatch: "),
+        ("width", 10**12, r"describes 78,000,000,000,011 values, its weights hold 635\. Nothing was built"),
+        ("depth", 10**9, r"has more tensors than its weights \(more than 80; "),
+    ],
+)
+def test_a_network_described_by_a_checkpoint_is_sized_before_it_is_allocated(
+    key, value, refused, trained, make_cfg, tmp_path, monkeypatch
+):
+    """An allow-listed network with enormous sizes is refused before anything is built: the
+    module (and its network) is never constructed, so no memory is taken."""
+    huge = craft(
+        trained[0],
+        tmp_path / "huge.ckpt",
+        lambda c: at(f"hyper_parameters.network.model.{key}", lambda tmp: value)(c, tmp_path),
+    )
+    built = []
+    monkeypatch.setattr(StudyModule, "__init__", lambda self, *a, **k: built.append(a))
+    with pytest.raises(ConfigError, match=refused):
+        run_eval(make_cfg, huge)
+    assert not built
 
 
 # --- the allow-list -------------------------------------------------------------------------------

@@ -25,8 +25,11 @@ from trainlab import checks
 from trainlab.callbacks.compile_steps import CUDAGRAPH_MODES, CudaGraphSteps
 from trainlab.callbacks.idle_hooks import skip_idle_hooks
 from trainlab.callbacks.resume_state import ResumeState
+from trainlab.callbacks.resumed_settings import ResumedSettings
 from trainlab.checkpoints.atomic_io import AtomicCheckpointIO
-from trainlab.checkpoints.reading import read_checkpoint
+from trainlab.checkpoints.confined_paths import ConfinedCheckpointPaths
+from trainlab.checkpoints.reading import read_checkpoint, upgrade
+from trainlab.checkpoints.resume_check import check_length, check_resumable
 from trainlab.data.datamodule import ImageDataModule
 from trainlab.init import apply_init
 from trainlab.models.classifier import Classifier
@@ -76,10 +79,14 @@ class BuildReport:
         return {key: value for key, value in entries.items() if value}
 
 
-def build_model(cfg: DictConfig, datamodule: ImageDataModule) -> tuple[pl.LightningModule, BuildReport]:
+def build_model(
+    cfg: DictConfig, datamodule: ImageDataModule, resume_from: Path | None = None
+) -> tuple[pl.LightningModule, BuildReport]:
     """The Classifier, or the LightningModule a study names in `module` (e.g. experiment=noise_as_l2:
     a squared-error regression), built from the same network, optimizer and schedule configs;
-    and what its init scheme and weight source did."""
+    and what its init scheme and weight source did. With `resume_from` (the checkpoint the run
+    resumes), refused before anything else when it is not the checkpoint's network
+    (`check_resume`)."""
     move_deprecated_weight_sources(cfg)  # a no-op after checks.check_config; callers may skip it
     arguments = {
         "network": network_spec(cfg, datamodule),
@@ -94,6 +101,8 @@ def build_model(cfg: DictConfig, datamodule: ImageDataModule) -> tuple[pl.Lightn
         model = Classifier(
             **arguments, loss=plain(cfg.get("loss")) or None, mix=plain(cfg.get("mix")) or None
         )
+    if resume_from is not None:
+        check_resume(model, resume_from, cfg.trainer)
     init_stats = apply_init(model.net, cfg.init, datamodule)
     loaded = None
     if not cfg.get("ckpt_path"):  # after init: the weights replace it where they exist
@@ -115,6 +124,22 @@ def build_model(cfg: DictConfig, datamodule: ImageDataModule) -> tuple[pl.Lightn
         # then serves every later step (BENCHMARKS.md, compile=true)
         model.net.compile(mode=cfg.get("compile_mode") or "default", dynamic=False)
     return model, BuildReport(init=init_stats, pretrained=loaded.as_dict() if loaded else None)
+
+
+def check_resume(model: pl.LightningModule, path: Path, trainer: DictConfig | None = None) -> None:
+    """Refuse a resume whose network is not the checkpoint's, naming the settings that differ
+    (`model.width: the checkpoint has 32, this run 64`), before any weight is loaded, or whose
+    optimizer class or run length (`trainer`'s max_epochs, max_steps) cannot continue the
+    checkpoint's; warn about settings that differ although the weights fit
+    (trainlab.checkpoints.resume_check)."""
+    checkpoint = read_checkpoint(path, "ckpt_path")
+    upgrade(checkpoint)  # old module paths -> today's, as the run's config names them
+    shapes = {name: tuple(tensor.shape) for name, tensor in model.state_dict().items()}
+    origin = f"ckpt_path={str(path)!r}"
+    for warning in check_resumable(checkpoint, dict(model.hparams), shapes, origin, model.strict_loading):
+        log.warning(warning)
+    if trainer is not None:
+        check_length(checkpoint, trainer.get("max_epochs"), trainer.get("max_steps"), origin)
 
 
 def build_callbacks(cfg: DictConfig, has_logger: bool) -> list[pl.Callback]:
@@ -213,14 +238,18 @@ def _plugins(cfg: DictConfig) -> list:
     return plugins
 
 
+# What every trainer has, not a study's choice: exact resume (the generators, the epoch's metrics),
+# the checkpoint's paths confined to the run, and a resume that applies the run's changed settings.
+ALWAYS = (ResumeState, ConfinedCheckpointPaths, ResumedSettings)
+
+
 def build_trainer(cfg: DictConfig, callbacks: list, loggers: list) -> pl.Trainer:
     settings = {
         flag: any(isinstance(c, kind) for c in callbacks)
         for flag, kind in _LIGHTNING_DEFAULT_CALLBACKS.items()
         if cfg.trainer.get(flag) is None
     }
-    if not any(isinstance(c, ResumeState) for c in callbacks):  # exact resume: not a study's choice
-        callbacks = [*callbacks, ResumeState()]
+    callbacks = [*callbacks, *(kind() for kind in ALWAYS if not any(isinstance(c, kind) for c in callbacks))]
     if cfg.trainer.get("sync_batchnorm") and _runs_on_cpu(cfg.trainer):
         log.warning(
             "trainer.sync_batchnorm=true on the CPU: torch's SyncBatchNorm runs on GPUs only, so each "

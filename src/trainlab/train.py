@@ -41,7 +41,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         checkpoint = run.begin(builders.resolve_checkpoint(cfg, run.output_dir))
 
         datamodule = builders.build_datamodule(cfg)
-        model, built = builders.build_model(cfg, datamodule)
+        model, built = builders.build_model(cfg, datamodule, resume_from=checkpoint)  # checked against it
         run.record_built(built, datamodule.num_classes)
         loggers = run.track_loggers(builders.build_loggers(cfg, resume_from=checkpoint))
         callbacks = [*builders.build_callbacks(cfg, has_logger=bool(loggers)), run.heartbeat()]

@@ -18,6 +18,7 @@ import lightning.pytorch as pl
 
 from trainlab.checkpoints.reading import CLASS_KEY, loadable, trusted_checkpoint
 from trainlab.checkpoints.trusted_targets import trusted_object
+from trainlab.models.described_network import check_weights_fit, described_network
 from trainlab.utils.config import ConfigError
 
 DEFAULT_CLASS = "trainlab.models.classifier.Classifier"  # checkpoints written before the key existed
@@ -43,8 +44,13 @@ class RebuildableModule(pl.LightningModule):
         **kwargs: Any,
     ):
         """Lightning's `load_from_checkpoint`, for checkpoints whose targets are all trusted
-        (`trusted_targets`: packages of your own to trust too), loaded with weights_only=True."""
-        _, source = loadable(checkpoint_path, trusted=trusted_targets)
+        (`trusted_targets`: packages of your own to trust too), loaded with weights_only=True.
+        The network it describes is sized on the meta device and checked against its weights
+        before anything is allocated (trainlab.models.described_network)."""
+        checkpoint, source = loadable(checkpoint_path, trusted=trusted_targets)
+        network = kwargs.get("network") or described_network(checkpoint)
+        if network is not None:
+            check_weights_fit(network, checkpoint["state_dict"], f"ckpt_path={str(checkpoint_path)!r}")
         try:
             return super().load_from_checkpoint(
                 source,
