@@ -5,6 +5,7 @@ can tell. Each names the key at fault and the valid choices (docs/errors.md)."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -57,6 +58,7 @@ def check_config(cfg: DictConfig) -> None:
         raise ConfigError(f"norm.position={position!r} is not one of ['pre_act', 'post_act'].")
     check_arguments(norm, "norm")
     check_optimizer(cfg)
+    check_trainer(cfg.get("trainer"))
     check_monitors(cfg)
     if cfg.get("module") and cfg.get("mix"):  # the Classifier's: a study's own module never sees it
         raise ConfigError(
@@ -84,11 +86,79 @@ def check_optimizer(cfg: DictConfig) -> None:
     node = plain(cfg.get("optimizer"))
     if not node:
         return
+    if node.get("lr") == 0:
+        log.warning(
+            "optimizer.lr=0: no weight changes (only BatchNorm's running statistics do); give a rate "
+            "> 0, e.g. from `python -m trainlab.lr_find`."
+        )
     try:
         instantiate(node)([torch.nn.Parameter(torch.zeros(1))])
     except ValueError as error:
         values = ", ".join(f"optimizer.{k}={v}" for k, v in node.items() if not k.startswith("_"))
         raise ConfigError(f"optimizer ({node['_target_']}): {error} ({values}).") from error
+
+
+def _count(least: int, none: bool = False) -> Callable[[Any], bool]:
+    return lambda v: (none and v is None) or (isinstance(v, int) and v >= least)
+
+
+def _fraction_or_count(v: Any) -> bool:
+    """Lightning's limit_*_batches: a float is a fraction of the batches, an int a number of them."""
+    return v is None or (isinstance(v, float) and 0.0 <= v <= 1.0) or (isinstance(v, int) and v >= 0)
+
+
+def _interval(v: Any) -> bool:
+    """val_check_interval: a fraction of an epoch in (0, 1], a number of batches >= 1, or a time."""
+    if isinstance(v, float):
+        return 0.0 < v <= 1.0
+    return v is None or isinstance(v, str | dict) or (isinstance(v, int) and v >= 1)
+
+
+# Lightning's numeric trainer knobs and the values it can use. Lightning does not check most of them:
+# 0 ends in a ZeroDivisionError in the fit loop (accumulate_grad_batches, val_check_interval,
+# log_every_n_steps, check_val_every_n_epoch) and a negative value is taken without a word
+# (gradient_clip_val=-1 clips nothing, limit_train_batches=-1 trains on no batch).
+TRAINER_RANGES: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "max_epochs": (_count(-1, none=True), "an integer >= 0, -1 (no epoch limit) or null"),
+    "min_epochs": (_count(0, none=True), "an integer >= 0 or null"),
+    "max_steps": (_count(-1), "an integer >= 0, or -1 (bounded by trainer.max_epochs)"),
+    "min_steps": (_count(0, none=True), "an integer >= 0 or null"),
+    "accumulate_grad_batches": (_count(1), "an integer >= 1 (1: an optimizer step per batch)"),
+    "log_every_n_steps": (_count(1, none=True), "an integer >= 1 or null (Lightning's 50)"),
+    "check_val_every_n_epoch": (
+        _count(1, none=True),
+        "an integer >= 1, or null (validate every trainer.val_check_interval batches, across epochs)",
+    ),
+    "val_check_interval": (
+        _interval,
+        "a fraction of an epoch in (0, 1], a number of batches >= 1, a time, or null (once per epoch)",
+    ),
+    "num_sanity_val_steps": (_count(-1, none=True), "an integer >= 0, -1 (all) or null"),
+    "reload_dataloaders_every_n_epochs": (_count(0), "an integer >= 0 (0: never)"),
+    "num_nodes": (_count(1), "an integer >= 1"),
+    "gradient_clip_val": (
+        lambda v: v is None or (isinstance(v, int | float) and v >= 0),
+        "a number >= 0 (the largest gradient norm, or value with gradient_clip_algorithm=value), "
+        "or null or 0 (no clipping)",
+    ),
+    **{
+        f"limit_{split}_batches": (
+            _fraction_or_count,
+            "a fraction of the batches in [0.0, 1.0] (a float), a number of batches >= 0 (an int), or null",
+        )
+        for split in ("train", "val", "test", "predict")
+    },
+    "overfit_batches": (_fraction_or_count, "a fraction in [0.0, 1.0] or a number of batches >= 0 (0: off)"),
+}
+
+
+def check_trainer(trainer: Any) -> None:
+    """The trainer's numeric knobs within the ranges Lightning can use (TRAINER_RANGES); their types
+    were checked against the Trainer's signature before."""
+    trainer = plain(trainer) or {}
+    for key, (valid, choices) in TRAINER_RANGES.items():
+        if key in trainer and not isinstance(trainer[key], bool) and not valid(trainer[key]):
+            raise ConfigError(f"trainer.{key}={trainer[key]!r} is out of range: give {choices}.")
 
 
 def module_class(cfg: DictConfig) -> type:
