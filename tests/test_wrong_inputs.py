@@ -88,3 +88,70 @@ def test_lr_find_with_zero_steps_fails_before_building(make_cfg, tmp_path):
     with pytest.raises(ConfigError, match="lr_find.num_training=0"):
         lr_find(make_cfg(*TINY, "+lr_find.num_training=0"))
     assert not (tmp_path / "run" / "lr_find.json").exists()
+
+
+# --- batch and split sizes against BatchNorm and drop_last ------------------------------------
+
+
+def _built(make_cfg, *overrides):
+    from trainlab import builders
+
+    cfg = make_cfg(*TINY, "model.depth=2", "norm=batchnorm", *overrides)
+    check_config(cfg)
+    datamodule = builders.build_datamodule(cfg)
+    model, _ = builders.build_model(cfg, datamodule)
+    return datamodule, model
+
+
+def test_a_last_batch_of_one_under_batchnorm_is_dropped_with_a_warning(make_cfg, caplog):
+    # digits: 1293 training examples = 323 batches of 4 + 1; the MLP's BatchNorm1d cannot take the 1
+    with caplog.at_level(logging.WARNING, logger="trainlab"):
+        datamodule, _ = _built(make_cfg, "data.batch_size=4")
+    assert datamodule.drop_last and len(datamodule.train_dataloader()) == 323
+    warning = next(r.getMessage() for r in caplog.records if "one example" in r.getMessage())
+    assert "data.batch_size=4" in warning and "blocks.0.1 (BatchNorm1d)" in warning
+    assert "data.drop_last=true" in warning
+
+
+def test_a_last_batch_of_one_stays_where_no_layer_needs_a_batch(make_cfg):
+    datamodule, _ = _built(make_cfg, "data.batch_size=4", "norm=layernorm")
+    assert not datamodule.drop_last and len(datamodule.train_dataloader()) == 324
+    # the CNN's BatchNorm2d sees 2x2 maps or more on 8x8 digits: a batch of one has 4+ values a channel
+    datamodule, _ = _built(make_cfg, "data.batch_size=4", "model=cnn", "model.depth=2", "model.width=4")
+    assert not datamodule.drop_last
+
+
+def test_every_batch_of_one_under_batchnorm_is_refused(make_cfg):
+    with pytest.raises(
+        ConfigError, match=r"data.batch_size=1: every training batch holds one example.*norm=layernorm"
+    ):
+        _built(make_cfg, "data.batch_size=1")
+
+
+def test_the_probe_leaves_the_network_as_it_was(make_cfg):
+    from trainlab.checks import single_value_norms
+
+    _, model = _built(make_cfg)
+    net = model.net.train()
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    assert single_value_norms(net, (1, 8, 8)) == ["blocks.0.1 (BatchNorm1d)", "blocks.1.1 (BatchNorm1d)"]
+    assert net.training and all(m.training for m in net.modules())
+    assert all((before[k] == v).all() for k, v in net.state_dict().items())
+
+
+def test_a_run_whose_last_batch_has_one_example_trains_every_full_batch(make_cfg, tmp_path):
+    from trainlab.train import train
+
+    # 41 training examples: 10 batches of 4 and a last one of 1, which BatchNorm1d would refuse
+    summary = train(
+        make_cfg(*TINY, "norm=batchnorm", "data.train_size=41", "data.batch_size=4", "test=false")
+    )
+    assert summary["status"] == "completed" and summary["global_step"] == 10
+
+
+def test_a_batch_larger_than_the_split_with_drop_last_is_refused(make_cfg):
+    with pytest.raises(
+        ConfigError,
+        match=r"data.batch_size=64 is larger than the training split with data.drop_last=true \(20 training",
+    ):
+        _built(make_cfg, "data.train_size=20", "data.batch_size=64", "data.drop_last=true")

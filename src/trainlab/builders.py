@@ -92,6 +92,7 @@ def build_model(cfg: DictConfig, datamodule: ImageDataModule) -> tuple[pl.Lightn
         model = Classifier(
             **arguments, loss=plain(cfg.get("loss")) or None, mix=plain(cfg.get("mix")) or None
         )
+    checks.check_batches_fit_network(cfg, model.net, datamodule)  # before init: LSUV draws batches
     init_stats = apply_init(model.net, cfg.init, datamodule)
     loaded = None
     if not cfg.get("ckpt_path"):  # after init: the weights replace it where they exist

@@ -14,6 +14,7 @@ from omegaconf import DictConfig
 
 from trainlab.data.datamodule import ImageDataModule
 from trainlab.data.pipelines import AugmentSettings, build_augmentations
+from trainlab.layers.traits import normalises_over_batch
 from trainlab.models.classifier import Classifier
 from trainlab.norm.ghost_batchnorm import check_virtual_batches
 from trainlab.transfer.aliases import move_deprecated_weight_sources
@@ -183,9 +184,106 @@ def check_monitors(cfg: DictConfig) -> None:
 
 
 def check_data_fits_model(cfg: DictConfig, datamodule: ImageDataModule) -> None:
-    """What only the data's size can tell: the batches ghost batch norm must split."""
+    """What only the data's size can tell: an epoch with no batch, the batches ghost batch norm must split."""
+    check_epoch_has_batches(datamodule)
     virtual_batch_size = (cfg.get("norm") or {}).get("virtual_batch_size")
     if virtual_batch_size:
         _, train_labels = datamodule.splits["train"]
         hp = datamodule.hparams
         check_virtual_batches(int(virtual_batch_size), len(train_labels), hp.batch_size, hp.drop_last)
+
+
+def _split_sizes(datamodule: ImageDataModule) -> str:
+    hp = datamodule.hparams
+    return (
+        f"{datamodule.train_examples()} training examples in batches of data.batch_size={hp.batch_size}, "
+        f"data.drop_last={str(hp.drop_last).lower()}"
+    )
+
+
+def check_epoch_has_batches(datamodule: ImageDataModule) -> None:
+    """drop_last with a batch larger than the training split leaves no batch at all: Lightning then
+    'trains' 0 steps and the run ends `completed`."""
+    hp = datamodule.hparams
+    if hp.drop_last and datamodule.train_examples() < hp.batch_size:
+        raise ConfigError(
+            f"data.batch_size={hp.batch_size} is larger than the training split with data.drop_last=true "
+            f"({_split_sizes(datamodule)}): every epoch would be empty. Lower data.batch_size to at most "
+            f"{datamodule.train_examples()}, raise data.train_size, or set data.drop_last=false."
+        )
+
+
+def _processes(trainer: Any) -> int:
+    """How many processes share the training split: trainer.devices x trainer.num_nodes where they
+    are numbers (`auto` and -1 are known only once the trainer exists: 1)."""
+    trainer = plain(trainer) or {}
+    devices = trainer.get("devices", 1)
+    devices = len(devices) if isinstance(devices, list) else devices
+    nodes = trainer.get("num_nodes", 1)
+    return max(devices, 1) * max(nodes, 1) if isinstance(devices, int) and isinstance(nodes, int) else 1
+
+
+def single_value_norms(network: torch.nn.Module, input_shape: tuple[int, ...]) -> list[str]:
+    """The layers that normalise over the batch (traits.normalises_over_batch) and would see one value
+    per channel in a batch of one example (vectors, or 1x1 maps): a forward pass of one blank example
+    in eval mode (no statistic is updated), every module's mode restored after."""
+    found: list[str] = []
+
+    def look(name: str) -> Callable:
+        def hook(module: torch.nn.Module, args: tuple) -> None:
+            x = args[0] if args else None
+            if isinstance(x, torch.Tensor) and x.dim() >= 2 and x.numel() == x.shape[1]:
+                found.append(f"{name} ({type(module).__name__})")
+
+        return hook
+
+    hooks = [
+        module.register_forward_pre_hook(look(name))
+        for name, module in network.named_modules()
+        if normalises_over_batch(module)
+    ]
+    if not hooks:
+        return []
+    modes = {module: module.training for module in network.modules()}
+    parameter = next(network.parameters(), None)
+    try:
+        network.eval()
+        with torch.no_grad():
+            network(torch.zeros(1, *input_shape, device=parameter.device if parameter is not None else None))
+    finally:
+        for hook in hooks:
+            hook.remove()
+        for module, training in modes.items():
+            module.training = training
+    return found
+
+
+def check_batches_fit_network(cfg: DictConfig, network: torch.nn.Module, datamodule: ImageDataModule) -> None:
+    """A training batch of one example under a norm that normalises over the batch (BatchNorm, the
+    default) ends in "Expected more than 1 value per channel when training" where that norm sees
+    vectors or 1x1 maps. Every batch of one (data.batch_size=1) is refused; a last batch of one
+    (e.g. data=digits data.batch_size=4: 1293 = 323 x 4 + 1) is dropped with a warning, which costs
+    one example per epoch, a different one each epoch."""
+    hp = datamodule.hparams
+    examples = -(-datamodule.train_examples() // _processes(cfg.get("trainer")))  # per process
+    every_batch = hp.batch_size == 1 or examples == 1
+    last_batch = examples > hp.batch_size and examples % hp.batch_size == 1 and not datamodule.drop_last
+    if not (every_batch or last_batch):
+        return
+    layers = single_value_norms(network, tuple(datamodule.input_shape))
+    if not layers:
+        return
+    where = f"{', '.join(layers[:3])}{', ...' if len(layers) > 3 else ''} would see one value per channel"
+    if every_batch:
+        raise ConfigError(
+            f"data.batch_size={hp.batch_size}: every training batch holds one example ({_split_sizes(datamodule)}), "
+            f"and this network normalises over the batch: {where}, which has no variance. Use "
+            "data.batch_size=2 or more, or a norm without batch statistics (norm=layernorm, norm=groupnorm, norm=none)."
+        )
+    datamodule.drop_last_of_one()
+    log.warning(
+        f"The last training batch of each epoch holds one example ({_split_sizes(datamodule)}), and this "
+        f"network normalises over the batch: {where}. That batch is dropped (one example an epoch, a "
+        "different one each epoch); to keep it, change data.batch_size or data.train_size, or set "
+        "data.drop_last=true to drop any smaller last batch."
+    )
