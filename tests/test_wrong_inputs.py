@@ -155,3 +155,30 @@ def test_a_batch_larger_than_the_split_with_drop_last_is_refused(make_cfg):
         match=r"data.batch_size=64 is larger than the training split with data.drop_last=true \(20 training",
     ):
         _built(make_cfg, "data.train_size=20", "data.batch_size=64", "data.drop_last=true")
+
+
+# --- list lengths ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [
+        (
+            ["+optimizer.betas=[0.9]"],
+            r"optimizer.betas=\[0.9\] \(list\) does not fit torch.optim.Adam: expected a list of 2",
+        ),
+        (["+optimizer.betas=[0.9,0.99,0.999]"], r"optimizer.betas=\[0.9, 0.99, 0.999\] .*a list of 2"),
+        (
+            ["optimizer=adamw", "+optimizer.betas=[0.9,fast]"],
+            r"optimizer.betas=\[0.9, 'fast'\] .*a list of 2 \(float",
+        ),
+    ],
+)
+def test_list_knobs_of_the_wrong_length_are_refused(make_cfg, overrides, expected):
+    with pytest.raises(ConfigError, match=expected):
+        check_config(make_cfg(*TINY, *overrides))
+
+
+def test_list_knobs_of_the_right_length_pass(make_cfg):
+    check_config(make_cfg(*TINY, "+optimizer.betas=[0.8,0.99]"))
+    check_config(make_cfg(*TINY, "scheduler=step", "scheduler.milestones=[0.3,0.6,0.9]"))  # any length

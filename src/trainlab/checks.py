@@ -94,7 +94,7 @@ def check_optimizer(cfg: DictConfig) -> None:
         )
     try:
         instantiate(node)([torch.nn.Parameter(torch.zeros(1))])
-    except ValueError as error:
+    except (ValueError, IndexError, TypeError) as error:  # OmegaConf's index errors are IndexErrors
         values = ", ".join(f"optimizer.{k}={v}" for k, v in node.items() if not k.startswith("_"))
         raise ConfigError(f"optimizer ({node['_target_']}): {error} ({values}).") from error
 
