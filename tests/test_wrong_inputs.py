@@ -182,3 +182,26 @@ def test_list_knobs_of_the_wrong_length_are_refused(make_cfg, overrides, expecte
 def test_list_knobs_of_the_right_length_pass(make_cfg):
     check_config(make_cfg(*TINY, "+optimizer.betas=[0.8,0.99]"))
     check_config(make_cfg(*TINY, "scheduler=step", "scheduler.milestones=[0.3,0.6,0.9]"))  # any length
+
+
+# --- weight files that cannot be read --------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("filename", "content"), [("empty.pth", b""), ("cut.pth", None), ("cut.safetensors", None)]
+)
+def test_an_unreadable_pretrained_file_is_named(tmp_path, filename, content):
+    import timm
+    import torch
+    from safetensors.torch import save_file
+
+    from test_timm_backbone import load, timm_classifier
+
+    path = tmp_path / filename
+    state = timm.create_model("test_resnet", num_classes=10, in_chans=1).state_dict()
+    if content is None:  # a copy cut short
+        (torch.save(state, path) if filename.endswith(".pth") else save_file(state, str(path)))
+        content = path.read_bytes()[: path.stat().st_size // 2]
+    path.write_bytes(content)
+    with pytest.raises(ConfigError, match=rf"transfer.pretrained_file='{path}'"):
+        load(timm_classifier(), pretrained_file=str(path))
