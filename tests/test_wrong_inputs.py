@@ -205,3 +205,43 @@ def test_an_unreadable_pretrained_file_is_named(tmp_path, filename, content):
     path.write_bytes(content)
     with pytest.raises(ConfigError, match=rf"transfer.pretrained_file='{path}'"):
         load(timm_classifier(), pretrained_file=str(path))
+
+
+# --- a wrong-typed summary in a study report -------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "named"),
+    [
+        ("metrics", "high", '`metrics` is "high" (str)'),
+        ("metrics", {"test/acc": "high"}, '`metrics.test/acc` is "high"'),
+        ("overrides", "init=c", '`overrides` is "init=c" (str)'),
+        ("wall_time_s", "1 min", '`wall_time_s` is "1 min"'),
+        ("status", 3, "`status` is 3 (int)"),
+        ("global_step", True, "`global_step` is true (bool)"),
+    ],
+)
+def test_a_summary_of_another_shape_is_a_failed_job_and_the_report_goes_on(tmp_path, field, value, named):
+    import json
+
+    from trainlab.report.__main__ import main as report_main
+    from trainlab.report.collect import load_jobs
+
+    from test_studies import fake_job
+
+    fake_job(tmp_path, 0, ["init=a", "seed=1"], acc=0.9)
+    fake_job(tmp_path, 1, ["init=b", "seed=1"], acc=0.8)
+    bad = fake_job(tmp_path, 2, ["init=c", "seed=1"], acc=0.7) / "summary.json"
+    bad.write_text(json.dumps({**json.loads(bad.read_text()), field: value}))
+    (bad.parent / ".hydra" / "overrides.yaml").write_text("- init=c\n- seed=1\n")
+    jobs = load_jobs(tmp_path).set_index("job")
+    assert list(jobs["status"]) == ["completed", "completed", "failed"]
+    assert (
+        jobs.loc["2", "init"] == "c"
+        and str(bad) in jobs.loc["2", "error"]
+        and named in jobs.loc["2", "error"]
+    )
+    assert report_main([str(tmp_path)]) == 0  # today: AttributeError 'str' object has no attribute 'items'
+    assert (
+        "job 2 (init=c): **failed** — summary.json of another shape" in (tmp_path / "report.md").read_text()
+    )
