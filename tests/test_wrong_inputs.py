@@ -245,3 +245,44 @@ def test_a_summary_of_another_shape_is_a_failed_job_and_the_report_goes_on(tmp_p
     assert (
         "job 2 (init=c): **failed** — summary.json of another shape" in (tmp_path / "report.md").read_text()
     )
+
+
+# --- missing extras --------------------------------------------------------------------------
+
+
+def test_a_search_without_optuna_says_what_to_install(make_cfg, monkeypatch):
+    import sys
+
+    from hydra.core.plugins import Plugins
+
+    cfg = make_cfg(*TINY, "hparams_search=optuna")
+    monkeypatch.setitem(sys.modules, "optuna", None)  # `import optuna` fails as where it is not installed
+    # today: "Error locating target 'optuna.samplers.TPESampler'", nothing about the extra
+    with pytest.raises(Exception, match=r"hparams_search=optuna .*pip install 'trainlab\[search\]'"):
+        Plugins.instance()._instantiate(cfg.hydra.sweeper)
+
+
+def test_the_search_sweeper_still_builds_its_sampler_and_pruner(make_cfg):
+    import optuna
+    from hydra.core.plugins import Plugins
+
+    sweeper = Plugins.instance()._instantiate(make_cfg(*TINY, "hparams_search=optuna").hydra.sweeper)
+    assert isinstance(sweeper.sampler, optuna.samplers.TPESampler)
+    assert isinstance(sweeper.pruner, optuna.pruners.MedianPruner)
+
+
+@pytest.mark.slow
+def test_a_search_without_optuna_on_the_command_line(tmp_path):
+    import subprocess
+    import sys
+
+    hide_optuna = (
+        "import sys; sys.modules['optuna'] = None; from trainlab.train import main; "
+        f"sys.argv = ['train', 'hparams_search=optuna', 'paths.log_dir={tmp_path}']; main()"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", hide_optuna], cwd=tmp_path, capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode != 0
+    assert "pip install 'trainlab[search]'" in result.stderr
+    assert not list(tmp_path.glob("train/multiruns/*/0"))  # no job started
