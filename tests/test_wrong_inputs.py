@@ -286,3 +286,30 @@ def test_a_search_without_optuna_on_the_command_line(tmp_path):
     assert result.returncode != 0
     assert "pip install 'trainlab[search]'" in result.stderr
     assert not list(tmp_path.glob("train/multiruns/*/0"))  # no job started
+
+
+# --- names that would leave logs/ ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["../x", "/tmp/elsewhere", "a/b", "..", ""])
+def test_a_task_name_that_leaves_logs_is_refused(make_cfg, name):
+    with pytest.raises(ConfigError, match=r"task_name=.* must be a plain name.*paths.log_dir"):
+        check_config(make_cfg(*TINY, f"task_name={name!r}" if name == "" else f"task_name={name}"))
+
+
+def test_a_plain_task_name_passes(make_cfg):
+    check_config(make_cfg(*TINY, "task_name=my_study-2.1"))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("multirun", [False, True])
+def test_a_task_name_that_leaves_logs_creates_nothing(tmp_path, multirun):
+    from conftest import run_cli
+
+    cwd = tmp_path / "project"
+    cwd.mkdir()
+    args = ["-m", "seed=1,2"] if multirun else []
+    result = run_cli("trainlab.train", *args, *TINY, "task_name=../outside", cwd=cwd)
+    assert result.returncode != 0
+    assert "task_name='../outside' must be a plain name" in result.stderr
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["project"]  # no directory made anywhere

@@ -19,6 +19,7 @@ from trainlab.models.classifier import Classifier
 from trainlab.norm.ghost_batchnorm import check_virtual_batches
 from trainlab.transfer.aliases import move_deprecated_weight_sources
 from trainlab.utils.config import CALLED_LATER, ConfigError, check_arguments, plain, require_partial
+from trainlab.utils.resolvers import directory_name
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +33,8 @@ def check_config(cfg: DictConfig) -> None:
     First the deprecated `model.pretrained*` are moved to `transfer.*` (with a warning), so that
     the checks and everything built after them see the weight sources in one place."""
     move_deprecated_weight_sources(cfg)
+    if cfg.get("task_name") is not None:  # a run's directory was made from it: also checked there
+        directory_name(cfg.task_name)
     check_seed(cfg.get("seed"))
     for group in CALLED_LATER:  # init, norm, activation: functions trainlab calls later
         require_partial(group, cfg.get(group))
