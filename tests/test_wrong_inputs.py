@@ -313,3 +313,73 @@ def test_a_task_name_that_leaves_logs_creates_nothing(tmp_path, multirun):
     assert result.returncode != 0
     assert "task_name='../outside' must be a plain name" in result.stderr
     assert sorted(p.name for p in tmp_path.rglob("*")) == ["project"]  # no directory made anywhere
+
+
+# --- a user's config files that do not parse -------------------------------------------------
+
+BROKEN_FILES = {
+    "flow list left open": (
+        "model:\n  width: [16\n  depth: 1\n",
+        r"mine.yaml, line 4, column 8: not valid YAML: .*flow sequence",
+    ),
+    "a tab": ("model:\n\twidth: 16\n", r"mine.yaml, line 3, column 1: not valid YAML: .*'\\t'"),
+    "duplicate key": (
+        "model:\n  width: 16\n  width: 8\n",
+        r"mine.yaml, line 4, column 3: .*duplicate key width",
+    ),
+    "interpolation": (
+        "model:\n  width: ${model.depth\n",
+        r"mine.yaml: the interpolation in '\$\{model.depth' does not parse",
+    ),
+    "a list": ("- a\n- b\n", r"mine.yaml: a config file holds keys .* holds a YAML list"),
+}
+
+
+def _user_folder(root, text):
+    (root / "my_conf" / "experiment").mkdir(parents=True)
+    (root / "my_conf" / "experiment" / "mine.yaml").write_text("# @package _global_\n" + text)
+    return root / "my_conf"
+
+
+@pytest.mark.parametrize("case", BROKEN_FILES)
+def test_a_broken_user_config_file_is_named_with_its_line(make_cfg, tmp_path, case):
+    text, expected = BROKEN_FILES[case]
+    folder = _user_folder(tmp_path, text)
+    with pytest.raises(ConfigError, match=expected):
+        make_cfg(*TINY, f"hydra.searchpath=[file://{folder}]", "experiment=mine")
+
+
+def test_user_config_folders_are_read_from_the_command_line(tmp_path):
+    from trainlab.utils.user_configs import user_config_dirs
+
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    arguments = [
+        "--config-dir",
+        str(tmp_path / "a"),
+        f"hydra.searchpath=[file://{tmp_path / 'b'},pkg://x.conf]",
+    ]
+    assert user_config_dirs(arguments) == [tmp_path / "a", tmp_path / "b"]
+    assert user_config_dirs([f"-cd={tmp_path / 'a'}", "model=mlp"]) == [tmp_path / "a"]
+
+
+def test_a_sound_user_config_folder_passes(make_cfg, tmp_path):
+    folder = _user_folder(tmp_path, "model:\n  width: ${oc.env:WIDTH,16}\n")
+    cfg = make_cfg(*TINY, f"hydra.searchpath=[file://{folder}]", "experiment=mine")
+    assert cfg.model.width == 16
+
+
+@pytest.mark.slow
+def test_a_broken_user_config_file_on_the_command_line(tmp_path):
+    from conftest import run_cli
+
+    folder = _user_folder(tmp_path, BROKEN_FILES["flow list left open"][0])
+    result = run_cli(
+        "trainlab.train", *TINY, f"hydra.searchpath=[file://{folder}]", "experiment=mine", cwd=tmp_path
+    )
+    assert result.returncode == 1
+    assert result.stderr.strip() == (
+        f"ConfigError: {folder / 'experiment' / 'mine.yaml'}, line 4, column 8: not valid YAML: "
+        "while parsing a flow sequence expected ',' or ']', but got ':'."
+    )
+    assert not (tmp_path / "logs").exists()

@@ -109,6 +109,11 @@ def _hydra_main(cfg: DictConfig) -> None:
 
 def main() -> None:
     """Console entry point `trainlab-lr-find`."""
+    import sys
+
+    from trainlab.utils.user_configs import exit_on_bad_config_files
+
+    exit_on_bad_config_files(sys.argv[1:])
     _hydra_main()
 
 

@@ -211,8 +211,10 @@ def main() -> None:
     stopped by Ctrl-C or SIGTERM (143)."""
     from trainlab.utils.config_files import read_config_files_once
     from trainlab.utils.sweep_configs import compose_each_job_once
+    from trainlab.utils.user_configs import exit_on_bad_config_files
 
     signal.signal(signal.SIGTERM, _raise_on_sigterm)
+    exit_on_bad_config_files(sys.argv[1:])  # the user's own config folders: before Hydra reads them
     compose_each_job_once()
     read_config_files_once()
     try:
