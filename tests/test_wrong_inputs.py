@@ -383,3 +383,14 @@ def test_a_broken_user_config_file_on_the_command_line(tmp_path):
         "while parsing a flow sequence expected ',' or ']', but got ':'."
     )
     assert not (tmp_path / "logs").exists()
+
+
+def test_a_task_name_that_leaves_logs_is_one_line_before_hydra(tmp_path):
+    from trainlab.utils.user_configs import check_command_line
+
+    with pytest.raises(ConfigError, match=r"^task_name='\.\./x' must be a plain name"):
+        check_command_line(["model=mlp", "task_name=../x"])
+    folder = _user_folder(tmp_path, "task_name: ../../elsewhere\n")
+    with pytest.raises(ConfigError, match=r"mine.yaml: task_name='../../elsewhere' must be a plain name"):
+        check_command_line([f"hydra.searchpath=[file://{folder}]", "experiment=mine"])
+    check_command_line(["task_name=my_study", "-m", "task_name=a,b"])

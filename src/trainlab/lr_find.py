@@ -111,9 +111,9 @@ def main() -> None:
     """Console entry point `trainlab-lr-find`."""
     import sys
 
-    from trainlab.utils.user_configs import exit_on_bad_config_files
+    from trainlab.utils.user_configs import exit_on_bad_command_line
 
-    exit_on_bad_config_files(sys.argv[1:])
+    exit_on_bad_command_line(sys.argv[1:])
     _hydra_main()
 
 

@@ -211,10 +211,10 @@ def main() -> None:
     stopped by Ctrl-C or SIGTERM (143)."""
     from trainlab.utils.config_files import read_config_files_once
     from trainlab.utils.sweep_configs import compose_each_job_once
-    from trainlab.utils.user_configs import exit_on_bad_config_files
+    from trainlab.utils.user_configs import exit_on_bad_command_line
 
     signal.signal(signal.SIGTERM, _raise_on_sigterm)
-    exit_on_bad_config_files(sys.argv[1:])  # the user's own config folders: before Hydra reads them
+    exit_on_bad_command_line(sys.argv[1:])  # the user's config files, task_name: before Hydra
     compose_each_job_once()
     read_config_files_once()
     try:

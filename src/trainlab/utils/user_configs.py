@@ -1,4 +1,5 @@
-"""A user's own config folders (`--config-dir`, `hydra.searchpath=[file://...]`), read before Hydra.
+"""What a command line can tell before Hydra runs: a user's own config folders (`--config-dir`,
+`hydra.searchpath=[file://...]`), and a task_name that would leave logs/.
 
 Hydra reports a YAML syntax error in such a folder as a long traceback whose last lines name the
 file; an interpolation that does not parse (`${model.depth`) with no file at all ("no viable
@@ -58,6 +59,8 @@ def check_config_file(path: Path) -> None:
     from omegaconf._utils import get_yaml_loader
     from omegaconf.errors import GrammarParseError
 
+    from trainlab.utils.resolvers import directory_name
+
     try:
         content = yaml.load(path.read_text(encoding="utf-8"), Loader=get_yaml_loader())
     except yaml.MarkedYAMLError as error:
@@ -72,6 +75,15 @@ def check_config_file(path: Path) -> None:
             f"{path}: a config file holds keys (`key: value` lines); this one holds a YAML "
             f"{type(content).__name__}."
         )
+    if (
+        isinstance(content, dict)
+        and isinstance(content.get("task_name"), str)
+        and "${" not in content["task_name"]
+    ):
+        try:
+            directory_name(content["task_name"])
+        except ConfigError as error:
+            raise ConfigError(f"{path}: {error}") from None
     for text in _strings(content):
         if "${" in text:
             try:
@@ -92,10 +104,25 @@ def check_user_config_files(arguments: Iterable[str]) -> None:
                 check_config_file(path)
 
 
-def exit_on_bad_config_files(arguments: Iterable[str]) -> None:
-    """check_user_config_files for an entry point: a problem ends the process with its one line
-    (exit code 1), before Hydra makes a run directory."""
+def check_command_line(arguments: Iterable[str]) -> None:
+    """What a command line can tell before Hydra makes the run directory: the user's own config files
+    (check_user_config_files) and a `task_name=` that would leave logs/ (the trainlab_dir_name
+    resolver stops Hydra too, but with a traceback; a task_name set in a config file meets it)."""
+    from trainlab.utils.overrides import parse_override
+    from trainlab.utils.resolvers import directory_name
+
+    arguments = list(arguments)
+    check_user_config_files(arguments)
+    for argument in arguments:
+        override = parse_override(argument)
+        if override.key == "task_name" and override.value is not None and not override.is_sweep:
+            directory_name(override.value.strip("'\""))
+
+
+def exit_on_bad_command_line(arguments: Iterable[str]) -> None:
+    """check_command_line for an entry point: a problem ends the process with its one line (exit
+    code 1), before Hydra makes a run directory."""
     try:
-        check_user_config_files(arguments)
+        check_command_line(arguments)
     except ConfigError as error:
         raise SystemExit(f"ConfigError: {error}") from None
