@@ -253,6 +253,9 @@ def single_value_norms(network: torch.nn.Module, input_shape: tuple[int, ...]) -
         network.eval()
         with torch.no_grad():
             network(torch.zeros(1, *input_shape, device=parameter.device if parameter is not None else None))
+    except Exception as error:  # a network of a study's own that wants other inputs: cannot tell
+        log.debug(f"The batch-of-one probe could not run the network ({error}); not checked.")
+        return []
     finally:
         for hook in hooks:
             hook.remove()
