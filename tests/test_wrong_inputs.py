@@ -49,6 +49,7 @@ def test_trainer_knobs_out_of_range_are_refused(make_cfg, override, expected):
         "trainer.gradient_clip_val=0",
         "trainer.gradient_clip_val=1.0",
         "+trainer.limit_train_batches=0.25",
+        "+trainer.limit_train_batches=3.0",  # Lightning takes a whole float above 1 as a count
         "+trainer.limit_val_batches=0",
         "+trainer.num_sanity_val_steps=-1",
         "trainer.check_val_every_n_epoch=null",

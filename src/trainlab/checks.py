@@ -107,8 +107,11 @@ def _count(least: int, none: bool = False) -> Callable[[Any], bool]:
 
 
 def _fraction_or_count(v: Any) -> bool:
-    """Lightning's limit_*_batches: a float is a fraction of the batches, an int a number of them."""
-    return v is None or (isinstance(v, float) and 0.0 <= v <= 1.0) or (isinstance(v, int) and v >= 0)
+    """Lightning's limit_*_batches: a float in [0, 1] is a fraction of the batches, an int (or a whole
+    float above 1) a number of them (lightning.pytorch.trainer.setup._determine_batch_limits)."""
+    if isinstance(v, float):
+        return 0.0 <= v <= 1.0 or (v > 1 and v.is_integer())
+    return v is None or (isinstance(v, int) and v >= 0)
 
 
 def _interval(v: Any) -> bool:
@@ -118,10 +121,11 @@ def _interval(v: Any) -> bool:
     return v is None or isinstance(v, str | dict) or (isinstance(v, int) and v >= 1)
 
 
-# Lightning's numeric trainer knobs and the values it can use. Lightning does not check most of them:
-# 0 ends in a ZeroDivisionError in the fit loop (accumulate_grad_batches, val_check_interval,
-# log_every_n_steps, check_val_every_n_epoch) and a negative value is taken without a word
-# (gradient_clip_val=-1 clips nothing, limit_train_batches=-1 trains on no batch).
+# Lightning's numeric trainer knobs and the values it can use. Lightning checks few of them, and
+# then names its own argument, not the config key: 0 ends in a ZeroDivisionError in the fit loop
+# (accumulate_grad_batches, val_check_interval, log_every_n_steps, check_val_every_n_epoch), a
+# negative gradient_clip_val is taken without a word and clips nothing (Precision.clip_gradients
+# returns for clip_val <= 0).
 TRAINER_RANGES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "max_epochs": (_count(-1, none=True), "an integer >= 0, -1 (no epoch limit) or null"),
     "min_epochs": (_count(0, none=True), "an integer >= 0 or null"),
