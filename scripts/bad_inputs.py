@@ -7,7 +7,11 @@
 Each case is a set of command-line overrides with a short label. It is composed as
 `python -m trainlab.train <overrides>` would compose it (trainlab.utils.compose.compose_run_config),
 on top of tiny settings (8x8 digits, a small MLP, one epoch, CSV logger), and trained in this
-process with trainlab.train.train. The outcome is one of:
+process with trainlab.train.train. A few cases take another entry point (`Case.entry`):
+`lr_find` (trainlab.lr_find.lr_find), `sweeper` (the multirun's sweeper built as Hydra builds
+it), `report` (`python -m trainlab.report` on a study with one job's summary.json replaced by
+the case's `summary`) and `cli` (`python -m trainlab.train` in a subprocess, in a folder of its
+own: a directory made outside it counts as an error in training). The outcome is one of:
 
 - `clear error`: an exception before the first training step (at composition, or with
   summary.json's global_step 0) whose message names the setting;
@@ -68,6 +72,9 @@ class Case:
     overrides: list[str]
     names: list[str] = field(default_factory=list)  # what the message must name; default: the keys
     env: dict[str, str] = field(default_factory=dict)
+    entry: str = "train"  # train | lr_find | sweeper | report | cli (see the module's docstring)
+    hide: list[str] = field(default_factory=list)  # modules made unimportable (a missing extra)
+    summary: dict = field(default_factory=dict)  # report: the fields one job's summary.json gets
 
 
 def blur(transform: str) -> str:
@@ -234,10 +241,67 @@ def cases(files: dict[str, str]) -> list[Case]:
         c("resume with no last.ckpt", ["ckpt_path=last"], ["ckpt_path=last"]),
         c("unknown experiment", ["experiment=imagenet"], ["experiment/imagenet"]),
         c("unknown debug preset", ["debug=fast"], ["debug/fast"]),
+        # --- wrong inputs by class (docs/errors.md) --------------------------------------------
+        # batch and split sizes against BatchNorm and drop_last
+        c("last batch of one under BatchNorm", ["data.batch_size=4"]),  # 1293 = 323 x 4 + 1
+        c("every batch of one under BatchNorm", ["data.batch_size=1"]),
+        c("batch above the split with drop_last", ["data.batch_size=2000", "data.drop_last=true"]),
+        # trainer knobs at 0 or below
+        c("accumulate_grad_batches 0", ["trainer.accumulate_grad_batches=0"]),
+        c("val_check_interval 0", ["trainer.val_check_interval=0"]),
+        c("log_every_n_steps 0", ["trainer.log_every_n_steps=0"]),
+        c("check_val_every_n_epoch 0", ["trainer.check_val_every_n_epoch=0"]),
+        c("max_epochs below -1", ["trainer.max_epochs=-2"]),
+        c("negative limit_train_batches", ["+trainer.limit_train_batches=-1"]),
+        c("negative gradient clip", ["trainer.gradient_clip_val=-1"]),
+        c("lr_find with 0 steps", ["+lr_find.num_training=0"], entry="lr_find"),
+        # list lengths
+        c("betas too short", ["+optimizer.betas=[0.9]"]),
+        c("betas too long", ["optimizer=adamw", "+optimizer.betas=[0.9,0.99,0.999]"]),
+        # weight files that cannot be read
+        c(
+            "pretrained_file empty",
+            [
+                "model=timm",
+                "model.name=test_resnet",
+                "transfer.pretrained_file={empty_file}",
+                "transfer=finetune",
+            ],
+            ["transfer.pretrained_file"],
+        ),
+        # user config files that fail to parse
+        c(
+            "YAML syntax error in a user config",
+            ["hydra.searchpath=[file://{broken_yaml}]", "experiment=mine"],
+            ["{broken_yaml}/experiment/mine.yaml"],
+        ),
+        c(
+            "broken interpolation in a user config",
+            ["hydra.searchpath=[file://{broken_interpolation}]", "experiment=mine"],
+            ["{broken_interpolation}/experiment/mine.yaml"],
+        ),
+        # names that leave logs/
+        c("task_name leaving logs/", ["task_name=../../outside"], ["task_name='../../outside'"], entry="cli"),
+        c("absolute task_name", ["task_name=/tmp/outside"], ["task_name='/tmp/outside'"]),
+        # wrong-typed summaries in a study report
+        c("summary metrics a string", [], ["`metrics`"], entry="report", summary={"metrics": "high"}),
+        c("summary step a string", [], ["`global_step`"], entry="report", summary={"global_step": "ten"}),
+        # missing extras
+        c(
+            "search without optuna",
+            ["hparams_search=optuna"],
+            ["trainlab[search]"],
+            entry="sweeper",
+            hide=["optuna"],
+        ),
+        # likely mistakes: warned about (a legal setting) or refused
+        c("linear probe of a random backbone", ["transfer=linear_probe"], ["transfer=linear_probe"]),
+        c("lr 0", ["optimizer.lr=0"]),
     ]
     for row in rows:
         for name, value in files.items():
             row.overrides = [o.replace(f"{{{name}}}", value) for o in row.overrides]
+            row.names = [n.replace(f"{{{name}}}", value) for n in row.names]
     return rows
 
 
@@ -289,6 +353,13 @@ def make_files(root: Path) -> dict[str, str]:
     (root / "empty").mkdir()
     weights = {f"encoder.{k}": v for k, v in timm.create_model("test_resnet").state_dict().items()}
     torch.save(weights, root / "other.pth")
+    (root / "empty.pth").write_bytes(b"")  # a copy that failed
+
+    def user_folder(name: str, text: str) -> str:
+        (root / name / "experiment").mkdir(parents=True)
+        (root / name / "experiment" / "mine.yaml").write_text("# @package _global_\n" + text)
+        return str(root / name)
+
     with socket.socket() as probe:  # a local port that nothing listens on once closed
         probe.bind(("127.0.0.1", 0))
         closed_port = probe.getsockname()[1]
@@ -299,6 +370,9 @@ def make_files(root: Path) -> dict[str, str]:
         "empty": str(root / "empty"),
         "other_weights": str(root / "other.pth"),
         "closed_port": str(closed_port),
+        "empty_file": str(root / "empty.pth"),
+        "broken_yaml": user_folder("broken_yaml", "model:\n  width: [16\n  depth: 1\n"),
+        "broken_interpolation": user_folder("broken_interpolation", "model:\n  width: ${model.depth\n"),
     }
 
 
@@ -341,11 +415,94 @@ def environment(values: dict[str, str]):
         os.environ["WANDB_MODE"] = "offline"
 
 
+@contextlib.contextmanager
+def hidden(modules: list[str]):
+    """`import <module>` fails inside, as where the module is not installed."""
+    saved = {m: sys.modules.get(m) for m in modules}
+    sys.modules.update(dict.fromkeys(modules))
+    try:
+        yield
+    finally:
+        for module, value in saved.items():
+            if value is None:
+                sys.modules.pop(module, None)
+            else:
+                sys.modules[module] = value
+
+
+def run_entry(case: Case, run_dir: Path, root: Path) -> dict:
+    """Run the case through its entry point; return the run's summary, or what stands for one."""
+    from trainlab.utils.compose import compose_run_config
+
+    overrides = run_overrides(case.overrides)
+    if case.entry == "report":
+        return run_report(case, run_dir)
+    if case.entry == "cli":
+        return run_cli(overrides, run_dir)
+    cfg = compose_run_config(overrides, run_dir, log_dir=root)
+    if case.entry == "lr_find":
+        from trainlab.lr_find import lr_find
+
+        return {"status": "completed", "suggestion": lr_find(cfg)["suggestion"]}
+    if case.entry == "sweeper":
+        from hydra.core.plugins import Plugins
+
+        Plugins.instance()._instantiate(cfg.hydra.sweeper)  # as Hydra builds it for a multirun
+        return {"status": "sweeper built"}
+    from trainlab.train import train
+
+    return train(cfg)
+
+
+def run_report(case: Case, study: Path) -> dict:
+    """`python -m trainlab.report` on a study of three jobs, the last one's summary.json holding
+    `case.summary`: a clear error is that job listed `failed`, its error naming the field."""
+    from trainlab.report.__main__ import main as report
+    from trainlab.report.collect import load_jobs
+
+    for job, seed in enumerate((1, 2, 3)):
+        (study / str(job) / ".hydra").mkdir(parents=True)
+        (study / str(job) / ".hydra" / "overrides.yaml").write_text(f"- seed={seed}\n")
+        summary = {"status": "completed", "metrics": {"val/acc": 0.9}, "overrides": [f"seed={seed}"]}
+        summary.update(case.summary if job == 2 else {})
+        (study / str(job) / "summary.json").write_text(json.dumps(summary))
+    report([str(study)])
+    bad = load_jobs(study).set_index("job").loc["2"]
+    if bad["status"] == "failed":
+        raise ReportedFailure(bad["error"])
+    return {"status": f"report written, the job {bad['status']}"}
+
+
+class ReportedFailure(Exception):
+    """The report listed the job as failed, with this error."""
+
+
+def run_cli(overrides: list[str], folder: Path) -> dict:
+    """`python -m trainlab.train` in `folder/project`; anything it makes beside that folder is an
+    error in training (a file system change outside the project)."""
+    import subprocess
+
+    project = folder / "project"
+    project.mkdir(parents=True)
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "WANDB_MODE": "offline"}
+    result = subprocess.run(
+        [sys.executable, "-m", "trainlab.train", *overrides],
+        cwd=project,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    outside = [p for p in folder.iterdir() if p != project]
+    if outside:
+        raise RuntimeError(f"made {', '.join(map(str, outside))} outside the project: {result.stderr[-300:]}")
+    if result.returncode:  # its last lines: Hydra prints a traceback, then the error and its key
+        raise RuntimeError(" ".join(result.stderr.strip().splitlines()[-4:]) or "no message")
+    return {"status": "completed (cli)"}
+
+
 def run_case(case: Case, root: Path, index: int) -> dict:
     from hydra.core.global_hydra import GlobalHydra
-
-    from trainlab.train import train
-    from trainlab.utils.compose import compose_run_config
 
     run_dir = root / f"case{index:03d}"
     names = case.names or default_names(case.overrides)
@@ -356,14 +513,14 @@ def run_case(case: Case, root: Path, index: int) -> dict:
     try:
         with (
             environment(case.env),
+            hidden(case.hide),
             warnings.catch_warnings(record=True) as caught,
             contextlib.redirect_stdout(io.StringIO()),
             contextlib.redirect_stderr(io.StringIO()),
         ):
             warnings.simplefilter("always")
-            cfg = compose_run_config(run_overrides(case.overrides), run_dir, log_dir=root)
-            stage = "train"
-            summary = train(cfg)
+            stage = case.entry
+            summary = run_entry(case, run_dir, root)
         step = int(summary.get("global_step") or 0)
         outcome = SILENT
         said = [m for m in collect.messages + [str(w.message) for w in caught] if any(n in m for n in names)]
@@ -381,7 +538,8 @@ def run_case(case: Case, root: Path, index: int) -> dict:
         if summary_file.is_file():
             step = int(json.loads(summary_file.read_text()).get("global_step") or 0)
         named = any(n in message for n in names)
-        outcome = IN_TRAINING if step > 0 else CLEAR if named else UNCLEAR
+        outside = "outside the project" in message  # a cli case made something beside its folder
+        outcome = IN_TRAINING if step > 0 or outside else CLEAR if named else UNCLEAR
     finally:
         logging.getLogger().removeHandler(collect)
         GlobalHydra.instance().clear()

@@ -103,6 +103,7 @@ def build_model(
         )
     if resume_from is not None:
         check_resume(model, resume_from, cfg.trainer)
+    checks.check_batches_fit_network(cfg, model.net, datamodule)  # before init: LSUV draws batches
     init_stats = apply_init(model.net, cfg.init, datamodule)
     loaded = None
     if not cfg.get("ckpt_path"):  # after init: the weights replace it where they exist

@@ -26,6 +26,31 @@ from trainlab.utils.config import ConfigError
 log = logging.getLogger(__name__)
 
 DEFAULTS = {"min_lr": 1e-6, "max_lr": 1.0, "num_training": 100}
+# Lightning's suggestion skips the first 10 rates and the last one, and takes the gradient of what
+# is left, which needs two points (Tuner.lr_find -> _LRFinder.suggestion(skip_begin=10, skip_end=1))
+MIN_STEPS = 13
+
+
+def check_settings(given: Any) -> dict[str, Any]:
+    """`lr_find.*` merged over DEFAULTS; unknown keys, rates that are not 0 < min_lr < max_lr and
+    too few steps are refused (Lightning divides by num_training: 0 is a ZeroDivisionError)."""
+    settings = {**DEFAULTS, **dict(given or {})}
+    unknown = sorted(set(settings) - set(DEFAULTS))
+    if unknown:
+        raise ConfigError(f"lr_find.{unknown[0]}: unknown setting; valid: {', '.join(DEFAULTS)}.")
+    rates = [settings["min_lr"], settings["max_lr"]]
+    if (
+        not all(isinstance(r, int | float) and not isinstance(r, bool) for r in rates)
+        or not 0 < rates[0] < rates[1]
+    ):
+        raise ConfigError(f"lr_find: need 0 < lr_find.min_lr < lr_find.max_lr, got {settings}.")
+    steps = settings["num_training"]
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < MIN_STEPS:
+        raise ConfigError(
+            f"lr_find.num_training={steps!r} must be an integer >= {MIN_STEPS}: the suggestion skips the "
+            f"first 10 rates and the last one, and needs two more (the default is {DEFAULTS['num_training']})."
+        )
+    return settings
 
 
 def lr_find(cfg: DictConfig) -> dict[str, Any]:
@@ -37,9 +62,7 @@ def lr_find(cfg: DictConfig) -> dict[str, Any]:
     from trainlab.transfer.policy import TransferPolicy
     from trainlab.utils.hydra_job import run_dir
 
-    settings = {**DEFAULTS, **dict(cfg.get("lr_find") or {})}
-    if not 0 < settings["min_lr"] < settings["max_lr"]:
-        raise ConfigError(f"lr_find: need 0 < lr_find.min_lr < lr_find.max_lr, got {settings}.")
+    settings = check_settings(cfg.get("lr_find"))
     output_dir = run_dir(cfg)
     checks.check_config(cfg)
     pl.seed_everything(cfg.get("seed"), workers=True)
@@ -86,6 +109,11 @@ def _hydra_main(cfg: DictConfig) -> None:
 
 def main() -> None:
     """Console entry point `trainlab-lr-find`."""
+    import sys
+
+    from trainlab.utils.user_configs import exit_on_bad_command_line
+
+    exit_on_bad_command_line(sys.argv[1:])
     _hydra_main()
 
 

@@ -11,6 +11,7 @@ trainlab.run.lifecycle. Exit codes: 0 done, 1 failed (a multirun: any job failed
 from __future__ import annotations
 
 import math
+import sys
 from typing import Any
 
 import hydra
@@ -88,8 +89,10 @@ def main() -> None:
     trainlab.report.hydra_callback, says so when the sweep ends), 130 after Ctrl-C, 143 after SIGTERM."""
     from trainlab.run.stop import exit_on_ctrl_c, stop_on_sigterm
     from trainlab.utils import library_patches
+    from trainlab.utils.user_configs import exit_on_bad_command_line
 
     stop_on_sigterm()
+    exit_on_bad_command_line(sys.argv[1:])  # the user's config files, task_name: before Hydra
     with exit_on_ctrl_c(), library_patches.applied():  # the libraries as they ship after the multirun
         _hydra_main()
 

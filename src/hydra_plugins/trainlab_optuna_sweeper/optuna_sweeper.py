@@ -48,7 +48,9 @@ class OptunaSweeper(Sweeper):
             )
         self.study_name, self.storage, self.direction = study_name, storage, direction
         self.n_trials, self.n_jobs = int(n_trials), int(n_jobs)
-        self.sampler, self.pruner, self.params = sampler, pruner, params
+        self.sampler = _optuna_object(sampler, "hydra.sweeper.sampler")
+        self.pruner = _optuna_object(pruner, "hydra.sweeper.pruner")
+        self.params = params
         self.heartbeat_interval = int(heartbeat_interval) if heartbeat_interval else None
         self.config: DictConfig | None = None
         self.launcher = None
@@ -154,6 +156,21 @@ class OptunaSweeper(Sweeper):
         else:
             log.info(f"Study {study.study_name!r} has no completed trial yet: {record['trials']}")
         log.info(f"Search results: {path}; optuna-dashboard {shown_url(url)}")
+
+
+def _optuna_object(node: Any, key: str) -> Any:
+    """A sampler or pruner built from its config, or the object given. The sweeper's config is not
+    instantiated recursively (`_recursive_: false` in conf/hydra/sweeper/optuna.yaml): without
+    Optuna, Hydra would fail on "Error locating target 'optuna.samplers.TPESampler'", naming
+    neither the extra nor how to install it."""
+    if not (OmegaConf.is_dict(node) or isinstance(node, dict)) or "_target_" not in node:
+        return node
+    from hydra.utils import instantiate
+
+    from trainlab.utils.extras import require_extra
+
+    require_extra("optuna", f"hparams_search=optuna ({key}: {node['_target_']})")
+    return instantiate(node)
 
 
 def _job_dir(ret: Any) -> Path | None:

@@ -167,6 +167,7 @@ class ImageDataModule(pl.LightningDataModule):
         self._resume_at: tuple[int, int] | None = None  # (epoch, batches trained) of a checkpoint
         self._copies: tuple[Path, tuple[np.ndarray, np.ndarray]] | None = None  # offline, as read last
         self._normalise: Normalise | None = None
+        self._drop_last_of_one = False  # drop a last training batch of one example (see drop_last_of_one)
 
     @classmethod
     def load_from_checkpoint(  # type: ignore[override]
@@ -374,6 +375,23 @@ class ImageDataModule(pl.LightningDataModule):
             self._copies = (folder, copies)
         return self._copies[1]
 
+    def train_examples(self) -> int:
+        """Examples in a training epoch: the training split, plus its offline copies."""
+        self.setup()
+        count = len(self.splits["train"][1])
+        return count * (1 + self.augment.copies) if self.augment.offline else count
+
+    def drop_last_of_one(self) -> None:
+        """Drop the last training batch of each epoch when it holds one example (a network that
+        normalises over the batch cannot train on it; trainlab.checks.check_batches_fit_network)."""
+        self._drop_last_of_one = True
+
+    @property
+    def drop_last(self) -> bool:
+        """Whether the training loader drops its last, smaller batch: `data.drop_last`, or a last
+        batch of one example that the network cannot train on."""
+        return self.hparams.drop_last or self._drop_last_of_one
+
     def dataset(self, split: str) -> ArrayDataset:
         """A split as a Dataset of uint8 CHW images (see `network_input`). Training: online
         augmentation (seeded per example), or the originals followed by the offline copies;
@@ -399,7 +417,7 @@ class ImageDataModule(pl.LightningDataModule):
             dataset,
             batch_size=self.hparams.batch_size,
             sampler=self._train_sampler(len(dataset)) if split == "train" else None,
-            drop_last=self.hparams.drop_last and split == "train",
+            drop_last=self.drop_last and split == "train",
             num_workers=workers,
             persistent_workers=workers > 0,
             pin_memory=self._pin_memory(),

@@ -6,6 +6,7 @@
     saturation_bounds(m)          layer statistics: `saturated` units         saturation_bounds = (-1.0, 1.0)
     is_activation(m)              layer statistics: which modules are layers  (any of the three above)
     keeps_running_stats(m)        PreciseBN, transfer's frozen BN statistics  keeps_running_stats = True
+    normalises_over_batch(m)      checks: batches of one example              normalises_over_batch = True
     removes_channel_mean(m)       networks: no bias before such a norm        removes_channel_mean = True
 
 A declared class attribute wins over the tables below, so a user's own activation or norm is
@@ -144,6 +145,16 @@ def keeps_running_stats(module: nn.Module) -> bool:
         and isinstance(getattr(module, "running_mean", None), torch.Tensor)
         and isinstance(getattr(module, "running_var", None), torch.Tensor)
     )
+
+
+def normalises_over_batch(module: nn.Module) -> bool:
+    """In training the module normalises with statistics over the batch (BatchNorm and its kin, also
+    without running statistics): a batch of one example with one value per channel has no variance
+    (torch's BatchNorm refuses it: "Expected more than 1 value per channel when training")."""
+    declared = _declared(module, "normalises_over_batch")
+    if declared is not None:
+        return bool(declared)
+    return isinstance(module, _BatchNorm)
 
 
 def removes_channel_mean(module: nn.Module) -> bool:

@@ -13,6 +13,7 @@ import os
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
+from pickle import UnpicklingError
 from typing import Any
 from urllib.parse import urlparse
 
@@ -33,6 +34,8 @@ def timm_state(
     """timm's pretrained weights of `model.name`, from `file` or the hub, as timm loads them:
     first conv adapted to the data's channels, old classifier dropped (what the timm adapter,
     trainlab.models.timm_backbone.TimmTransfer, provides as its `pretrained_state`)."""
+    from safetensors import SafetensorError  # timm's dependency: its weights files
+
     from trainlab.models.timm_backbone import create  # the adapter's module imports this one
 
     name = model_cfg.get("name")
@@ -40,6 +43,13 @@ def timm_state(
         path = Path(file).expanduser()
         if not path.is_file():
             raise ConfigError(f"transfer.pretrained_file={file!r} is not a file.")
+        if (
+            path.stat().st_size == 0
+        ):  # torch.load says only `EOFError` (an interrupted copy, a failed download)
+            raise ConfigError(
+                f"transfer.pretrained_file={file!r} is empty (0 bytes): copy or download the weights "
+                "file again."
+            )
         weights, source = str(path.resolve()), str(path)
     else:
         weights, source = hub_weights(name)
@@ -49,9 +59,23 @@ def timm_state(
     with _capture_logs("timm.models._builder") as messages:
         try:
             net = create(name, tuple(input_shape), num_classes, pretrained=True, **kwargs)
-        except (RuntimeError, OSError, KeyError) as error:
+        except ConfigError:  # trainlab's own, already naming the setting
+            raise
+        # a truncated or foreign file: torch.load raises EOFError, RuntimeError or pickle's
+        # UnpicklingError, safetensors a SafetensorError
+        except (
+            RuntimeError,
+            OSError,
+            KeyError,
+            EOFError,
+            ValueError,
+            UnpicklingError,
+            SafetensorError,
+        ) as error:
+            setting = f"transfer.pretrained_file={file!r}" if file else f"model.name={name!r}"
             raise ConfigError(
-                f"timm could not load the weights of {name!r} from {source}: {error}"
+                f"{setting}: timm could not load the weights of {name!r} from {source}: "
+                f"{type(error).__name__}: {error}"
             ) from error
     notes = [f"timm: {m}" for m in messages]
     state = net.state_dict()

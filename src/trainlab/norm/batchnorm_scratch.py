@@ -38,6 +38,8 @@ class BatchNormScratch(nn.Module):
 
     # trainlab.layers.traits: it subtracts each channel's batch mean, so a bias before it cancels
     removes_channel_mean = True
+    # ... and in training normalises with the batch's statistics (one value per channel: no variance)
+    normalises_over_batch = True
 
     def __init__(
         self,

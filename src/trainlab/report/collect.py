@@ -30,18 +30,61 @@ def _job_overrides(job: Path) -> list[str]:
     return (yaml.safe_load(overrides_file.read_text()) if overrides_file.is_file() else None) or []
 
 
+# What the report reads from a summary.json (DESIGN.md's keys): a field of another type (a hand-edited
+# file, a study's own writer) makes the job `failed`, naming the file and the field; the report goes on.
+_NUMBER = (int, float)
+SUMMARY_TYPES: dict[str, tuple[tuple[type, ...], str]] = {
+    "status": ((str,), "a string"),
+    "metrics": ((dict,), "an object of metric: number"),
+    "overrides": ((list,), "a list of strings"),
+    "error": ((str, type(None)), "a string or null"),
+    "global_step": ((int, type(None)), "an integer or null"),
+    "epochs": ((int, type(None)), "an integer or null"),
+    "wall_time_s": ((*_NUMBER, type(None)), "a number or null"),
+    "seed": ((int, type(None)), "an integer or null"),
+    "num_classes": ((int, type(None)), "an integer or null"),
+    "started_at": ((str, type(None)), "a string or null"),
+    "finished_at": ((str, type(None)), "a string or null"),
+    "pid": ((int, type(None)), "an integer or null"),
+    "hostname": ((str, type(None)), "a string or null"),
+}
+
+
+def summary_type_error(summary: dict) -> str | None:
+    """The first field of `summary` whose type is not the one the report reads (SUMMARY_TYPES), as
+    text; None when all fit. A metric must be a number or null; an override a string."""
+    for key, (types, expected) in SUMMARY_TYPES.items():
+        value = summary.get(key)
+        if key in summary and (isinstance(value, bool) or not isinstance(value, types)):
+            return f"`{key}` is {json.dumps(value)[:60]} ({type(value).__name__}), expected {expected}"
+    for name, value in (summary.get("metrics") or {}).items():
+        if value is not None and (isinstance(value, bool) or not isinstance(value, _NUMBER)):
+            return f"`metrics.{name}` is {json.dumps(value)[:60]}, expected a number or null"
+    bad = [o for o in summary.get("overrides") or [] if not isinstance(o, str)]
+    if bad:
+        return f"`overrides` holds {json.dumps(bad[0])[:60]}, expected strings (`key=value`)"
+    return None
+
+
 def read_summary(path: Path) -> dict:
     """A job's summary.json; one that is not valid JSON (a job killed while writing it, a disk
-    that filled up) becomes a `failed` job whose error names the file, and the report goes on."""
+    that filled up) or has a field of another type than the report reads (SUMMARY_TYPES) becomes
+    a `failed` job whose error names the file, and the report goes on."""
     try:
         summary = json.loads(path.read_text())
         if not isinstance(summary, dict):
             raise ValueError(f"a JSON {type(summary).__name__}, not an object")
     except (ValueError, UnicodeDecodeError) as error:  # JSONDecodeError is a ValueError
-        message = f"corrupt summary.json ({path}): {error}"
-        log.warning(message)
-        return {"status": "failed", "overrides": _job_overrides(path.parent), "metrics": {}, "error": message}
+        return _unreadable(path, f"corrupt summary.json ({path}): {error}")
+    wrong = summary_type_error(summary)
+    if wrong:
+        return _unreadable(path, f"summary.json of another shape ({path}): {wrong}")
     return summary
+
+
+def _unreadable(path: Path, message: str) -> dict:
+    log.warning(message)
+    return {"status": "failed", "overrides": _job_overrides(path.parent), "metrics": {}, "error": message}
 
 
 def job_dirs(multirun_dir: Path) -> list[Path]:

@@ -16,6 +16,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict
 
 from trainlab import CONFIG_DIR
+from trainlab.utils.user_configs import check_command_line
 
 
 def compose_run_config(
@@ -27,6 +28,7 @@ def compose_run_config(
     """Compose `config_name` with `overrides`; the run directory is `output_dir`, logs under
     `log_dir` (default: its parent)."""
     output_dir = Path(output_dir)
+    check_command_line(overrides)  # a user config file that does not parse, a task_name leaving logs/
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
         cfg = compose(config_name=config_name, overrides=list(overrides), return_hydra_config=True)

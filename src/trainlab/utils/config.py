@@ -96,7 +96,24 @@ def _type_name(hint: Any) -> str:
         return "one of " + ", ".join(repr(a) for a in typing.get_args(hint))
     if origin in (Union, types.UnionType):
         return " or ".join(_type_name(a) for a in typing.get_args(hint))
+    items = _fixed_items(hint)
+    if items is not None:
+        return f"a list of {len(items)} ({', '.join(_type_name(a) for a in items)})"
     return getattr(hint, "__name__", str(hint))
+
+
+def _fixed_items(hint: Any) -> tuple | None:
+    """The item types of a fixed-length tuple annotation (`tuple[float, float]`: Adam's betas), else
+    None (`tuple[int, ...]` and a bare `tuple` have no fixed length)."""
+    arguments = typing.get_args(hint)
+    if (
+        typing.get_origin(hint) is not tuple
+        or not arguments
+        or arguments[-1] is Ellipsis
+        or arguments == ((),)
+    ):
+        return None
+    return arguments
 
 
 def _matches(value: Any, hint: Any) -> bool:
@@ -121,6 +138,13 @@ def _matches(value: Any, hint: Any) -> bool:
     if hint is str:
         return isinstance(value, str)
     container = origin or hint
+    items = _fixed_items(hint)
+    if items is not None:  # one value per item: a list too short fails deep inside the target otherwise
+        return (
+            isinstance(value, list | tuple)
+            and len(value) == len(items)
+            and all(_matches(v, h) for v, h in zip(value, items, strict=True))
+        )
     if container in (list, tuple, Sequence, typing.Sequence):
         return isinstance(value, list | tuple)
     if container in (dict, Mapping, typing.Mapping):
