@@ -48,7 +48,8 @@ def _interrupt(cfg) -> None:
 
 def test_a_job_killed_by_sigkill_is_recorded_killed_and_its_caller_goes_on(tmp_path):
     run = tmp_path / "job"
-    assert JobInChildProcess(_write_running_then_kill)(_job_config(run)) is None  # returned: the sweep goes on
+    returned = JobInChildProcess(_write_running_then_kill)(_job_config(run))
+    assert returned is None  # no exception: the sweep goes on
     summary = read_summary(run)
     assert summary["status"] == "killed" and summary["overrides"] == ["seed=3"]
     assert summary["pid"] != os.getpid()  # the job ran in a child
@@ -106,7 +107,7 @@ def _run_study(tmp_path: Path, *args: str) -> tuple[subprocess.CompletedProcess,
     return result, sweep
 
 
-def _assert_killed_job_recorded_and_siblings_finished(result: subprocess.CompletedProcess, sweep: Path) -> None:
+def _assert_killed_and_siblings_finished(result: subprocess.CompletedProcess, sweep: Path) -> None:
     output = result.stdout + result.stderr
     assert result.returncode == 1, output[-3000:]  # a job did not complete
     assert "Traceback" not in output, output[-3000:]
@@ -123,10 +124,10 @@ def _assert_killed_job_recorded_and_siblings_finished(result: subprocess.Complet
 def test_kill_9_of_one_joblib_job_leaves_its_siblings_and_the_report(tmp_path):
     """Two workers, three jobs: the worker whose job is killed survives and runs the third job."""
     result, sweep = _run_study(tmp_path, "hydra/launcher=joblib", "hydra.launcher.n_jobs=2")
-    _assert_killed_job_recorded_and_siblings_finished(result, sweep)
+    _assert_killed_and_siblings_finished(result, sweep)
 
 
 @pytest.mark.slow
 def test_kill_9_of_one_submitit_local_job_leaves_its_siblings_and_the_report(tmp_path):
     result, sweep = _run_study(tmp_path, "hydra/launcher=submitit_local")
-    _assert_killed_job_recorded_and_siblings_finished(result, sweep)
+    _assert_killed_and_siblings_finished(result, sweep)

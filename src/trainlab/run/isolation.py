@@ -160,14 +160,13 @@ def _record_killed(cfg: Any, pid: int | None, exitcode: int | None) -> None:
         if exitcode is not None and exitcode < 0 and -exitcode in signal.valid_signals()
         else f"ended with exit code {exitcode} without an outcome"
     )
-    error = (
-        f"The job's process ({pid}) was {how}; SIGKILL is what the out-of-memory killer sends "
-        "(see `dmesg`). The other jobs went on."
-    )
+    if exitcode == -signal.SIGKILL:
+        how += "; SIGKILL is what the out-of-memory killer sends (see `dmesg`)"
+    error = f"The job's process ({pid}) was {how}. The other jobs went on."
     try:
         summary = json.loads(path.read_text())
     except (OSError, ValueError):
-        summary = {"status": RUNNING, "metrics": {}, "overrides": _overrides()}
+        summary = {"status": RUNNING, "metrics": {}, "global_step": 0, "epochs": 0, "overrides": _overrides()}
     if summary.get("status") != RUNNING:  # the job wrote its outcome and then died: keep it
         return
     now = datetime.now().isoformat(timespec="milliseconds")
