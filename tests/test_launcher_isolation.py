@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -55,6 +56,26 @@ def test_a_job_killed_by_sigkill_is_recorded_killed_and_its_caller_goes_on(tmp_p
     assert summary["pid"] != os.getpid()  # the job ran in a child
     assert "killed by SIGKILL" in summary["error"] and "out-of-memory" in summary["error"]
     assert summary["finished_at"]
+
+
+def test_a_killed_job_whose_forked_processes_hold_the_pipe_is_recorded_at_once(tmp_path):
+    """A data loader worker forked by the job outlives it for a while: its end is what counts."""
+
+    def fork_then_kill(cfg) -> None:
+        worker = os.fork()
+        if worker == 0:  # holds the job's end of the pipe, like a data loader worker
+            time.sleep(60)
+            os._exit(0)
+        (tmp_path / "worker").write_text(str(worker))
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    start = time.monotonic()
+    try:
+        JobInChildProcess(fork_then_kill)(_job_config(tmp_path / "job"))
+        assert time.monotonic() - start < 30
+    finally:
+        os.kill(int((tmp_path / "worker").read_text()), signal.SIGKILL)
+    assert read_summary(tmp_path / "job")["status"] == "killed"
 
 
 def test_a_job_that_ends_normally_returns_its_value_from_a_child_process(tmp_path):

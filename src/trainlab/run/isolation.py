@@ -45,6 +45,7 @@ from trainlab.run.status import KILLED, RUNNING
 log = logging.getLogger(__name__)
 
 _PR_SET_PDEATHSIG = 1  # linux/prctl.h
+_POLL_S = 0.5  # how often the worker looks whether its job's process has ended
 
 
 class JobInChildProcess:
@@ -93,19 +94,24 @@ def _import_once(modules: Sequence[str]) -> None:
 
 def _wait_for(child: Any, receiver: Any) -> tuple[tuple[str, Any] | None, bool]:
     """(the child's outcome or None when it ended without one, whether Ctrl-C reached this
-    process meanwhile). A Ctrl-C here does not abandon the child, which got the terminal's Ctrl-C
-    too and is saving its checkpoint: this process waits for it."""
-    outcome, interrupted, received = None, False, False
+    process meanwhile). The child's end is watched with `waitpid`, not through a file
+    descriptor: processes it forked (data loader workers) hold its descriptors open for a while
+    after it was killed. A Ctrl-C here does not
+    abandon the child, which got the terminal's Ctrl-C too and is saving its checkpoint: this
+    process waits for it."""
+    outcome, interrupted = None, False
     while True:
         try:
-            if not received:
+            if receiver.poll(_POLL_S):  # an outcome, or the end of the pipe
                 try:
                     outcome = receiver.recv()
                 except EOFError:  # the child ended without sending
                     outcome = None
-                received = True
-            child.join()
-            break
+                child.join()
+                break
+            if child.exitcode is not None:  # ended (waitpid): what it sent is in the pipe already
+                outcome = receiver.recv() if receiver.poll() else None
+                break
         except KeyboardInterrupt:
             interrupted = True
     receiver.close()
