@@ -14,13 +14,16 @@ is written and the report callback's exit code (1) says that a job failed. The t
 (`hydra/launcher=joblib`, `hydra/launcher=submitit_local`, in hydra_plugins/trainlab_launchers)
 wrap their task function with it.
 
-The child is forked (Linux, macOS): it starts with everything the worker has set up for the job
-(Hydra's config, logging, working directory) and with the modules the worker imported ahead
-(`preload`: the training stack, imported once per worker, as the jobs of a worker shared it when
-they ran in the worker itself; the import alone takes 3-40 s on a 2-core CPU). It ends when
-its worker ends (Linux: `PR_SET_PDEATHSIG`, SIGTERM), so that no job trains on after the launcher
-gave up on it. Ctrl-C reaches the child from the terminal, as it reaches every process of the
-foreground group; the worker waits for the child to save its checkpoint, then stops as well.
+The child is forked (Linux, macOS; where there is no fork, the job runs in the worker as
+before): it starts with everything the worker has set up for the job (Hydra's config, logging,
+working directory) and with the modules the worker imported ahead (`preload`: the training stack,
+imported once per worker, as the jobs of a worker shared it when they ran in the worker itself;
+importing it took 33-39 s on a busy 2-core CPU). What a process keeps between jobs beyond its
+imports (the data set read from disk, W&B's service process) is the job's own. The child ends
+when its worker ends (Linux: `PR_SET_PDEATHSIG`, SIGTERM), so that no job trains on unobserved
+after the launcher gave up on it. Ctrl-C reaches the child from the terminal, as it reaches every
+process of the foreground group; the worker waits for the child to save its checkpoint, then
+stops as well.
 """
 
 from __future__ import annotations
@@ -61,12 +64,14 @@ class JobInChildProcess:
         self.task_function, self.preload = task_function, tuple(preload)
 
     def __call__(self, cfg: Any) -> Any:
+        if "fork" not in multiprocessing.get_all_start_methods():  # Windows
+            return self.task_function(cfg)
         _import_once(self.preload)
         context = multiprocessing.get_context("fork")
         receiver, sender = context.Pipe(duplex=False)
         child = context.Process(target=_run_child, args=(self.task_function, cfg, sender), daemon=False)
         child.start()
-        sender.close()  # the child holds the only sending end: the parent reads EOF when it ends
+        sender.close()  # the child's is the only sending end left
         outcome, interrupted = _wait_for(child, receiver)
         if outcome is None:
             _record_killed(cfg, child.pid, child.exitcode)
