@@ -10,7 +10,7 @@ import torch
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from torch.utils.data import DataLoader, TensorDataset
 
-import trainlab.callbacks.idle_hooks as idle_hooks
+import trainlab.utils.library_patches as idle_hooks  # the fenced patches, Lightning's idle hooks among them
 from trainlab.builders import build_callbacks, build_trainer
 from trainlab.callbacks.compile_steps import CudaGraphSteps
 from trainlab.checks import check_config
@@ -52,7 +52,9 @@ def test_idle_hooks_are_skipped_and_defined_ones_still_called(tmp_path):
 
 
 def test_the_fence_calls_every_hook_on_an_unchecked_lightning(monkeypatch):
-    monkeypatch.setattr(idle_hooks.lightning, "__version__", "3.0.0")
+    import lightning
+
+    monkeypatch.setattr(lightning, "__version__", "3.0.0")
     idle_hooks.dispatch_skips_non_callables.cache_clear()
     try:
         callback = pl.Callback()
@@ -96,3 +98,12 @@ def test_cuda_graph_modes_mark_each_step(make_cfg):
     assert not any(
         isinstance(c, LearningRateMonitor) for c in build_callbacks(make_cfg("logger=none"), False)
     )
+
+
+def test_the_library_patches_setting_switches_idle_hooks_off(monkeypatch):
+    monkeypatch.setenv("TRAINLAB_LIBRARY_PATCHES", "0")
+    callback = pl.Callback()
+    assert idle_hooks.skip_idle_hooks([callback]) == []
+    assert callable(callback.on_train_batch_start)
+    monkeypatch.setenv("TRAINLAB_LIBRARY_PATCHES", "lightning_idle_hooks")
+    assert "Callback.on_train_batch_start" in idle_hooks.skip_idle_hooks([pl.Callback()])

@@ -23,7 +23,6 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from trainlab import checks
 from trainlab.callbacks.compile_steps import CUDAGRAPH_MODES, CudaGraphSteps
-from trainlab.callbacks.idle_hooks import skip_idle_hooks
 from trainlab.callbacks.resume_state import ResumeState
 from trainlab.callbacks.resumed_settings import ResumedSettings
 from trainlab.checkpoints.atomic_io import AtomicCheckpointIO
@@ -43,6 +42,7 @@ from trainlab.utils.config import (
     ConfigError,
     plain,
 )
+from trainlab.utils.library_patches import skip_idle_hooks
 
 log = logging.getLogger(__name__)
 

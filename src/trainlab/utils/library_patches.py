@@ -13,7 +13,10 @@ library's own behaviour that the patch relies on, which fails when the library c
     TRAINLAB_LIBRARY_PATCHES=a,b     only the named ones (to measure each on its own)
 
 `apply()` installs them (once per process: a second call changes nothing), `restore()` puts the
-libraries' own functions back, and `applied()` does both around a block.
+libraries' own functions back, and `applied()` does both around a block. One entry replaces no
+function: `lightning_idle_hooks` (at the end) lets Lightning's dispatch skip the per-batch hooks a
+callback inherits unchanged; `skip_idle_hooks` applies it to a trainer's callbacks, under the same
+setting (and `skip_idle_callback_hooks=false` for one run).
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ import inspect
 import logging
 import os
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
@@ -138,15 +141,15 @@ def chosen() -> tuple[str, ...]:
     """The patches `TRAINLAB_LIBRARY_PATCHES` lets this process apply."""
     value = os.environ.get(SETTING, "").strip().lower()
     if value in ("", "1", "true", "on", "all"):
-        return NAMES
+        return (*NAMES, IDLE_HOOKS)
     if value in ("0", "false", "off", "none"):
         return ()
     names = tuple(part.strip() for part in value.split(",") if part.strip())
-    unknown = [name for name in names if name not in PATCHES]
+    unknown = [name for name in names if name not in (*NAMES, IDLE_HOOKS)]
     if unknown:
         raise ValueError(
             f"{SETTING}={value!r}: no patch named {', '.join(unknown)}; choose 0, 1 or a "
-            f"comma-separated list of {', '.join(NAMES)}."
+            f"comma-separated list of {', '.join((*NAMES, IDLE_HOOKS))}."
         )
     return names
 
@@ -221,3 +224,86 @@ def _fits(patch: LibraryPatch) -> bool:
         )
         return False
     return True
+
+
+# Lightning's callback hooks that nobody defines ------------------------------------------------
+# Lightning calls every callback's per-batch hooks on every batch, including the hooks a callback
+# does not define: each such call costs ~3.5 us (a profiler context, the callback's `state_key`
+# formatted into a string, the module's current hook name set and reset), and a trainer with the
+# default callbacks calls ~80 of them a training step, ~0.25 ms: a sixth of a bare Lightning
+# step of a small network on a CPU (scripts/bench/overhead.py --mode host_bound, BENCHMARKS.md).
+#
+# Lightning skips a hook whose attribute is not callable (`lightning.pytorch.trainer.call.
+# _call_callback_hooks`: `fn = getattr(callback, hook_name); if callable(fn)`), so an instance
+# attribute `None` over a hook its class inherits unchanged from `Callback` makes that hook free.
+# This depends on Lightning's dispatch, not on its API, so it is fenced: it runs only on the
+# Lightning versions checked here, only when the dispatch still reads as above, and not at all
+# with `skip_idle_callback_hooks=false`; anywhere else every hook is called as Lightning does.
+# Nothing changes for the hooks a callback defines, nor for Lightning's other ways of asking
+# about hooks (`is_overridden` answers False for None, as it does for the base method).
+# Not a replaced function but a dispatch relied upon: `skip_idle_hooks` (called by
+# trainlab.builders.build_trainer) is its entry point, under the same setting as the rest.
+
+IDLE_HOOKS = "lightning_idle_hooks"
+
+# The versions whose dispatch was read and measured (2.6.6), back to the 2.x releases that
+# dispatch the same way.
+LIGHTNING_CHECKED_VERSIONS = ("2.1", "2.7")
+
+# Hooks Lightning calls once per batch (training, validation, test, predict) or several times
+# per training step.
+PER_BATCH_HOOKS = (
+    "on_train_batch_start",
+    "on_train_batch_end",
+    "on_before_backward",
+    "on_after_backward",
+    "on_before_optimizer_step",
+    "on_before_zero_grad",
+    "on_validation_batch_start",
+    "on_validation_batch_end",
+    "on_test_batch_start",
+    "on_test_batch_end",
+    "on_predict_batch_start",
+    "on_predict_batch_end",
+)
+
+
+@functools.cache
+def dispatch_skips_non_callables() -> bool:
+    """Whether this Lightning skips a hook attribute that is not callable (see the comment above)."""
+    import lightning
+    from packaging.version import Version
+
+    low, high = (Version(v) for v in LIGHTNING_CHECKED_VERSIONS)
+    if not low <= Version(lightning.__version__) < high:
+        return False
+    try:
+        from lightning.pytorch.trainer import call
+
+        source = inspect.getsource(call._call_callback_hooks)
+    except (ImportError, AttributeError, OSError, TypeError):
+        return False
+    return "fn = getattr(callback, hook_name)" in source and "if callable(fn):" in source
+
+
+def skip_idle_hooks(callbacks: Iterable[Any]) -> list[str]:
+    """Make Lightning skip the per-batch hooks each callback inherits unchanged from `Callback`.
+    Returns what was skipped ("<callback class>.<hook>"); nothing where the fence says no."""
+    import lightning
+    import lightning.pytorch as pl
+
+    if IDLE_HOOKS not in chosen():
+        return []
+    if not dispatch_skips_non_callables():
+        log.info(
+            f"Lightning {lightning.__version__}: every callback hook is called (skip_idle_hooks is off)."
+        )
+        return []
+    skipped = []
+    for callback in callbacks:
+        for hook in PER_BATCH_HOOKS:
+            inherited = getattr(type(callback), hook, None) is getattr(pl.Callback, hook)
+            if inherited and hook not in vars(callback):
+                setattr(callback, hook, None)
+                skipped.append(f"{type(callback).__name__}.{hook}")
+    return skipped
