@@ -124,6 +124,9 @@ def main() -> None:
                 overrides = [
                     "data=synthetic", f"data.source.image_size={size}", f"data.source.num_images={args.batch_size * args.batches}",
                     f"data.batch_size={args.batch_size}", f"data.num_workers={args.workers}", f"data.pin_memory={str(on_gpu).lower()}",
+                    # every training batch the same shape: under compile a last, smaller batch would
+                    # compile another graph inside the timed steps (once a run, not a steady cost)
+                    "data.drop_last=true",
                     "model=timm", "model.name=resnet18", f"trainer.accelerator={args.accelerator}", "trainer.precision=bf16-mixed",
                     "channels_last=true", f"compile={str(compiled).lower()}", f"compile_mode={args.compile_mode}", "logger=csv",
                 ]  # fmt: skip
