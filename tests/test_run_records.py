@@ -103,6 +103,17 @@ def test_a_run_into_a_directory_another_process_writes_fails_and_writes_nothing(
     assert sorted(p.name for p in (tmp_path / "run").iterdir()) == [".lock"]
 
 
+def test_a_busy_directory_is_seen_without_taking_or_creating_its_lock(tmp_path, lock_held_elsewhere):
+    from trainlab.run.lock import busy_holder
+
+    assert busy_holder(tmp_path / "new") is None and not (tmp_path / "new").exists()
+    holder = lock_held_elsewhere(tmp_path / "run")
+    assert busy_holder(tmp_path / "run")["pid"] == str(holder.pid)
+    holder.kill()
+    holder.wait()
+    assert busy_holder(tmp_path / "run") is None  # the kernel released it with the process
+
+
 def test_other_processes_of_a_multi_device_run_take_no_lock(
     make_cfg, tmp_path, lock_held_elsewhere, monkeypatch
 ):
@@ -127,9 +138,13 @@ def test_two_runs_started_into_one_directory_one_trains_the_other_fails_fast(tmp
     while not (run / "checkpoints" / "last.ckpt").is_file():  # the first is training
         assert first.poll() is None, first.stdout.read().decode()[-3000:]
         time.sleep(0.05)
-    second = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    hydra_files = {p.name: p.read_bytes() for p in (run / ".hydra").iterdir()}
+    second = subprocess.run(
+        [*command, "optimizer.lr=0.5"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
+    )
     assert second.returncode == 1 and first.poll() is None  # it gave up while the first still trains
     assert f"is being written by process {first.pid} on host {socket.gethostname()}" in second.stderr
+    assert {p.name: p.read_bytes() for p in (run / ".hydra").iterdir()} == hydra_files  # the first's config
     assert read_summary(run)["pid"] == first.pid  # the second wrote no summary
     first.send_signal(signal.SIGTERM)
     output = first.communicate(timeout=120)[0].decode()

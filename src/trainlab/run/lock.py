@@ -10,6 +10,10 @@ is simply taken over. One case keeps it: a child forked by the dead run (a data-
 still holds the open file. A lock whose recorded process on this host is gone is then replaced
 by a fresh file. Only process 0 of a multi-process run takes the lock (its other processes write
 no record of their own).
+
+Hydra writes a run's `.hydra/` files before the run starts, so a single run's directory is looked
+at first by a Hydra callback (`RefuseBusyRunDirectory`, conf/hydra/default.yaml): a directory
+another live process holds is refused there, before Hydra writes anything into it.
 """
 
 from __future__ import annotations
@@ -20,6 +24,9 @@ import os
 import socket
 from pathlib import Path
 from typing import Any
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig
 
 from trainlab.run.status import alive, process_start
 
@@ -64,6 +71,38 @@ class RunDirectoryLock:
         if self._descriptor is not None:
             os.close(self._descriptor)  # releases the flock; the file stays (its content is stale)
             self._descriptor = None
+
+
+def busy_holder(run_dir: Path) -> dict[str, str] | None:
+    """The process that holds `run_dir`'s lock now ({pid, host, ...}), or None: a look that
+    takes the lock for an instant and gives it back at once, creating nothing."""
+    path = Path(run_dir) / LOCK_NAME
+    try:
+        descriptor = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError:  # no lock file (a new directory) or not a plain file: nobody holds it
+        return None
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as error:
+        if error.errno not in (errno.EWOULDBLOCK, errno.EACCES):
+            return None
+        holder = _read_holder(path)
+        return None if _is_gone(holder) else holder
+    finally:
+        os.close(descriptor)  # releases the flock if it was taken
+    return None
+
+
+class RefuseBusyRunDirectory(Callback):
+    """Hydra callback: a single run into a directory another live process is writing stops here,
+    before Hydra writes that run's `.hydra/` files over the other's (exit status 1)."""
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        run_dir = Path(config.hydra.run.dir)
+        holder = busy_holder(run_dir)
+        if holder is not None:
+            # SystemExit: Hydra turns an Exception raised by a callback into a warning
+            raise SystemExit(f"Error: {_busy_message(run_dir, holder)}")
 
 
 def _read_holder(path: Path) -> dict[str, str]:
