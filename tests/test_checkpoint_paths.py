@@ -51,11 +51,14 @@ def escaping_state(state: dict, victim: str) -> None:
 def test_a_crafted_last_ckpt_deletes_nothing_outside_the_run(tmp_path, caplog):
     run = tmp_path / "logs" / "run"
     train(compose_config([*TINY, "trainer.max_epochs=1"], run, log_dir=tmp_path))
-    victim, linked = tmp_path / "victim.txt", tmp_path / "linked.txt"
+    victim, linked = tmp_path / "victim.txt", tmp_path / "elsewhere" / "linked.ckpt"
     victim.write_text("keep me")
+    linked.parent.mkdir()
     linked.write_text("keep me too")
     checkpoints = run / "checkpoints"
-    (checkpoints / "link.ckpt").symlink_to(linked)
+    # a linked directory (a run refuses linked files: trainlab.run.directory), whose file a
+    # lexical test would take for one of the run's
+    (checkpoints / "scratch").symlink_to(linked.parent)
     lexical = f"{checkpoints}/../../../victim.txt"  # inside checkpoints/ for a lexical test
     assert Path(lexical).resolve() == victim.resolve()
 
@@ -66,7 +69,7 @@ def test_a_crafted_last_ckpt_deletes_nothing_outside_the_run(tmp_path, caplog):
     ]
     assert len(states) == 2  # the best checkpoint (val/acc) and last.ckpt
     escaping_state(states[0], lexical)
-    escaping_state(states[1], str(checkpoints / "link.ckpt"))
+    escaping_state(states[1], str(checkpoints / "scratch" / "linked.ckpt"))
     torch.save(checkpoint, last)
 
     with caplog.at_level(logging.WARNING, logger="trainlab.checkpoints.confined_paths"):
@@ -77,7 +80,7 @@ def test_a_crafted_last_ckpt_deletes_nothing_outside_the_run(tmp_path, caplog):
     assert victim.read_text() == "keep me"
     assert linked.read_text() == "keep me too"
     dropped = " ".join(r.getMessage() for r in caplog.records)
-    assert "victim.txt" in dropped and "link.ckpt" in dropped and "dropped" in dropped
+    assert "victim.txt" in dropped and "linked.ckpt" in dropped and "dropped" in dropped
     # what the resumed run keeps and tests are its own files
     best = summary["best_checkpoint"]
     assert best and inside(best, checkpoints) and Path(best).resolve().parent == checkpoints.resolve()

@@ -98,11 +98,23 @@ class RefuseBusyRunDirectory(Callback):
     before Hydra writes that run's `.hydra/` files over the other's (exit status 1)."""
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        if _launched_rank() != 0:  # DDP's other processes run in process 0's directory, by design
+            return
         run_dir = Path(config.hydra.run.dir)
         holder = busy_holder(run_dir)
         if holder is not None:
             # SystemExit: Hydra turns an Exception raised by a callback into a warning
             raise SystemExit(f"Error: {_busy_message(run_dir, holder)}")
+
+
+def _launched_rank() -> int:
+    """This process's global rank as its launcher set it in the environment (the variables
+    Lightning's `rank_zero_only` reads), without importing Lightning; 0 when none is set."""
+    for name in ("RANK", "LOCAL_RANK", "SLURM_PROCID", "JSM_NAMESPACE_RANK"):
+        value = os.environ.get(name, "")
+        if value.isdigit():
+            return int(value)
+    return 0
 
 
 def _read_holder(path: Path) -> dict[str, str]:
