@@ -192,6 +192,10 @@ def lightning_run(overrides: list[str], steps: int, workdir: Path, index: int) -
             super().__init__()
             self.net = network
 
+        def on_after_batch_transfer(self, batch, dataloader_idx):
+            images, labels = batch  # uint8 to the device, normalised floats there, as trainlab's run
+            return datamodule.network_input(images), labels
+
         def training_step(self, batch, batch_idx):
             images, labels = batch
             return F.cross_entropy(self.net(images), labels)
