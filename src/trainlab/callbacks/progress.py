@@ -40,7 +40,7 @@ class ThrottledRichProgressBar(RichProgressBar):
 
     def __init__(
         self,
-        refresh_rate: int = 20,
+        refresh_rate: int = 100,
         redraws_per_second: float = 4.0,
         step_metrics: Sequence[str] = ("train/loss_step",),
         **kwargs,
