@@ -11,6 +11,32 @@ Hydra instantiates launchers only from the `hydra_plugins` package, hence this p
 module defines its launcher only when its plugin (the `launchers` extra) is installed.
 """
 
+# No `from __future__ import annotations`: Hydra executes these modules before they are in
+# sys.modules, where dataclasses look string annotations up.
+
+from collections.abc import Sequence
+from typing import Any
+
+from hydra.types import HydraContext, TaskFunction
+from omegaconf import DictConfig
+
 # What a job of `python -m trainlab.train` imports (torch, Lightning, the data and model code),
 # for `hydra.launcher.preload`
 TRAINING_STACK = ("trainlab.builders", "trainlab.run.summary")
+
+
+class IsolatesJobs:
+    """What both launchers add to their plugin's (put first among the bases): `isolate_jobs`, each
+    job in a forked child of its worker, and `preload`, modules each worker imports once before
+    its first job. Every other option goes on to the plugin's launcher."""
+
+    def __init__(self, isolate_jobs: bool = True, preload: Sequence[str] = (), **plugin_options: Any) -> None:
+        super().__init__(**plugin_options)
+        self.isolate_jobs, self.preload = isolate_jobs, [str(name) for name in preload]
+
+    def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
+        if self.isolate_jobs:
+            from trainlab.run.isolation import JobInChildProcess
+
+            task_function = JobInChildProcess(task_function, self.preload)
+        super().setup(hydra_context=hydra_context, task_function=task_function, config=config)

@@ -3,14 +3,9 @@
 # No `from __future__ import annotations`: Hydra executes this module before it is in sys.modules,
 # where dataclasses look string annotations up.
 
-from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
-from hydra.types import HydraContext, TaskFunction
-from omegaconf import DictConfig
-
-from hydra_plugins.trainlab_launchers import TRAINING_STACK
+from hydra_plugins.trainlab_launchers import TRAINING_STACK, IsolatesJobs
 
 try:
     from hydra_plugins.hydra_joblib_launcher.config import JobLibLauncherConf as _PluginConf
@@ -21,25 +16,10 @@ except ImportError:  # the `launchers` extra is not installed
 
 if _PluginLauncher is not None:
 
-    class JoblibLauncher(_PluginLauncher):
+    class JoblibLauncher(IsolatesJobs, _PluginLauncher):
         """joblib.Parallel over loky workers, as Hydra's; `isolate_jobs`: each job in a forked
         child of its worker, so that one job killed by the OS does not break loky's pool and
         kill its siblings (see trainlab.run.isolation)."""
-
-        def __init__(
-            self, isolate_jobs: bool = True, preload: Sequence[str] = (), **joblib_options: Any
-        ) -> None:
-            super().__init__(**joblib_options)  # the rest are joblib.Parallel's arguments
-            self.isolate_jobs, self.preload = isolate_jobs, [str(name) for name in preload]
-
-        def setup(
-            self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig
-        ) -> None:
-            if self.isolate_jobs:
-                from trainlab.run.isolation import JobInChildProcess
-
-                task_function = JobInChildProcess(task_function, self.preload)
-            super().setup(hydra_context=hydra_context, task_function=task_function, config=config)
 
     @dataclass
     class JoblibLauncherConf(_PluginConf):
