@@ -71,7 +71,10 @@ def member_optimizers(kind: str, networks: list[nn.Module]) -> list[torch.optim.
 def batches(count: int, steps: int, seed: int = 0) -> list[tuple[torch.Tensor, torch.Tensor]]:
     generator = torch.Generator().manual_seed(seed)
     return [
-        (torch.randn(count, 6, *SHAPE, generator=generator), torch.randint(0, 5, (count, 6), generator=generator))
+        (
+            torch.randn(count, 6, *SHAPE, generator=generator),
+            torch.randint(0, 5, (count, 6), generator=generator),
+        )
         for _ in range(steps)
     ]
 
@@ -158,7 +161,9 @@ def test_member_optimizer_state_is_torch_state_dict_and_continues_in_a_torch_opt
     for x, y in data[:3]:
         setup.step(x, y)
     for k in range(3):
-        _assert_same_state(member_optimizer_state(setup.optimizer, k), setup.reference_optimizers[k].state_dict())
+        _assert_same_state(
+            member_optimizer_state(setup.optimizer, k), setup.reference_optimizers[k].state_dict()
+        )
     # member 1 goes on as an ordinary network with an ordinary torch optimizer and schedule
     cls, shared, per_member = OPTIMIZERS[kind]
     net = build_network(MLP, NORM, RELU, SHAPE, 5)
@@ -174,7 +179,9 @@ def test_member_optimizer_state_is_torch_state_dict_and_continues_in_a_torch_opt
         optimizer.step()
         schedule.step()
     reference = setup.reference[1].state_dict()
-    assert max((value - reference[name]).abs().max().item() for name, value in net.state_dict().items()) < 1e-6
+    assert (
+        max((value - reference[name]).abs().max().item() for name, value in net.state_dict().items()) < 1e-6
+    )
 
 
 @pytest.mark.parametrize("kind", ["sgd_dampening", "adam"])
@@ -190,7 +197,9 @@ def test_load_member_optimizer_state_resets_one_member(kind: str) -> None:
     setup.reference_optimizers[2].load_state_dict(fresh.state_dict())
     load_member_optimizer_state(setup.optimizer, 2, fresh.state_dict())
     for k in range(3):
-        _assert_same_state(member_optimizer_state(setup.optimizer, k), setup.reference_optimizers[k].state_dict())
+        _assert_same_state(
+            member_optimizer_state(setup.optimizer, k), setup.reference_optimizers[k].state_dict()
+        )
     for x, y in data[2:]:
         setup.step(x, y)
     assert setup.max_difference() < 1e-6
@@ -266,7 +275,9 @@ def test_members_must_share_class_and_settings() -> None:
     mixed = [torch.optim.SGD(networks[0].parameters(), lr=0.1), torch.optim.Adam(networks[1].parameters())]
     with pytest.raises(ValueError, match="Adam"):
         stacked_optimizer(mixed, networks, stacked)
-    momenta = [torch.optim.SGD(n.parameters(), lr=0.1, momentum=m) for n, m in zip(networks, (0.9, 0.5), strict=True)]
+    momenta = [
+        torch.optim.SGD(n.parameters(), lr=0.1, momentum=m) for n, m in zip(networks, (0.9, 0.5), strict=True)
+    ]
     with pytest.raises(ValueError, match="'momentum'"):
         stacked_optimizer(momenta, networks, stacked)
     other = [torch.optim.RMSprop(n.parameters()) for n in networks]

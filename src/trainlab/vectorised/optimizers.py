@@ -170,7 +170,9 @@ class StackedOptimizer(Optimizer):
                 value.index_copy_(0, index, saved[key])
         if "stepped" in state:
             before = saved["stepped"] or [False] * self.num_members
-            state["stepped"] = [before[k] if k in self.frozen_members else done for k, done in enumerate(state["stepped"])]
+            state["stepped"] = [
+                before[k] if k in self.frozen_members else done for k, done in enumerate(state["stepped"])
+            ]
 
     def _update(self, group: dict[str, Any], params: list[Tensor]) -> None:
         raise NotImplementedError
@@ -192,7 +194,9 @@ class StackedOptimizer(Optimizer):
     def _member_state(self, p: Tensor, group: dict[str, Any], k: int) -> dict[str, Any] | None:
         raise NotImplementedError
 
-    def _load_member_state(self, p: Tensor, group: dict[str, Any], k: int, state: dict[str, Any] | None) -> None:
+    def _load_member_state(
+        self, p: Tensor, group: dict[str, Any], k: int, state: dict[str, Any] | None
+    ) -> None:
         raise NotImplementedError
 
     # --- state_dict round trip ---------------------------------------------------------------------
@@ -201,7 +205,10 @@ class StackedOptimizer(Optimizer):
         trainlab's to load)."""
         state = super().state_dict()
         state["param_groups"] = [
-            {key: _plain(value).clone() if isinstance(value, MemberValues) else value for key, value in group.items()}
+            {
+                key: _plain(value).clone() if isinstance(value, MemberValues) else value
+                for key, value in group.items()
+            }
             for group in state["param_groups"]
         ]
         return state
@@ -290,7 +297,9 @@ class StackedSGD(StackedOptimizer):
             return None
         return {"momentum_buffer": state["momentum_buffer"][k].clone()}
 
-    def _load_member_state(self, p: Tensor, group: dict[str, Any], k: int, state: dict[str, Any] | None) -> None:
+    def _load_member_state(
+        self, p: Tensor, group: dict[str, Any], k: int, state: dict[str, Any] | None
+    ) -> None:
         if group["momentum"] == 0:
             return
         stacked = self.state[p]
@@ -328,7 +337,7 @@ class StackedAdam(StackedOptimizer):
         fused: bool | None = None,
         decoupled_weight_decay: bool = False,
     ) -> None:
-        if not 0.0 <= eps:
+        if not eps >= 0.0:
             raise ValueError(f"Invalid epsilon value: {eps}")
         betas = tuple(float(b) for b in betas)
         if not all(0.0 <= b < 1.0 for b in betas):
@@ -400,7 +409,9 @@ class StackedAdam(StackedOptimizer):
         member.update({key: state[key][k].clone() for key in keys})
         return member
 
-    def _load_member_state(self, p: Tensor, group: dict[str, Any], k: int, state: dict[str, Any] | None) -> None:
+    def _load_member_state(
+        self, p: Tensor, group: dict[str, Any], k: int, state: dict[str, Any] | None
+    ) -> None:
         stacked = self.state[p]
         if not stacked:
             stacked["step"] = torch.zeros(self.num_members, dtype=torch.float32, device=p.device)
@@ -539,7 +550,11 @@ def _member_layouts(member_optimizers: Sequence[Optimizer]) -> list[dict[str, An
     return [
         {
             "keys": [key for key in group if key != "params"],
-            "types": {key: type(group[key]) for key in MEMBER_KEYS if key in group and not isinstance(group[key], Tensor)},
+            "types": {
+                key: type(group[key])
+                for key in MEMBER_KEYS
+                if key in group and not isinstance(group[key], Tensor)
+            },
         }
         for group in member_optimizers[0].param_groups
     ]
@@ -623,7 +638,9 @@ def load_member_optimizer_state(optimizer: StackedOptimizer, k: int, state: dict
 
 def _check_member(optimizer: Optimizer, k: int) -> None:
     if not isinstance(optimizer, StackedOptimizer):
-        raise TypeError(f"expected a stacked optimizer (trainlab.vectorised.optimizers), got {type(optimizer).__name__}.")
+        raise TypeError(
+            f"expected a stacked optimizer (trainlab.vectorised.optimizers), got {type(optimizer).__name__}."
+        )
     if not 0 <= k < optimizer.num_members:
         raise IndexError(f"member {k} does not exist: this optimizer has {optimizer.num_members} members.")
 

@@ -189,8 +189,14 @@ def _check_layer(name: str, module: nn.Module) -> None:
             "not stored, and are not stacked."
         )
     if type(module).get_extra_state is not nn.Module.get_extra_state:
-        raise NotVectorisable(f"{name} ({kind.__name__}) keeps extra (non-tensor) state, which is not stacked.")
-    if isinstance(module, nn.modules.batchnorm._NormBase) and module.track_running_stats and module.momentum is None:
+        raise NotVectorisable(
+            f"{name} ({kind.__name__}) keeps extra (non-tensor) state, which is not stacked."
+        )
+    if (
+        isinstance(module, nn.modules.batchnorm._NormBase)
+        and module.track_running_stats
+        and module.momentum is None
+    ):
         raise NotVectorisable(
             f"{name} ({kind.__name__}) has momentum=None (a cumulative average of the batch statistics), "
             "which reads the batch count on the host at every step; use a momentum (norm.momentum=0.1)."
@@ -207,7 +213,9 @@ def _check_same_layer(k: int, name: str, reference: nn.Module, module: nn.Module
         ("buffer", reference._buffers, module._buffers),
     ):
         if list(ours) != list(theirs):
-            raise NotVectorisable(f"{name} has {kind}s {list(theirs)} in member {k}, {list(ours)} in member 0.")
+            raise NotVectorisable(
+                f"{name} has {kind}s {list(theirs)} in member {k}, {list(ours)} in member 0."
+            )
         for leaf, tensor in ours.items():
             other = theirs[leaf]
             if (tensor is None) != (other is None):
@@ -234,7 +242,9 @@ _MISSING = object()
 
 def _equal(a: object, b: object) -> bool:
     if isinstance(a, Tensor) or isinstance(b, Tensor):
-        return isinstance(a, Tensor) and isinstance(b, Tensor) and a.shape == b.shape and bool(torch.equal(a, b))
+        return (
+            isinstance(a, Tensor) and isinstance(b, Tensor) and a.shape == b.shape and bool(torch.equal(a, b))
+        )
     try:
         return bool(a == b)
     except Exception:  # values without a truth value of their equality: treat as different
