@@ -1,0 +1,262 @@
+"""K networks of one architecture as one module: stacked parameters and buffers, one vmapped call.
+
+This is PyTorch's model-ensembling recipe (torch.func: `stack_module_state`, `functional_call`,
+`vmap`), made into an ordinary `nn.Module`: the K members' parameters are stacked into real
+`nn.Parameter` leaves of shape [K, ...], so an ordinary optimizer, `.to(device)`, `state_dict()` and
+Lightning hold them like any other module's. The forward pass calls one member network under
+`vmap`, each member with its own slice of the parameters and buffers and its own batch.
+
+Where the stacked tensors live: in `network`, a copy of members[0] whose parameters and buffers
+have been replaced by the stacked ones under the same names. `functional_call` swaps member k's
+slices in for the duration of each vmapped call, so `network` is only the template of the code
+that runs; it is never called directly.
+
+What vmap needs, and why it holds for trainlab's networks:
+- BatchNorm running statistics (pytorch/pytorch#85533): the buffers are passed to the vmapped
+  call stacked like the parameters, so the in-place updates of the running mean, variance and
+  batch count (torch's fused BatchNorm, trainlab's BatchNorm from the formulas and ghost BN
+  alike) are batched updates of each member's own slice.
+- Dropout: `vmap(randomness="different")` draws each member's masks independently. They cannot
+  be the masks of the K sequential runs: under vmap one generator draws one [K, ...] mask per
+  call, while a sequential run draws its own [...] mask from its own generator state, and no
+  seeding makes the first equal to K of the second (tests/test_vectorised_stacked.py checks the
+  masks' independence and rate instead).
+- Every other layer of trainlab's networks (Linear, Conv2d, pooling, LayerNorm, GroupNorm,
+  InstanceNorm, every activation incl. Maxout) is a pure function of its input, parameters and
+  buffers, for which vmap has batching rules.
+Networks that break these assumptions are refused up front (`NotVectorisable`, naming the layer
+and the reason): timm models, hooks, parametrizations, tied weights, non-tensor settings that
+differ between members, BatchNorm with a cumulative (momentum=None) average.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping, Sequence
+
+import torch
+from torch import Tensor, nn
+from torch.func import functional_call, vmap
+from torch.nn.utils import parametrize
+
+
+class NotVectorisable(ValueError):
+    """The members cannot train as one stacked network; the message says which layer and why.
+    The caller runs them one by one instead."""
+
+
+class StackedNetwork(nn.Module):
+    """K networks of one architecture (same module structure, parameter and buffer shapes) as one
+    module whose parameters and buffers carry a leading member dimension of size K.
+
+    `num_members` is K. The stacked tensors are held by `network` (see the module docstring) under
+    the member's own names: `stacked_parameters()["head.weight"]` is the [K, ...] Parameter whose
+    slice k is member k's `head.weight`. Train and eval mode follow `.train()` / `.eval()` of this
+    module, as for any other.
+    """
+
+    def __init__(self, members: Sequence[nn.Module]) -> None:
+        super().__init__()
+        members = list(members)
+        check_stackable(members)
+        self.num_members = len(members)
+        network = copy.deepcopy(members[0])
+        with torch.no_grad():
+            for name, _ in members[0].named_parameters():
+                owner, leaf = _owner(network, name)
+                slices = [_tensor(member, name) for member in members]
+                stacked = torch.stack([s.detach() for s in slices])
+                owner._parameters[leaf] = nn.Parameter(stacked, requires_grad=slices[0].requires_grad)
+            for name, _ in members[0].named_buffers():
+                owner, leaf = _owner(network, name)
+                # _buffers[leaf] keeps the buffer's registration, persistent or not
+                owner._buffers[leaf] = torch.stack([_tensor(member, name) for member in members])
+        self.network = network
+        self.train(members[0].training)
+        # (owner module, attribute, full name) of every stacked tensor, looked up at each call:
+        # .to(device) replaces buffers (and may replace parameters) in their owners' dicts
+        self._parameter_slots = [(*_owner(network, n), n) for n, _ in network.named_parameters()]
+        self._buffer_slots = [(*_owner(network, n), n) for n, _ in network.named_buffers()]
+
+    # --- forward ---------------------------------------------------------------------------------
+    def forward(self, x: Tensor) -> Tensor:
+        """x: [K, B, ...] (each member its own batch) -> [K, B, classes]. Training mode updates each
+        member's BatchNorm running statistics (torch's BatchNorm and trainlab.norm's BN from the
+        formulas, ghost BN) in the stacked buffers; dropout draws each member's masks independently."""
+        if x.dim() < 1 or x.shape[0] != self.num_members:
+            raise ValueError(
+                f"StackedNetwork.forward takes one batch per member, [K={self.num_members}, B, ...], got "
+                f"input of shape {tuple(x.shape)}; forward_shared takes one batch [B, ...] for all members."
+            )
+        return self._call(x, batch_dim=0)
+
+    def forward_shared(self, x: Tensor) -> Tensor:
+        """x: [B, ...], the same batch for every member (validation, test) -> [K, B, classes]."""
+        return self._call(x, batch_dim=None)
+
+    def _call(self, x: Tensor, batch_dim: int | None) -> Tensor:
+        tensors = {name: owner._parameters[leaf] for owner, leaf, name in self._parameter_slots}
+        tensors.update({name: owner._buffers[leaf] for owner, leaf, name in self._buffer_slots})
+        return vmap(self._call_member, in_dims=(0, batch_dim), randomness="different")(tensors, x)
+
+    def _call_member(self, tensors: dict[str, Tensor], x: Tensor) -> Tensor:
+        # tie_weights=False: check_stackable refused tied weights, so there is nothing to tie
+        return functional_call(self.network, tensors, (x,), tie_weights=False, strict=True)
+
+    # --- members ---------------------------------------------------------------------------------
+    def stacked_parameters(self) -> dict[str, nn.Parameter]:
+        """{name of the parameter in the member network: stacked Parameter [K, ...]}, in the
+        member's named_parameters() order."""
+        return dict(self.network.named_parameters())
+
+    def member_state_dict(self, k: int) -> dict[str, Tensor]:
+        """Member k's state_dict with the keys and shapes of members[k].state_dict() (cloned)."""
+        self._check_member(k)
+        return {name: stacked[k].clone() for name, stacked in self.network.state_dict().items()}
+
+    def load_member_state_dict(self, k: int, state_dict: Mapping[str, Tensor]) -> None:
+        """Set member k's parameters and buffers from a state_dict of one member network (all keys
+        of members[k].state_dict(), no others)."""
+        self._check_member(k)
+        stacked = self.network.state_dict(keep_vars=True)
+        missing, unexpected = sorted(set(stacked) - set(state_dict)), sorted(set(state_dict) - set(stacked))
+        if missing or unexpected:
+            raise KeyError(
+                f"load_member_state_dict({k}): the state_dict does not fit the member network: missing keys "
+                f"{missing}, unexpected keys {unexpected}."
+            )
+        with torch.no_grad():
+            for name, target in stacked.items():
+                value = torch.as_tensor(state_dict[name])
+                if value.shape != target.shape[1:]:
+                    raise ValueError(
+                        f"load_member_state_dict({k}): {name} has shape {tuple(value.shape)}, the member "
+                        f"network's is {tuple(target.shape[1:])}."
+                    )
+                target[k].copy_(value)
+
+    def _check_member(self, k: int) -> None:
+        if not 0 <= k < self.num_members:
+            raise IndexError(f"member {k} does not exist: this network stacks {self.num_members} members.")
+
+    def extra_repr(self) -> str:
+        return f"num_members={self.num_members}"
+
+
+# --- what can be stacked ----------------------------------------------------------------------------
+def check_stackable(members: Sequence[nn.Module]) -> None:
+    """Raise NotVectorisable naming the first layer and reason that keeps `members` from running as
+    one vmapped network; return if they can."""
+    if not members:
+        raise NotVectorisable("StackedNetwork needs at least one member network, got none.")
+    reference = members[0]
+    for name, module in reference.named_modules():
+        _check_layer(name or "the network", module)
+    names = [n for n, _ in reference.named_parameters(remove_duplicate=False)]
+    if len(names) != len(dict(reference.named_parameters())):
+        raise NotVectorisable(
+            f"{type(reference).__name__} shares (ties) parameters between layers, which stacking would untie."
+        )
+    reference_layers = dict(reference.named_modules())
+    for k, member in enumerate(members[1:], start=1):
+        layers = dict(member.named_modules())
+        if list(layers) != list(reference_layers):
+            raise NotVectorisable(
+                f"member {k} has other layers than member 0 ({sorted(set(layers) ^ set(reference_layers))[:5]} "
+                "differ): only networks of one architecture stack."
+            )
+        for name, module in layers.items():
+            _check_same_layer(k, name or "the network", reference_layers[name], module)
+
+
+def _check_layer(name: str, module: nn.Module) -> None:
+    kind = type(module)
+    if kind.__module__.split(".")[0] == "timm":
+        raise NotVectorisable(
+            f"{name} is a timm layer ({kind.__module__}.{kind.__name__}): timm models are not vectorised "
+            "(their layers are not checked under torch.func.vmap); only trainlab's own networks "
+            "(model=mlp, cnn, resnet) are. Run these jobs one by one."
+        )
+    hooks = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks")
+    if any(getattr(module, hook, None) for hook in hooks):
+        raise NotVectorisable(
+            f"{name} ({kind.__name__}) has hooks registered: they would see the stacked, vmapped call "
+            "instead of one network's. Stack the networks before registering hooks."
+        )
+    if parametrize.is_parametrized(module):
+        raise NotVectorisable(
+            f"{name} ({kind.__name__}) is parametrized (torch.nn.utils.parametrize): its weights are computed, "
+            "not stored, and are not stacked."
+        )
+    if type(module).get_extra_state is not nn.Module.get_extra_state:
+        raise NotVectorisable(
+            f"{name} ({kind.__name__}) keeps extra (non-tensor) state, which is not stacked."
+        )
+    if (
+        isinstance(module, nn.modules.batchnorm._NormBase)
+        and module.track_running_stats
+        and module.momentum is None
+    ):
+        raise NotVectorisable(
+            f"{name} ({kind.__name__}) has momentum=None (a cumulative average of the batch statistics), "
+            "which reads the batch count on the host at every step; use a momentum (norm.momentum=0.1)."
+        )
+
+
+def _check_same_layer(k: int, name: str, reference: nn.Module, module: nn.Module) -> None:
+    if type(module) is not type(reference):
+        raise NotVectorisable(
+            f"{name} is a {type(module).__name__} in member {k} but a {type(reference).__name__} in member 0."
+        )
+    for kind, ours, theirs in (
+        ("parameter", reference._parameters, module._parameters),
+        ("buffer", reference._buffers, module._buffers),
+    ):
+        if list(ours) != list(theirs):
+            raise NotVectorisable(
+                f"{name} has {kind}s {list(theirs)} in member {k}, {list(ours)} in member 0."
+            )
+        for leaf, tensor in ours.items():
+            other = theirs[leaf]
+            if (tensor is None) != (other is None):
+                raise NotVectorisable(f"{name}.{leaf} is None in one of members 0 and {k} only.")
+            if tensor is None:
+                continue
+            for what in ("shape", "dtype", "device", "requires_grad"):
+                if getattr(tensor, what) != getattr(other, what):
+                    raise NotVectorisable(
+                        f"{name}.{leaf} has {what} {getattr(other, what)} in member {k} but "
+                        f"{getattr(tensor, what)} in member 0: only networks of one architecture stack."
+                    )
+    settings = {key: value for key, value in vars(reference).items() if not key.startswith("_")}
+    for key, value in settings.items():
+        if key != "training" and not _equal(value, vars(module).get(key, _MISSING)):
+            raise NotVectorisable(
+                f"{name}.{key} is {vars(module).get(key)!r} in member {k} but {value!r} in member 0: a "
+                "non-tensor setting of a layer is shared by all members of a stacked network."
+            )
+
+
+_MISSING = object()
+
+
+def _equal(a: object, b: object) -> bool:
+    if isinstance(a, Tensor) or isinstance(b, Tensor):
+        return (
+            isinstance(a, Tensor) and isinstance(b, Tensor) and a.shape == b.shape and bool(torch.equal(a, b))
+        )
+    try:
+        return bool(a == b)
+    except Exception:  # values without a truth value of their equality: treat as different
+        return False
+
+
+def _owner(network: nn.Module, name: str) -> tuple[nn.Module, str]:
+    """The module holding the tensor `name` ("blocks.0.0.weight") and its attribute ("weight")."""
+    path, _, leaf = name.rpartition(".")
+    return network.get_submodule(path), leaf
+
+
+def _tensor(network: nn.Module, name: str) -> Tensor:
+    owner, leaf = _owner(network, name)
+    return owner._parameters[leaf] if leaf in owner._parameters else owner._buffers[leaf]
