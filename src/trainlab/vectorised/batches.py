@@ -31,6 +31,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from trainlab.data.datamodule import ImageDataModule, TrainLoader
+from trainlab.data.pipelines import FIXED_OUTPUT_LIMIT_BYTES
 from trainlab.data.sampler import EpochSampler, SampleKey
 
 StackedKey = tuple[SampleKey, ...]
@@ -62,13 +63,36 @@ class StackedSampler(Sampler[StackedKey]):
 
 class StackedDataset(Dataset):
     """Member k's training dataset answers key k. Members whose datasets are the same data (no
-    random augmentation, or the same augmentation seed) share one object: `datasets[slots[k]]`."""
+    random augmentation, or the same augmentation seed) share one: `datasets[slots[k]]`.
 
-    def __init__(self, datasets: Sequence[Dataset], slots: Sequence[int]) -> None:
+    With `fixed=True` (the datasets draw nothing at random: no augmentation, or the offline
+    copies) each dataset is read once into a table of its examples, and a batch is one gather from
+    it (the same tensors as reading the examples one by one, without K * B dataset calls a batch),
+    unless the table would take more than FIXED_OUTPUT_LIMIT_BYTES, as ArrayDataset decides.
+    """
+
+    def __init__(self, datasets: Sequence[Dataset], slots: Sequence[int], fixed: bool = False) -> None:
         self.datasets, self.slots = list(datasets), list(slots)
+        self.size = len(self.datasets[0])  # type: ignore[arg-type]
+        self.tables = [self._table(dataset) for dataset in self.datasets] if fixed else None
+        if self.tables is not None and any(table is None for table in self.tables):
+            self.tables = None
+        if self.tables is not None:
+            self.datasets = []  # all is in the tables
+
+    def _table(self, dataset: Dataset) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """(images [N, ...], labels [N]) of every example, or None when that is too large."""
+        if not self.size:
+            return None
+        first = dataset[0][0]
+        if first.nelement() * first.element_size() * self.size > FIXED_OUTPUT_LIMIT_BYTES:
+            return None
+        items = [dataset[index] for index in range(self.size)]
+        images = torch.stack([image for image, _ in items])
+        return images, torch.tensor([label for _, label in items], dtype=torch.int64)
 
     def __len__(self) -> int:
-        return len(self.datasets[0])  # type: ignore[arg-type]
+        return self.size
 
     def _member_items(self, keys: Sequence[StackedKey]) -> list[list[tuple[torch.Tensor, int]]]:
         """[k][b]: member k's example for keys[b][k]; an example two members share (the same
@@ -85,9 +109,23 @@ class StackedDataset(Dataset):
             items.append(row)
         return items
 
+    def _gathered(self, keys: Sequence[StackedKey]) -> tuple[torch.Tensor, torch.Tensor]:
+        """The batch from the tables: one gather for members that share a table."""
+        index = torch.tensor([[key[k].index for key in keys] for k in range(len(self.slots))])
+        if len(self.tables) == 1:  # type: ignore[arg-type]
+            images, labels = self.tables[0]  # type: ignore[index]
+            return images[index], labels[index]
+        parts = [self.tables[slot] for slot in self.slots]  # type: ignore[index]
+        return (
+            torch.stack([images[index[k]] for k, (images, _) in enumerate(parts)]),
+            torch.stack([labels[index[k]] for k, (_, labels) in enumerate(parts)]),
+        )
+
     def __getitems__(self, keys: list[StackedKey]) -> tuple[torch.Tensor, torch.Tensor]:
         """A whole batch (the DataLoader's fetcher calls this with the batch's keys): images
         [K, B, ...] and labels [K, B], stacked as torch's default_collate stacks one member's."""
+        if self.tables is not None:
+            return self._gathered(keys)
         items = self._member_items(keys)
         images = torch.stack([image for row in items for image, _ in row])
         images = images.view(len(items), len(keys), *images.shape[1:])
@@ -219,6 +257,11 @@ def _dataset_slot_key(datamodule: ImageDataModule) -> int | None:
     return datamodule.augment_seed() if datamodule.augment.transforms else None
 
 
+def _draws_nothing(datamodule: ImageDataModule) -> bool:
+    """Whether the training set draws nothing at random, as `ImageDataModule.dataset` decides."""
+    return datamodule.augment.offline or not datamodule.augment.transforms
+
+
 # --- the loaders -------------------------------------------------------------------------------
 
 
@@ -250,7 +293,8 @@ def stacked_train_loader(datamodules: Sequence[ImageDataModule]) -> StackedTrain
     _check_same_loaders(loaders)
     model = loaders[0]
     return StackedTrainLoader(
-        StackedDataset(datasets, slots),
+        # without random draws (no augmentation, or the offline copies) a member's dataset is a table
+        StackedDataset(datasets, slots, fixed=_draws_nothing(datamodules[0])),
         batch_size=model.batch_size,
         sampler=StackedSampler(samplers),
         drop_last=model.drop_last,
