@@ -97,6 +97,20 @@ def test_each_member_gets_its_own_batches(make_cfg, data, augment, count):
         assert torch.equal(images[0], images[7]) and torch.equal(labels[0], labels[7])
 
 
+def test_a_fixed_data_seed_is_the_seed_a_job_runs_with(make_cfg):
+    """set_data_seed(s) gives the loader of a job seeded with s (train.py: seed_everything(s))."""
+    member = members(make_cfg, [6], *DATA["digits"], "augment=basic")[0]
+    pl.seed_everything(6, verbose=False)
+    job = builders.build_datamodule(make_cfg(*DATA["digits"], "augment=basic"))
+    theirs = own_batches(job, (0, 1))
+    pl.seed_everything(0, verbose=False)  # torch's seed moves on; the member's stays
+    ours = own_batches(member, (0, 1))
+    for epoch in (0, 1):
+        assert_each_members_own(
+            [(images[None], labels[None]) for images, labels in ours[epoch]], [theirs[epoch]]
+        )
+
+
 def test_members_with_the_same_data_share_one_dataset(make_cfg, tmp_path):
     """Without augmentation the members' training sets are one table, gathered from per batch;
     with online augmentation, one dataset per seed; offline, one table of copies per seed."""
