@@ -11,6 +11,9 @@ through member k's own dataset. The batch is `(images [K, B, C, H, W], labels [K
 the same augmentation draw, the same offline copies, the same dtype (uint8, or float32 under
 `augment.normalise_on=cpu`), the same last batch (dropped or not). Each example is fetched once,
 in the worker that builds its batch; nothing runs K times per batch but the members' own work.
+A training set that draws nothing at random (no augmentation, or the offline copies) is read once
+into a table, and a batch is one gather from it. (A LightningModule that logs from these batches
+gives `self.log` its batch size: Lightning would take the first dimension, K.)
 
 The stacked loader takes every setting from the members' own training loaders (batch size,
 drop_last, workers, pin_memory, persistent_workers), and so also their position: after each
@@ -187,10 +190,6 @@ def _value_at(config: Any, dotted: str) -> Any:
     return value
 
 
-# Keys of the `augment` group that may differ between members: augment.seed is a seed
-SEED_KEYS = ("augment.seed",)
-
-
 def check_same_data(datamodules: Sequence[ImageDataModule]) -> None:
     """Raise a ValueError naming the first `data.*` key in which a member's DataModule differs from
     member 0's: members may differ only in their seed (the run's, or `data.augment.seed`)."""
@@ -216,10 +215,9 @@ def check_same_data(datamodules: Sequence[ImageDataModule]) -> None:
 
 def _comparable(datamodule: ImageDataModule) -> dict[str, Any]:
     """The DataModule's settings (its hyperparameters, and the derived drop_last) without seeds."""
-    settings = {key: value for key, value in dict(datamodule.hparams).items()}
+    settings = dict(datamodule.hparams)
     augment = dict(settings.get("augment") or {})
-    for key in SEED_KEYS:
-        augment.pop(key.split(".", 1)[1], None)
+    augment.pop("seed", None)  # augment.seed is a seed: members may differ in it
     settings["augment"] = augment
     settings["drop_last"] = datamodule.drop_last  # data.drop_last, or a last batch of one dropped
     return settings
@@ -291,20 +289,20 @@ def stacked_train_loader(datamodules: Sequence[ImageDataModule]) -> StackedTrain
         samplers.append(loader.sampler)
         loaders.append(loader)
     _check_same_loaders(loaders)
-    model = loaders[0]
+    first = loaders[0]
     return StackedTrainLoader(
         # without random draws (no augmentation, or the offline copies) a member's dataset is a table
         StackedDataset(datasets, slots, fixed=_draws_nothing(datamodules[0])),
-        batch_size=model.batch_size,
+        batch_size=first.batch_size,
         sampler=StackedSampler(samplers),
-        drop_last=model.drop_last,
+        drop_last=first.drop_last,
         collate_fn=_batch_as_fetched,
-        num_workers=model.num_workers,
-        persistent_workers=model.persistent_workers,
-        pin_memory=model.pin_memory,
+        num_workers=first.num_workers,
+        persistent_workers=first.persistent_workers,
+        pin_memory=first.pin_memory,
         # member 0's generator seed: the loader draws its workers' base seed from it, never from
         # torch's global generator, so loading leaves the members' random draws as they would be
-        generator=torch.Generator().manual_seed(model.generator.initial_seed()),
+        generator=torch.Generator().manual_seed(first.generator.initial_seed()),
     )
 
 
