@@ -245,6 +245,12 @@ class ImageDataModule(pl.LightningDataModule):
         seed, set by seed_everything), or the one of the checkpoint this run resumes."""
         return self._seed if self._seed is not None else torch.initial_seed()
 
+    def set_data_seed(self, seed: int) -> None:
+        """Fix the data seed to `seed` instead of torch's initial seed: for several jobs' DataModules
+        in one process (a vectorised study, trainlab.vectorised.batches), where torch's seed is
+        one for all. A checkpoint's seed (`load_state_dict`) replaces it, as it replaces torch's."""
+        self._seed = int(seed)
+
     def augment_seed(self) -> int:
         """`augment.seed`, else the data seed."""
         seed = self.augment.seed
