@@ -21,6 +21,12 @@ What vmap needs, and why it holds for trainlab's networks:
   call, while a sequential run draws its own [...] mask from its own generator state, and no
   seeding makes the first equal to K of the second (tests/test_vectorised_stacked.py checks the
   masks' independence and rate instead).
+- Linear layers: vmap's rule for `F.linear` is a matmul plus a separate bias addition, which
+  rounds differently from the single network's fused `addmm`; a ReLU whose input is within a
+  rounding of 0 then flips, and that member's training drifts away from its sequential run
+  (seen: 1e-2 after 5 epochs of the digits MLP). The template's Linear layers therefore call
+  `stacked_linear`, whose batching rule is one `baddbmm` (bmm without bias): per member the same
+  GEMM as `addmm` (mm), bit for bit, forward and backward.
 - Every other layer of trainlab's networks (Linear, Conv2d, pooling, LayerNorm, GroupNorm,
   InstanceNorm, every activation incl. Maxout) is a pure function of its input, parameters and
   buffers, for which vmap has batching rules.
@@ -71,6 +77,9 @@ class StackedNetwork(nn.Module):
                 owner, leaf = _owner(network, name)
                 # _buffers[leaf] keeps the buffer's registration, persistent or not
                 owner._buffers[leaf] = torch.stack([_tensor(member, name) for member in members])
+        for module in network.modules():
+            if type(module) is nn.Linear:
+                module.__class__ = _StackedLinear  # same parameters and state_dict, vmapped as baddbmm
         self.network = network
         self.train(members[0].training)
         # (owner module, attribute, full name) of every stacked tensor, looked up at each call:
@@ -141,6 +150,61 @@ class StackedNetwork(nn.Module):
 
     def extra_repr(self) -> str:
         return f"num_members={self.num_members}"
+
+
+# --- Linear layers, bit-exact per member under vmap ----------------------------------------------------
+@torch.library.custom_op("trainlab::stacked_linear", mutates_args=())
+def stacked_linear(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+    """`F.linear` for one member; under vmap one `baddbmm` (`bmm` without bias) over the members,
+    which per member is the GEMM `F.linear` runs (`addmm`/`mm`), so the results are the same bits."""
+    return nn.functional.linear(x, weight, bias)
+
+
+@stacked_linear.register_fake
+def _(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+    return x.new_empty(*x.shape[:-1], weight.shape[0])
+
+
+def _stacked_linear_vmap(info, in_dims, x: Tensor, weight: Tensor, bias: Tensor | None):
+    members = info.batch_size
+
+    def leading(t: Tensor, dim: int | None) -> Tensor:
+        return t.movedim(dim, 0) if dim is not None else t.expand(members, *t.shape)
+
+    x, weight = leading(x, in_dims[0]), leading(weight, in_dims[1])
+    rows = x.reshape(members, -1, x.shape[-1])
+    if bias is None:
+        out = torch.bmm(rows, weight.transpose(1, 2))
+    else:
+        out = torch.baddbmm(leading(bias, in_dims[2]).unsqueeze(1), rows, weight.transpose(1, 2))
+    return out.reshape(*x.shape[:-1], weight.shape[1]), 0
+
+
+stacked_linear.register_vmap(_stacked_linear_vmap)
+
+
+def _stacked_linear_setup(ctx, inputs, output) -> None:
+    x, weight, bias = inputs
+    ctx.save_for_backward(x, weight)
+    ctx.has_bias = bias is not None
+
+
+def _stacked_linear_backward(ctx, grad: Tensor):
+    # outside vmap (under vmap autograd records the physical baddbmm): the derivative of F.linear
+    x, weight = ctx.saved_tensors
+    rows, grads = x.reshape(-1, x.shape[-1]), grad.reshape(-1, grad.shape[-1])
+    grad_bias = grads.sum(0) if ctx.has_bias else None
+    return grad @ weight, grads.t() @ rows, grad_bias
+
+
+stacked_linear.register_autograd(_stacked_linear_backward, setup_context=_stacked_linear_setup)
+
+
+class _StackedLinear(nn.Linear):
+    """nn.Linear whose forward is `stacked_linear` (the template's Linear layers become this)."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return stacked_linear(x, self.weight, self.bias)
 
 
 # --- what can be stacked ----------------------------------------------------------------------------
