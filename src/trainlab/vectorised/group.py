@@ -86,6 +86,8 @@ class GroupTraining:
                     "Resume it without hydra/launcher=vectorised (its checkpoint is an ordinary one)."
                 )
             datamodule = builders.build_datamodule(cfg)
+            # the seed that orders and augments its data: torch's initial seed is one per process
+            datamodule.set_data_seed(torch.initial_seed())
             model, built = builders.build_model(cfg, datamodule)
             run.record_built(built, datamodule.num_classes)
             loggers = run.track_loggers(builders.build_loggers(cfg, resume_from=None))
