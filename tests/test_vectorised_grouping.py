@@ -24,7 +24,9 @@ def test_seed_init_lr_weight_decay_and_label_smoothing_keep_jobs_together(make_c
     assert group_key(base) == group_key(varied)
 
 
-@pytest.mark.parametrize("override", ["model.width=32", "norm=layernorm", "optimizer=sgd", "data.batch_size=32"])
+@pytest.mark.parametrize(
+    "override", ["model.width=32", "norm=layernorm", "optimizer=sgd", "data.batch_size=32"]
+)
 def test_keys_that_change_the_network_or_training_split_groups(make_cfg, override: str) -> None:
     assert group_key(make_cfg(*DIGITS, run="a")) != group_key(make_cfg(*DIGITS, override, run="b"))
 

@@ -29,7 +29,9 @@ VECTORISED = ["hydra/launcher=vectorised", "hydra.launcher.min_members=1"]
 def multirun(tmp_path: Path, name: str, *overrides: str) -> list[Path]:
     """The job directories of `python -m trainlab.train -m <overrides>`, in job order."""
     sweep = tmp_path / name
-    result = run_cli("trainlab.train", "-m", *overrides, f"hydra.sweep.dir={sweep}", f"paths.log_dir={tmp_path}", cwd=REPO)
+    result = run_cli(
+        "trainlab.train", "-m", *overrides, f"hydra.sweep.dir={sweep}", f"paths.log_dir={tmp_path}", cwd=REPO
+    )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     jobs = sorted((p for p in sweep.iterdir() if p.name.isdigit()), key=lambda p: int(p.name))
     return jobs

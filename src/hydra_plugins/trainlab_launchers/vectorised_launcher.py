@@ -7,14 +7,14 @@ Hydra's basic launcher runs it, one after another, with a line saying why it was
 # where dataclasses look string annotations up.
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import List, Sequence
 
 from hydra._internal.core_plugins.basic_launcher import BasicLauncher
 from hydra.core.utils import JobReturn, configure_log, filter_overrides, run_job, setup_globals
 from hydra.types import TaskFunction
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +28,9 @@ class VectorisedLauncher(BasicLauncher):
         super().__init__()
         self.max_members, self.min_members = int(max_members), int(min_members)
         if self.min_members < 1:
-            raise ValueError(f"hydra.launcher.min_members={min_members} must be >= 1 (1: a group of one job).")
+            raise ValueError(
+                f"hydra.launcher.min_members={min_members} must be >= 1 (1: a group of one job)."
+            )
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
         from trainlab.vectorised.grouping import plan_groups
@@ -46,10 +48,12 @@ class VectorisedLauncher(BasicLauncher):
             configs.append(sweep_config)
         plan = plan_groups(configs, self.max_members) if _is_trainlab_train(self.task_function) else []
         log.info(f"Launching {len(configs)} jobs: {_describe(plan, self.min_members)}")
-        returns: List[JobReturn] = [None] * len(configs)  # type: ignore[list-item]
+        returns: list[JobReturn] = [None] * len(configs)  # type: ignore[list-item]
         for group in plan or [_Single(i) for i in range(len(configs))]:
             if not group.reason and len(group.jobs) >= self.min_members:
-                for index, ret in zip(group.jobs, self._launch_group([configs[i] for i in group.jobs])):
+                for index, ret in zip(
+                    group.jobs, self._launch_group([configs[i] for i in group.jobs]), strict=True
+                ):
                     returns[index] = ret
                 continue
             if group.reason:
@@ -58,13 +62,17 @@ class VectorisedLauncher(BasicLauncher):
                 returns[index] = self._run(configs[index], self.task_function)
         return returns
 
-    def _launch_group(self, configs: List[DictConfig]) -> List[JobReturn]:
+    def _launch_group(self, configs: list[DictConfig]) -> list[JobReturn]:
         from trainlab.vectorised.group import GroupTraining
 
         group = GroupTraining()
         returns = [self._run(config, group.join) for config in configs]  # each member's job set-up
-        records = group.train()
-        for ret, record, config in zip(returns, records, configs):
+        _log_to_every_member(configs)  # the group's lines in each member's log file
+        try:
+            records = group.train()
+        finally:
+            configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
+        for ret, record, config in zip(returns, records, configs, strict=True):
             if record is not None and ret.status.name == "COMPLETED":
                 ret.return_value = _optimized_value(config, record)
         return returns
@@ -92,6 +100,21 @@ class _Single:
     @property
     def jobs(self):
         return (self.index,)
+
+
+def _log_to_every_member(configs: list[DictConfig]) -> None:
+    """Log as a job logs (`hydra.job_logging`), into every member's log file at once."""
+    first = configs[0]
+    configure_log(first.hydra.job_logging, first.hydra.verbose)
+    root = logging.getLogger()
+    files = [handler for handler in root.handlers if isinstance(handler, logging.FileHandler)]
+    for config in configs[1:]:
+        log_file = OmegaConf.select(config, "hydra.job_logging.handlers.file.filename")
+        for handler in files if log_file else ():
+            member_handler = logging.FileHandler(str(log_file), mode="a")
+            member_handler.setFormatter(handler.formatter)
+            member_handler.setLevel(handler.level)
+            root.addHandler(member_handler)
 
 
 def _is_trainlab_train(task_function: TaskFunction) -> bool:

@@ -21,7 +21,6 @@ from typing import Any
 import lightning.pytorch as pl
 import torch
 from hydra.utils import instantiate
-from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from trainlab import builders, checks
@@ -66,6 +65,7 @@ class GroupTraining:
     def join(self, cfg: DictConfig) -> None:
         """Hydra's task function for one member's job: everything `trainlab.train.train` does
         before the fit. The run's lifecycle stays open until `train` ends it."""
+        self.joined.append(None)  # this job's entry, the member once it joined
         cfg = _resolved(cfg)  # its directory and interpolations now, while Hydra's config is the job's
         if OmegaConf.select(cfg, "logger.wandb") is not None:
             with open_dict(cfg):  # W&B runs of the members side by side in one process
@@ -74,7 +74,6 @@ class GroupTraining:
         run = lifecycle.__enter__()
         if run.skipped:  # completed before (skip_completed), or another process writes there
             lifecycle.__exit__(None, None, None)
-            self.joined.append(None)
             return
         try:
             require_values(cfg)
@@ -94,11 +93,10 @@ class GroupTraining:
         except BaseException:
             if not lifecycle.__exit__(*sys.exc_info()):
                 raise
-            self.joined.append(None)
             return
         member = Member(cfg, lifecycle, run, datamodule, model, loggers)
         self.members.append(member)
-        self.joined.append(member)
+        self.joined[-1] = member
 
     # --- all jobs: one fit --------------------------------------------------------------------
     def train(self) -> list[dict[str, Any] | None]:
@@ -125,15 +123,21 @@ class GroupTraining:
     def _fit_and_test(self) -> None:
         members = self.members
         first = members[0].cfg
-        module = VectorisedClassifier([m.model for m in members], normalise=members[0].datamodule.network_input)
+        module = VectorisedClassifier(
+            [m.model for m in members], normalise=members[0].datamodule.network_input
+        )
         checkpoint_io = MemberCheckpointIO(lambda k: self._extra_checkpoint_entries(members[k]))
         bar = (OmegaConf.select(first, "callbacks.rich_progress_bar") or {}).get("_target_")
         callbacks: list[pl.Callback] = [instantiate(first.callbacks.rich_progress_bar)] if bar else []
         trainer_cfg = OmegaConf.to_container(first.trainer, resolve=True)
         trainer_cfg.pop("_target_", None)
-        trainer_cfg.update(enable_checkpointing=False, enable_progress_bar=bool(bar), enable_model_summary=False)
+        trainer_cfg.update(
+            enable_checkpointing=False, enable_progress_bar=bool(bar), enable_model_summary=False
+        )
         member_loggers = MemberLoggers([m.loggers for m in members])
-        trainer = pl.Trainer(**trainer_cfg, callbacks=callbacks, logger=member_loggers, plugins=[checkpoint_io])
+        trainer = pl.Trainer(
+            **trainer_cfg, callbacks=callbacks, logger=member_loggers, plugins=[checkpoint_io]
+        )
         checkpoint_io.module = module
         for k, member in enumerate(members):
             member.view = MemberView(trainer, k, member.run.output_dir, member.datamodule, member.loggers)
@@ -163,6 +167,8 @@ class GroupTraining:
             for logger in member.loggers:
                 logger.log_metrics(_TransferRecord(member.model).metrics(), step=0)
 
+        for member in members:  # pin_memory=null and the epoch follow the trainer, as in a job
+            member.datamodule.trainer = trainer
         datamodule = members[0].datamodule
         trainer.fit(
             module,
@@ -301,7 +307,7 @@ class _MemberLayerStats(pl.Callback):
         self._measured: list[int] = []
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: VectorisedClassifier) -> None:
-        for k, member in self.members:
+        for _, member in self.members:
             member.model.to(pl_module.device)
             member.callbacks["layer_stats"].on_fit_start(member.view, member.model)
 
@@ -323,12 +329,16 @@ class _MemberLayerStats(pl.Callback):
                 model.net.zero_grad(set_to_none=True)
                 self._measured.append(k)
 
-    def on_train_batch_end(self, trainer, pl_module: VectorisedClassifier, outputs, batch, batch_idx: int) -> None:
+    def on_train_batch_end(
+        self, trainer, pl_module: VectorisedClassifier, outputs, batch, batch_idx: int
+    ) -> None:
         for k, member in self.members:
             if k in self._measured:  # the weights after the update: the update ratios
                 member.model.net.load_state_dict(pl_module.network.member_state_dict(k))
             if member.view.stopped_at is None or k in self._measured:
-                member.callbacks["layer_stats"].on_train_batch_end(member.view, member.model, outputs, batch, batch_idx)
+                member.callbacks["layer_stats"].on_train_batch_end(
+                    member.view, member.model, outputs, batch, batch_idx
+                )
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: VectorisedClassifier) -> None:
         for _, member in self.members:
@@ -367,7 +377,9 @@ def _interrupt_path(member: Member) -> Path | None:
     config = OmegaConf.select(member.cfg, "callbacks.interrupt_checkpoint")
     if not config:
         return None
-    return Path(config.get("dirpath") or member.run.output_dir / "checkpoints") / config.get("filename", "last.ckpt")
+    return Path(config.get("dirpath") or member.run.output_dir / "checkpoints") / config.get(
+        "filename", "last.ckpt"
+    )
 
 
 def _end(member: Member, error: BaseException | None) -> BaseException | None:
@@ -376,7 +388,7 @@ def _end(member: Member, error: BaseException | None) -> BaseException | None:
     exc_info = (type(error), error, error.__traceback__) if error is not None else (None, None, None)
     try:
         suppressed = member.lifecycle.__exit__(*exc_info)
-    except BaseException as raised:  # noqa: BLE001  (the stop the lifecycle turned the error into)
+    except BaseException as raised:
         return raised
     return error if error is not None and not suppressed else None
 

@@ -32,7 +32,9 @@ from trainlab.vectorised.optimizers import member_optimizer_state
 class MemberView:
     """One member's side of the group's Trainer, as a run's record and callbacks read a Trainer."""
 
-    def __init__(self, trainer: pl.Trainer, k: int, output_dir: Path, datamodule: Any, loggers: Sequence) -> None:
+    def __init__(
+        self, trainer: pl.Trainer, k: int, output_dir: Path, datamodule: Any, loggers: Sequence
+    ) -> None:
         self._trainer, self.k = trainer, k
         self.default_root_dir = str(output_dir)
         self.datamodule = datamodule
@@ -209,7 +211,12 @@ class MemberCheckpoints(pl.Callback):
         last: Sequence[ModelCheckpoint | None],
         on_interrupt: Sequence[Path | None],
     ) -> None:
-        self.views, self.best, self.last, self.on_interrupt = list(views), list(best), list(last), list(on_interrupt)
+        self.views, self.best, self.last, self.on_interrupt = (
+            list(views),
+            list(best),
+            list(last),
+            list(on_interrupt),
+        )
         self.interrupt_saved: dict[int, Path] = {}
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -225,7 +232,10 @@ class MemberCheckpoints(pl.Callback):
                 writes.setdefault(view.k, []).append(path)
                 if best.best_model_path and best.best_model_path != path:
                     Path(best.best_model_path).unlink(missing_ok=True)  # save_top_k: 1
-                best.best_model_path, best.best_model_score = path, torch.as_tensor(float(metrics[best.monitor]))
+                best.best_model_path, best.best_model_score = (
+                    path,
+                    torch.as_tensor(float(metrics[best.monitor])),
+                )
                 best.best_k_models = {path: best.best_model_score}
             if last is not None:
                 path = last.format_checkpoint_name(metrics)
@@ -233,7 +243,9 @@ class MemberCheckpoints(pl.Callback):
                 last.last_model_path = last.best_model_path = path
         self._write(trainer, writes)
 
-    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
+    def on_exception(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException
+    ) -> None:
         from lightning.pytorch.trainer.states import TrainerFn
         from lightning.pytorch.utilities.exceptions import SIGTERMException
 
@@ -253,7 +265,7 @@ class MemberCheckpoints(pl.Callback):
     def _write(trainer: pl.Trainer, writes: dict[int, list[str]]) -> None:
         if writes:
             first = next(iter(writes.values()))[0]
-            trainer.save_checkpoint(first, storage_options={"members": writes})
+            trainer.save_checkpoint(first, weights_only=False, storage_options={"members": writes})
 
 
 def _improves(callback: ModelCheckpoint, value: Any) -> bool:

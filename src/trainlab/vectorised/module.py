@@ -115,7 +115,9 @@ class VectorisedClassifier(pl.LightningModule):
                 self._members[k].test_class_acc.update(logits[k], labels)
 
     # --- epoch metrics -----------------------------------------------------------------------
-    def _accumulate(self, stage: str, logits: torch.Tensor, labels: torch.Tensor, losses: torch.Tensor) -> None:
+    def _accumulate(
+        self, stage: str, logits: torch.Tensor, labels: torch.Tensor, losses: torch.Tensor
+    ) -> None:
         sums = self._sums.setdefault(stage, {})
         batch_size = labels.shape[1]
         correct = (logits.argmax(dim=-1) == labels).sum(dim=1)
