@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -147,18 +148,21 @@ class GroupTraining:
             member.view.checkpoint_callback = member.callbacks.get("model_checkpoint")
             member.run.track(member.view)
         views = [m.view for m in members]
+        checkpoints = MemberCheckpoints(
+            views,
+            [m.callbacks.get("model_checkpoint") for m in members],
+            [m.callbacks.get("last_checkpoint") for m in members],
+            [_interrupt_path(m) for m in members],
+        )
+        for member in members:  # where an interrupted member resumes from, as InterruptCheckpoint says
+            member.view.callbacks.append(_InterruptRecord(checkpoints, member.view.k))
         member_loggers.counting = lambda k: views[k].stopped_at is None
         throughput = OmegaConf.select(first, "callbacks.throughput")
         if throughput and throughput.get("_target_"):
             trainer.callbacks.append(_MemberThroughput(instantiate(throughput)))
         trainer.callbacks.extend(
             [
-                MemberCheckpoints(
-                    views,
-                    [m.callbacks.get("model_checkpoint") for m in members],
-                    [m.callbacks.get("last_checkpoint") for m in members],
-                    [_interrupt_path(m) for m in members],
-                ),
+                checkpoints,
                 _MemberEpochs(members),
                 _MemberLayerStats(members),
             ]
@@ -170,12 +174,14 @@ class GroupTraining:
         for member in members:  # pin_memory=null and the epoch follow the trainer, as in a job
             member.datamodule.trainer = trainer
         datamodule = members[0].datamodule
+        start = time.perf_counter()
         trainer.fit(
             module,
             train_dataloaders=stacked_train_loader([m.datamodule for m in members]),
             val_dataloaders=datamodule.val_dataloader(),
             weights_only=True,
         )
+        log.info(f"Vectorised group: fit of {len(members)} members in {time.perf_counter() - start:.2f} s.")
         tested = []
         for k, member in enumerate(members):
             if member.run.fit_ended(member.view) and member.cfg.get("test"):
@@ -218,6 +224,17 @@ def _datamodule_state(datamodule: ImageDataModule, member: Member) -> dict[str, 
     trainer = member.view._trainer
     epoch, batches = resume_position(trainer)
     return {"seed": datamodule.data_seed(), "epoch": epoch, "batches_trained": batches}
+
+
+class _InterruptRecord:
+    """summary.json's `interrupt_checkpoint` of one member, as trainlab's InterruptCheckpoint records it."""
+
+    def __init__(self, checkpoints: MemberCheckpoints, k: int) -> None:
+        self.checkpoints, self.k = checkpoints, k
+
+    def summary_items(self, trainer: Any) -> dict[str, Any]:
+        saved = self.checkpoints.interrupt_saved.get(self.k)
+        return {"interrupt_checkpoint": str(saved)} if saved is not None else {}
 
 
 class _TransferRecord:

@@ -117,8 +117,10 @@ class MemberLoggers(Logger):
         for k, loggers in enumerate(self.member_loggers):
             prefix = member_prefix(k)
             own = {name[len(prefix) :]: value for name, value in metrics.items() if name.startswith(prefix)}
-            if not own and not (self.counting(k) and set(shared) - {"epoch"}):
-                continue  # nothing of its own: a member that stopped counting, or another's step
+            # a member that stopped counting logs nothing more (Lightning keeps sending the last
+            # value it logged), and a step that has nothing of its own is another member's
+            if not self.counting(k) or not (own or set(shared) - {"epoch"}):
+                continue
             for logger in loggers:
                 logger.log_metrics({**own, **shared}, step)
 
