@@ -12,9 +12,11 @@ def finish_loggers(loggers: list, status: str, succeeded: bool) -> None:
     that never reached `loggers` (building the next one failed) is finished too: Lightning's
     WandbLogger would otherwise join it in the next job and mix the two jobs' records."""
     for logger in loggers:
-        if type(logger).__name__ != "WandbLogger":
-            with contextlib.suppress(Exception):  # closing a tracker must never hide the run's outcome
+        with contextlib.suppress(Exception):  # closing a tracker must never hide the run's outcome
+            if type(logger).__name__ != "WandbLogger":
                 logger.finalize(status if status in ("success", "failed") else "success")
+            elif callable(getattr(logger, "flush", None)):  # trainlab's: the last step's metrics
+                logger.flush()
     wandb = sys.modules.get("wandb")  # imported only where a W&B logger was built
     if wandb is not None and getattr(wandb, "run", None) is not None:
         with contextlib.suppress(Exception):
