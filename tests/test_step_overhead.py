@@ -70,7 +70,52 @@ def test_the_trainer_skips_idle_hooks_unless_switched_off(make_cfg, setting):
     trainer = build_trainer(cfg, build_callbacks(cfg, has_logger=False), loggers=[])
     checkpoint = next(c for c in trainer.callbacks if isinstance(c, ModelCheckpoint))
     assert (checkpoint.on_before_backward is None) == (setting == "true")
-    assert callable(checkpoint.on_train_batch_end)  # ModelCheckpoint defines it
+    # ModelCheckpoint defines it, idle without every_n_train_steps and train_time_interval
+    assert (checkpoint.on_train_batch_end is None) == (setting == "true")
+    assert callable(checkpoint.on_validation_end)
+
+
+def test_hooks_idle_under_a_callbacks_settings_are_skipped_and_others_called():
+    idle = [ModelCheckpoint(), LearningRateMonitor(logging_interval="epoch")]
+    busy = [
+        ModelCheckpoint(every_n_train_steps=5),
+        ModelCheckpoint(train_time_interval=__import__("datetime").timedelta(minutes=1)),
+        LearningRateMonitor(logging_interval="step"),
+        LearningRateMonitor(),
+    ]
+    skipped = idle_hooks.skip_idle_hooks([*idle, *busy])
+    assert idle[0].on_train_batch_end is None and idle[1].on_train_batch_start is None
+    assert skipped.count("ModelCheckpoint.on_train_batch_end") == 1
+    assert all(callable(c.on_train_batch_end) for c in busy[:2])
+    assert all(callable(c.on_train_batch_start) for c in busy[2:])
+
+
+def test_lightnings_checkpoint_and_lr_monitor_do_nothing_on_batches_under_those_settings(tmp_path):
+    """What skipping them relies on (Lightning's behaviour, not trainlab's): under the settings
+    above ModelCheckpoint writes nothing after a batch and LearningRateMonitor logs nothing before
+    one, with trainlab's skipping off (TRAINLAB_LIBRARY_PATCHES aside, no call is skipped here)."""
+    logged = []
+
+    class Logger(pl.loggers.Logger):
+        name, version = "spy", 0
+
+        def log_metrics(self, metrics, step=None):
+            logged.append(dict(metrics))
+
+        def log_hyperparams(self, *args, **kwargs):
+            pass
+
+    checkpoint = ModelCheckpoint(dirpath=tmp_path / "ckpt", monitor=None, save_on_train_epoch_end=True)
+    trainer = pl.Trainer(
+        max_steps=6, callbacks=[checkpoint, LearningRateMonitor(logging_interval="epoch")],
+        logger=Logger(), log_every_n_steps=1, enable_progress_bar=False, enable_model_summary=False,
+        default_root_dir=tmp_path,
+    )  # fmt: skip
+    saved = []
+    trainer.save_checkpoint = lambda *args, **kwargs: saved.append(trainer.global_step)
+    trainer.fit(Tiny(), DataLoader(TensorDataset(torch.randn(8, 2)), batch_size=4))  # 2 steps an epoch
+    assert saved == [2, 4, 6]  # at epoch ends only
+    assert [m for m in logged if "lr-SGD" in m] == [{"lr-SGD": 0.01}] * 3  # at epoch starts only
 
 
 def test_logging_steps_follow_lightnings_rule():

@@ -15,10 +15,12 @@ def finish_loggers(loggers: list, status: str, succeeded: bool) -> None:
     vectorised group are, trainlab.vectorised) is finished through its logger."""
     wandb = sys.modules.get("wandb")  # imported only where a W&B logger was built
     for logger in loggers:
-        if type(logger).__name__ != "WandbLogger":
-            with contextlib.suppress(Exception):  # closing a tracker must never hide the run's outcome
+        with contextlib.suppress(Exception):  # closing a tracker must never hide the run's outcome
+            if type(logger).__name__ != "WandbLogger":
                 logger.finalize(status if status in ("success", "failed") else "success")
-            continue
+                continue
+            if callable(getattr(logger, "flush", None)):  # trainlab's: the last step's metrics
+                logger.flush()
         # the run the logger started, if any (its `experiment` property would start one)
         run = getattr(logger, "_experiment", None)
         if wandb is not None and run is not None and run is not getattr(wandb, "run", None):

@@ -243,6 +243,14 @@ def _fits(patch: LibraryPatch) -> bool:
 # about hooks (`is_overridden` answers False for None, as it does for the base method).
 # Not a replaced function but a dispatch relied upon: `skip_idle_hooks` (called by
 # trainlab.builders.build_trainer) is its entry point, under the same setting as the rest.
+#
+# Two of Lightning's own callbacks define a per-batch hook that does nothing under the settings
+# trainlab's defaults give them (`idle_under_settings`): ModelCheckpoint's `on_train_batch_end`
+# saves every `every_n_train_steps` steps or `train_time_interval`, and returns at once when both
+# are off (its source, 2.6.6; trainlab's best and last checkpoints are written at epoch ends);
+# LearningRateMonitor's `on_train_batch_start` logs only when `logging_interval` is not "epoch".
+# Each call costs ~10-20 us with Lightning's dispatch; they are skipped like the idle hooks, for
+# the settings read when the trainer is built (which nothing changes during a fit).
 
 IDLE_HOOKS = "lightning_idle_hooks"
 
@@ -301,9 +309,34 @@ def skip_idle_hooks(callbacks: Iterable[Any]) -> list[str]:
         return []
     skipped = []
     for callback in callbacks:
+        idle = idle_under_settings(callback)
         for hook in PER_BATCH_HOOKS:
             inherited = getattr(type(callback), hook, None) is getattr(pl.Callback, hook)
-            if inherited and hook not in vars(callback):
+            if (inherited or hook in idle) and hook not in vars(callback):
                 setattr(callback, hook, None)
                 skipped.append(f"{type(callback).__name__}.{hook}")
     return skipped
+
+
+def idle_under_settings(callback: Any) -> tuple[str, ...]:
+    """The per-batch hooks of a Lightning callback (ModelCheckpoint, LearningRateMonitor, not a
+    subclass that redefines the hook) that do nothing under its settings (see above)."""
+    from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
+
+    kind = type(callback)
+    if (
+        isinstance(callback, ModelCheckpoint)
+        and kind.on_train_batch_end is ModelCheckpoint.on_train_batch_end
+    ):
+        # the constructor's every_n_train_steps and train_time_interval, as ModelCheckpoint keeps them
+        every_n_steps = getattr(callback, "_every_n_train_steps", None)
+        interval = getattr(callback, "_train_time_interval", "unknown")
+        if every_n_steps == 0 and interval is None:
+            return ("on_train_batch_end",)
+    if (
+        isinstance(callback, LearningRateMonitor)
+        and kind.on_train_batch_start is LearningRateMonitor.on_train_batch_start
+        and callback.logging_interval == "epoch"
+    ):
+        return ("on_train_batch_start",)
+    return ()
