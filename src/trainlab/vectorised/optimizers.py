@@ -79,10 +79,13 @@ class StackedOptimizer(Optimizer):
     state_dict round trip. Subclasses implement `_update(group, params)` (all members) and the
     member state format (`_member_state`, `_load_member_state`)."""
 
-    def __init__(self, params: Iterable, num_members: int, defaults: dict[str, Any]) -> None:
+    def __init__(
+        self, params: Iterable, num_members: int, defaults: dict[str, Any], exact: bool | None = None
+    ) -> None:
         if num_members < 1:
             raise ValueError(f"num_members={num_members} must be >= 1.")
         self.num_members = num_members
+        self.exact = exact
         self.frozen_members: set[int] = set()
         self._frozen_index: dict[torch.device, Tensor] = {}
         self._nonzero_cache: dict[int, tuple[int, bool]] = {}
@@ -177,6 +180,10 @@ class StackedOptimizer(Optimizer):
     def _update(self, group: dict[str, Any], params: list[Tensor]) -> None:
         raise NotImplementedError
 
+    def _exact(self, p: Tensor) -> bool:
+        """The exact update (member by member, torch's own scalars) unless told otherwise, or on a GPU."""
+        return self.exact if self.exact is not None else p.device.type == "cpu"
+
     def _stacked_state_keys(self) -> tuple[str, ...]:
         raise NotImplementedError
 
@@ -244,6 +251,7 @@ class StackedSGD(StackedOptimizer):
         foreach: bool | None = None,
         differentiable: bool = False,
         fused: bool | None = None,
+        exact: bool | None = None,
     ) -> None:
         if momentum < 0.0:
             raise ValueError(f"Invalid momentum value: {momentum}")
@@ -260,7 +268,7 @@ class StackedSGD(StackedOptimizer):
             "differentiable": differentiable,
             "fused": fused,
         }
-        super().__init__(params, num_members, defaults)
+        super().__init__(params, num_members, defaults, exact)
 
     def _stacked_state_keys(self) -> tuple[str, ...]:
         return ("momentum_buffer",)
@@ -270,9 +278,14 @@ class StackedSGD(StackedOptimizer):
         lr, weight_decay = _plain(group["lr"]), _plain(group["weight_decay"])
         momentum, dampening, nesterov = group["momentum"], group["dampening"], group["nesterov"]
         decay = self._nonzero(group["weight_decay"])
+        exact = self._exact(params[0])
+        if exact:  # torch's own Python floats, read once per step (no device sync on the CPU)
+            lrs, weight_decays = lr.tolist(), weight_decay.tolist()
         for p in params:
             grad = p.grad if not group["maximize"] else -p.grad
-            if decay:
+            if decay and exact:
+                grad = _member_add(grad, p, weight_decays)  # grad.add(param, alpha=wd), per member
+            elif decay:
                 grad = torch.addcmul(grad, p, _per_member(weight_decay, p))  # grad.add(param, alpha=wd)
             if momentum != 0:
                 state = self.state[p]
@@ -289,7 +302,11 @@ class StackedSGD(StackedOptimizer):
                     buf.copy_(torch.where(_per_member(fresh, p), grad, updated))
                 state["stepped"] = [True] * self.num_members
                 grad = grad.add(buf, alpha=momentum) if nesterov else buf
-            p.addcmul_(grad, _per_member(lr, p), value=-1)  # param.add_(grad, alpha=-lr)
+            if exact:
+                for k, member_lr in enumerate(lrs):
+                    p[k].add_(grad[k], alpha=-member_lr)
+            else:
+                p.addcmul_(grad, _per_member(lr, p), value=-1)  # param.add_(grad, alpha=-lr)
 
     def _member_state(self, p: Tensor, group: dict[str, Any], k: int) -> dict[str, Any] | None:
         state = self.state.get(p, {})
@@ -336,6 +353,7 @@ class StackedAdam(StackedOptimizer):
         differentiable: bool = False,
         fused: bool | None = None,
         decoupled_weight_decay: bool = False,
+        exact: bool | None = None,
     ) -> None:
         if not eps >= 0.0:
             raise ValueError(f"Invalid epsilon value: {eps}")
@@ -355,12 +373,15 @@ class StackedAdam(StackedOptimizer):
             "fused": fused,
             "decoupled_weight_decay": decoupled_weight_decay,
         }
-        super().__init__(params, num_members, defaults)
+        super().__init__(params, num_members, defaults, exact)
 
     def _stacked_state_keys(self) -> tuple[str, ...]:
         return ("step", "exp_avg", "exp_avg_sq", "max_exp_avg_sq")
 
     def _update(self, group: dict[str, Any], params: list[Tensor]) -> None:
+        if params and self._exact(params[0]):
+            self._update_exact(group, params)
+            return
         # torch/optim/adam.py, _single_tensor_adam (capturable=False, differentiable=False)
         lr, weight_decay = _plain(group["lr"]), _plain(group["weight_decay"])
         beta1, beta2 = (float(b) for b in group["betas"])
@@ -369,11 +390,7 @@ class StackedAdam(StackedOptimizer):
             grad = p.grad if not group["maximize"] else -p.grad
             state = self.state[p]
             if not state:
-                state["step"] = torch.zeros(self.num_members, dtype=torch.float32, device=p.device)
-                state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-                state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-                if group["amsgrad"]:
-                    state["max_exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                self._init_state(state, group, p)
             exp_avg, exp_avg_sq, step = state["exp_avg"], state["exp_avg_sq"], state["step"]
             step += 1
             if decay:
@@ -397,6 +414,54 @@ class StackedAdam(StackedOptimizer):
             denom = (second.sqrt() / _per_member(bias_correction2_sqrt, p)).add_(group["eps"])
             # param.addcdiv_(exp_avg, denom, value=-step_size): param + (-step_size * exp_avg) / denom
             p.add_(exp_avg.mul(_per_member(-step_size, p)).div_(denom))
+
+    def _update_exact(self, group: dict[str, Any], params: list[Tensor]) -> None:
+        """torch/optim/adam.py, _single_tensor_adam (capturable=False, differentiable=False) op for
+        op: the ops with only shared scalars on the stacked tensors, those with a member's lr, weight
+        decay or step per member slice, with the Python floats torch computes."""
+        lrs, weight_decays = _plain(group["lr"]).tolist(), _plain(group["weight_decay"]).tolist()
+        beta1, beta2 = (float(b) for b in group["betas"])
+        eps = group["eps"]
+        for p in params:
+            grad = p.grad if not group["maximize"] else -p.grad
+            state = self.state[p]
+            if not state:
+                self._init_state(state, group, p)
+            exp_avg, exp_avg_sq, step_t = state["exp_avg"], state["exp_avg_sq"], state["step"]
+            step_t += 1
+            if any(weight_decays):
+                if group["decoupled_weight_decay"]:
+                    for k, (lr, weight_decay) in enumerate(zip(lrs, weight_decays, strict=True)):
+                        if weight_decay != 0:
+                            p[k].mul_(1 - lr * weight_decay)
+                else:
+                    grad = _member_add(grad, p, weight_decays)  # grad.add(param, alpha=weight_decay)
+            exp_avg.lerp_(grad, 1 - beta1)
+            exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+            steps = step_t.tolist()  # torch: step = _get_value(step_t), a Python float
+            bias_corrections2_sqrt = [(1 - beta2**step) ** 0.5 for step in steps]
+            if group["amsgrad"]:
+                torch.maximum(state["max_exp_avg_sq"], exp_avg_sq, out=state["max_exp_avg_sq"])
+                second = state["max_exp_avg_sq"]
+            else:
+                second = exp_avg_sq
+            denom = second.sqrt()
+            if len(set(bias_corrections2_sqrt)) == 1:
+                denom.div_(bias_corrections2_sqrt[0])
+            else:  # members at different steps (one loaded from elsewhere)
+                for k, bias_correction2_sqrt in enumerate(bias_corrections2_sqrt):
+                    denom[k].div_(bias_correction2_sqrt)
+            denom.add_(eps)
+            for k, (lr, step) in enumerate(zip(lrs, steps, strict=True)):
+                step_size = lr / (1 - beta1**step)
+                p[k].addcdiv_(exp_avg[k], denom[k], value=-step_size)
+
+    def _init_state(self, state: dict[str, Any], group: dict[str, Any], p: Tensor) -> None:
+        state["step"] = torch.zeros(self.num_members, dtype=torch.float32, device=p.device)
+        state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+        state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+        if group["amsgrad"]:
+            state["max_exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
 
     def _member_state(self, p: Tensor, group: dict[str, Any], k: int) -> dict[str, Any] | None:
         state = self.state.get(p, {})
@@ -448,6 +513,7 @@ class StackedAdamW(StackedAdam):
         capturable: bool = False,
         differentiable: bool = False,
         fused: bool | None = None,
+        exact: bool | None = None,
     ) -> None:
         super().__init__(
             params,
@@ -463,6 +529,7 @@ class StackedAdamW(StackedAdam):
             differentiable=differentiable,
             fused=fused,
             decoupled_weight_decay=True,
+            exact=exact,
         )
 
 
@@ -478,6 +545,7 @@ def stacked_optimizer(
     member_optimizers: Sequence[Optimizer],
     member_networks: Sequence[torch.nn.Module],
     network: StackedNetwork,
+    exact: bool | None = None,
 ) -> StackedOptimizer:
     """One optimizer over the stacked parameters that updates member k exactly as
     member_optimizers[k] (torch's SGD with momentum/nesterov/dampening, Adam, AdamW, built by each
@@ -537,7 +605,7 @@ def stacked_optimizer(
             if key in reference
         }
         groups.append({**settings, **values, "params": [stacked[name] for name in group_names[0]]})
-    optimizer = STACKED_OPTIMIZERS[kind](groups, num_members=count)
+    optimizer = STACKED_OPTIMIZERS[kind](groups, num_members=count, exact=exact)
     optimizer.member_layout = layouts
     for k, member in enumerate(member_optimizers):
         if member.state:
@@ -643,6 +711,15 @@ def _check_member(optimizer: Optimizer, k: int) -> None:
         )
     if not 0 <= k < optimizer.num_members:
         raise IndexError(f"member {k} does not exist: this optimizer has {optimizer.num_members} members.")
+
+
+def _member_add(grad: Tensor, p: Tensor, alphas: list[float]) -> Tensor:
+    """`grad.add(p, alpha=alphas[k])` for each member k (a new tensor; torch skips alpha 0)."""
+    out = grad.clone()
+    for k, alpha in enumerate(alphas):
+        if alpha != 0:
+            torch.add(grad[k], p[k], alpha=alpha, out=out[k])
+    return out
 
 
 def _per_member(values: Tensor, like: Tensor) -> Tensor:

@@ -37,8 +37,10 @@ differ between members, BatchNorm with a cumulative (momentum=None) average.
 
 from __future__ import annotations
 
+import contextlib
 import copy
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextvars import ContextVar
 
 import torch
 from torch import Tensor, nn
@@ -61,11 +63,12 @@ class StackedNetwork(nn.Module):
     module, as for any other.
     """
 
-    def __init__(self, members: Sequence[nn.Module]) -> None:
+    def __init__(self, members: Sequence[nn.Module], exact: bool | None = None) -> None:
         super().__init__()
         members = list(members)
         check_stackable(members)
         self.num_members = len(members)
+        self.exact = exact
         network = copy.deepcopy(members[0])
         with torch.no_grad():
             for name, _ in members[0].named_parameters():
@@ -78,8 +81,9 @@ class StackedNetwork(nn.Module):
                 # _buffers[leaf] keeps the buffer's registration, persistent or not
                 owner._buffers[leaf] = torch.stack([_tensor(member, name) for member in members])
         for module in network.modules():
-            if type(module) is nn.Linear:
-                module.__class__ = _StackedLinear  # same parameters and state_dict, vmapped as baddbmm
+            if type(module) in _STACKED_LAYERS:
+                # same parameters, buffers and state_dict; vmapped by the rules below
+                module.__class__ = _STACKED_LAYERS[type(module)]
         self.network = network
         self.train(members[0].training)
         # (owner module, attribute, full name) of every stacked tensor, looked up at each call:
@@ -106,7 +110,8 @@ class StackedNetwork(nn.Module):
     def _call(self, x: Tensor, batch_dim: int | None) -> Tensor:
         tensors = {name: owner._parameters[leaf] for owner, leaf, name in self._parameter_slots}
         tensors.update({name: owner._buffers[leaf] for owner, leaf, name in self._buffer_slots})
-        return vmap(self._call_member, in_dims=(0, batch_dim), randomness="different")(tensors, x)
+        with _exact_mode(self.exact):
+            return vmap(self._call_member, in_dims=(0, batch_dim), randomness="different")(tensors, x)
 
     def _call_member(self, tensors: dict[str, Tensor], x: Tensor) -> Tensor:
         # tie_weights=False: check_stackable refused tied weights, so there is nothing to tie
@@ -152,6 +157,38 @@ class StackedNetwork(nn.Module):
         return f"num_members={self.num_members}"
 
 
+# --- exact or fast: how the layers below run under vmap ----------------------------------------------
+# StackedNetwork(exact=...) for the duration of its call; None: exact on the CPU, fast elsewhere
+_EXACT: ContextVar[bool | None] = ContextVar("trainlab_stacked_exact", default=None)
+
+
+@contextlib.contextmanager
+def _exact_mode(exact: bool | None) -> Iterator[None]:
+    token = _EXACT.set(exact)
+    try:
+        yield
+    finally:
+        _EXACT.reset(token)
+
+
+def _is_exact(x: Tensor) -> bool:
+    exact = _EXACT.get()
+    return exact if exact is not None else x.device.type == "cpu"
+
+
+def _member(t: Tensor | None, dim: int | None, k: int) -> Tensor | None:
+    """Member k's slice of a tensor batched at `dim` (an unbatched one is every member's)."""
+    return t if t is None or dim is None else t.select(dim, k)
+
+
+def _per_member_calls(members: int, in_dims, function, *args) -> Tensor:
+    """`function` on each member's slices, stacked: per member the very op (and, under autograd,
+    the very backward) a single network runs, so the same bits."""
+    return torch.stack(
+        [function(*(_member(a, d, k) for a, d in zip(args, in_dims, strict=True))) for k in range(members)]
+    )
+
+
 # --- Linear layers, bit-exact per member under vmap ----------------------------------------------------
 @torch.library.custom_op("trainlab::stacked_linear", mutates_args=())
 def stacked_linear(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
@@ -167,6 +204,8 @@ def _(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
 
 def _stacked_linear_vmap(info, in_dims, x: Tensor, weight: Tensor, bias: Tensor | None):
     members = info.batch_size
+    if _is_exact(x):
+        return _per_member_calls(members, in_dims, nn.functional.linear, x, weight, bias), 0
 
     def leading(t: Tensor, dim: int | None) -> Tensor:
         return t.movedim(dim, 0) if dim is not None else t.expand(members, *t.shape)
@@ -205,6 +244,129 @@ class _StackedLinear(nn.Linear):
 
     def forward(self, x: Tensor) -> Tensor:
         return stacked_linear(x, self.weight, self.bias)
+
+
+# --- Conv2d: exact, one convolution per member; fast, vmap's grouped convolution -----------------------
+@torch.library.custom_op("trainlab::stacked_conv2d", mutates_args=())
+def stacked_conv2d(
+    x: Tensor,
+    weight: Tensor,
+    bias: Tensor | None,
+    stride: list[int],
+    padding: list[int],
+    dilation: list[int],
+    groups: int,
+) -> Tensor:
+    """`F.conv2d` for one member (numeric padding). Under vmap: in exact mode `F.conv2d` per member
+    (torch's own kernels forward and backward, the same bits as a single network); in fast mode
+    vmap's rule, one grouped convolution over the members, which rounds differently."""
+    return nn.functional.conv2d(x, weight, bias, stride, padding, dilation, groups)
+
+
+@stacked_conv2d.register_fake
+def _(x, weight, bias, stride, padding, dilation, groups) -> Tensor:
+    return torch.empty_like(nn.functional.conv2d(x, weight, bias, stride, padding, dilation, groups), device="meta")
+
+
+def _stacked_conv2d_vmap(info, in_dims, x, weight, bias, stride, padding, dilation, groups):
+    def conv(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+        return nn.functional.conv2d(x, weight, bias, stride, padding, dilation, groups)
+
+    in_dims = in_dims[:3]
+    if _is_exact(x):
+        return _per_member_calls(info.batch_size, in_dims, conv, x, weight, bias), 0
+    return vmap(conv, in_dims=in_dims)(x, weight, bias), 0
+
+
+stacked_conv2d.register_vmap(_stacked_conv2d_vmap)
+
+
+class _StackedConv2d(nn.Conv2d):
+    """nn.Conv2d whose convolution is `stacked_conv2d` (zero padding given as numbers; other
+    paddings run vmap's own rule, as before)."""
+
+    def _conv_forward(self, x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+        if self.padding_mode != "zeros" or isinstance(self.padding, str):
+            return super()._conv_forward(x, weight, bias)
+        return stacked_conv2d(
+            x, weight, bias, list(self.stride), list(self.padding), list(self.dilation), self.groups
+        )
+
+
+# --- BatchNorm: exact, torch's batch_norm per member; fast, vmap's rule --------------------------------
+@torch.library.custom_op("trainlab::stacked_batch_norm", mutates_args=("running_mean", "running_var"))
+def stacked_batch_norm(
+    x: Tensor,
+    running_mean: Tensor | None,
+    running_var: Tensor | None,
+    weight: Tensor | None,
+    bias: Tensor | None,
+    training: bool,
+    momentum: float,
+    eps: float,
+) -> Tensor:
+    """`F.batch_norm` for one member. Under vmap: in exact mode `F.batch_norm` per member (its
+    forward, backward and running-statistics update, bit for bit those of a single network); in
+    fast mode vmap's rule, one batch norm over K x C channels, whose reductions round differently."""
+    return nn.functional.batch_norm(x, running_mean, running_var, weight, bias, training, momentum, eps)
+
+
+@stacked_batch_norm.register_fake
+def _(x, running_mean, running_var, weight, bias, training, momentum, eps) -> Tensor:
+    return torch.empty_like(x)
+
+
+def _stacked_batch_norm_vmap(info, in_dims, x, running_mean, running_var, weight, bias, training, momentum, eps):
+    def batch_norm(x, running_mean, running_var, weight, bias) -> Tensor:
+        return nn.functional.batch_norm(x, running_mean, running_var, weight, bias, training, momentum, eps)
+
+    in_dims = in_dims[:5]
+    if _is_exact(x):
+        args = (x, running_mean, running_var, weight, bias)
+        return _per_member_calls(info.batch_size, in_dims, batch_norm, *args), 0
+    return vmap(batch_norm, in_dims=in_dims)(x, running_mean, running_var, weight, bias), 0
+
+
+stacked_batch_norm.register_vmap(_stacked_batch_norm_vmap)
+
+
+class _StackedBatchNorm:
+    """torch's _BatchNorm.forward (torch/nn/modules/batchnorm.py) with `stacked_batch_norm` for
+    `F.batch_norm`; mixed into BatchNorm1d/2d. check_stackable refuses momentum=None."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        self._check_input_dim(x)
+        if self.training and self.track_running_stats and self.num_batches_tracked is not None:
+            self.num_batches_tracked.add_(1)
+        bn_training = self.training or (self.running_mean is None and self.running_var is None)
+        tracked = not self.training or self.track_running_stats
+        return stacked_batch_norm(
+            x,
+            self.running_mean if tracked else None,
+            self.running_var if tracked else None,
+            self.weight,
+            self.bias,
+            bn_training,
+            self.momentum if self.momentum is not None else 0.0,
+            self.eps,
+        )
+
+
+class _StackedBatchNorm1d(_StackedBatchNorm, nn.BatchNorm1d):
+    pass
+
+
+class _StackedBatchNorm2d(_StackedBatchNorm, nn.BatchNorm2d):
+    pass
+
+
+# the layers whose class the stacked network swaps for one with a vmap rule of trainlab's
+_STACKED_LAYERS: dict[type[nn.Module], type[nn.Module]] = {
+    nn.Linear: _StackedLinear,
+    nn.Conv2d: _StackedConv2d,
+    nn.BatchNorm1d: _StackedBatchNorm1d,
+    nn.BatchNorm2d: _StackedBatchNorm2d,
+}
 
 
 # --- what can be stacked ----------------------------------------------------------------------------
