@@ -246,7 +246,7 @@ class _StackedLinear(nn.Linear):
         return stacked_linear(x, self.weight, self.bias)
 
 
-# --- Conv2d: exact, one convolution per member; fast, vmap's grouped convolution -----------------------
+# --- Conv2d: exact, one convolution per member; fast, vmap's own rule (a grouped convolution) ----------
 @torch.library.custom_op("trainlab::stacked_conv2d", mutates_args=())
 def stacked_conv2d(
     x: Tensor,
@@ -257,9 +257,9 @@ def stacked_conv2d(
     dilation: list[int],
     groups: int,
 ) -> Tensor:
-    """`F.conv2d` for one member (numeric padding). Under vmap: in exact mode `F.conv2d` per member
-    (torch's own kernels forward and backward, the same bits as a single network); in fast mode
-    vmap's rule, one grouped convolution over the members, which rounds differently."""
+    """`F.conv2d` for one member (numeric padding); under vmap `F.conv2d` per member: torch's own
+    kernels forward and backward, the same bits as a single network (vmap's own rule, one grouped
+    convolution over the members, rounds differently)."""
     return nn.functional.conv2d(x, weight, bias, stride, padding, dilation, groups)
 
 
@@ -272,28 +272,25 @@ def _stacked_conv2d_vmap(info, in_dims, x, weight, bias, stride, padding, dilati
     def conv(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
         return nn.functional.conv2d(x, weight, bias, stride, padding, dilation, groups)
 
-    in_dims = in_dims[:3]
-    if _is_exact(x):
-        return _per_member_calls(info.batch_size, in_dims, conv, x, weight, bias), 0
-    return vmap(conv, in_dims=in_dims)(x, weight, bias), 0
+    return _per_member_calls(info.batch_size, in_dims[:3], conv, x, weight, bias), 0
 
 
 stacked_conv2d.register_vmap(_stacked_conv2d_vmap)
 
 
 class _StackedConv2d(nn.Conv2d):
-    """nn.Conv2d whose convolution is `stacked_conv2d` (zero padding given as numbers; other
-    paddings run vmap's own rule, as before)."""
+    """nn.Conv2d whose convolution is `stacked_conv2d` in exact mode (zero padding given as
+    numbers); in fast mode, and for other paddings, vmap's own rule."""
 
     def _conv_forward(self, x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
-        if self.padding_mode != "zeros" or isinstance(self.padding, str):
+        if not _is_exact(x) or self.padding_mode != "zeros" or isinstance(self.padding, str):
             return super()._conv_forward(x, weight, bias)
         return stacked_conv2d(
             x, weight, bias, list(self.stride), list(self.padding), list(self.dilation), self.groups
         )
 
 
-# --- BatchNorm: exact, torch's batch_norm per member; fast, vmap's rule --------------------------------
+# --- BatchNorm: exact, torch's batch_norm per member; fast, vmap's own rule ----------------------------
 @torch.library.custom_op("trainlab::stacked_batch_norm", mutates_args=("running_mean", "running_var"))
 def stacked_batch_norm(
     x: Tensor,
@@ -305,9 +302,9 @@ def stacked_batch_norm(
     momentum: float,
     eps: float,
 ) -> Tensor:
-    """`F.batch_norm` for one member. Under vmap: in exact mode `F.batch_norm` per member (its
-    forward, backward and running-statistics update, bit for bit those of a single network); in
-    fast mode vmap's rule, one batch norm over K x C channels, whose reductions round differently."""
+    """`F.batch_norm` for one member; under vmap `F.batch_norm` per member: its forward, backward
+    and running-statistics update, bit for bit those of a single network (vmap's own rule, one
+    batch norm over K x C channels, reduces in another order)."""
     return nn.functional.batch_norm(x, running_mean, running_var, weight, bias, training, momentum, eps)
 
 
@@ -320,21 +317,21 @@ def _stacked_batch_norm_vmap(info, in_dims, x, running_mean, running_var, weight
     def batch_norm(x, running_mean, running_var, weight, bias) -> Tensor:
         return nn.functional.batch_norm(x, running_mean, running_var, weight, bias, training, momentum, eps)
 
-    in_dims = in_dims[:5]
-    if _is_exact(x):
-        args = (x, running_mean, running_var, weight, bias)
-        return _per_member_calls(info.batch_size, in_dims, batch_norm, *args), 0
-    return vmap(batch_norm, in_dims=in_dims)(x, running_mean, running_var, weight, bias), 0
+    args = (x, running_mean, running_var, weight, bias)
+    return _per_member_calls(info.batch_size, in_dims[:5], batch_norm, *args), 0
 
 
 stacked_batch_norm.register_vmap(_stacked_batch_norm_vmap)
 
 
 class _StackedBatchNorm:
-    """torch's _BatchNorm.forward (torch/nn/modules/batchnorm.py) with `stacked_batch_norm` for
-    `F.batch_norm`; mixed into BatchNorm1d/2d. check_stackable refuses momentum=None."""
+    """In exact mode torch's _BatchNorm.forward (torch/nn/modules/batchnorm.py) with
+    `stacked_batch_norm` for `F.batch_norm`, in fast mode torch's own; mixed into BatchNorm1d/2d.
+    check_stackable refuses momentum=None."""
 
     def forward(self, x: Tensor) -> Tensor:
+        if not _is_exact(x):
+            return super().forward(x)
         self._check_input_dim(x)
         if self.training and self.track_running_stats and self.num_batches_tracked is not None:
             self.num_batches_tracked.add_(1)
