@@ -89,7 +89,9 @@ class Setup:
         self.reference_optimizers = member_optimizers(kind, self.reference)
         self.reference_schedules = [schedule(o, total_steps=TOTAL_STEPS) for o in self.reference_optimizers]
         self.stacked = StackedNetwork(networks, exact=exact)
-        self.optimizer = stacked_optimizer(member_optimizers(kind, networks), networks, self.stacked, exact=exact)
+        self.optimizer = stacked_optimizer(
+            member_optimizers(kind, networks), networks, self.stacked, exact=exact
+        )
         self.schedule = schedule(self.optimizer, total_steps=TOTAL_STEPS)
 
     def step(self, x: torch.Tensor, y: torch.Tensor, skip: frozenset[int] = frozenset()) -> None:
@@ -196,7 +198,10 @@ def test_exact_mode_with_members_at_different_steps() -> None:
     data = batches(3, TOTAL_STEPS)
     for x, y in data[:2]:
         setup.step(x, y)
-    weights, state = copy.deepcopy(setup.reference[1].state_dict()), member_optimizer_state(setup.optimizer, 1)
+    weights, state = (
+        copy.deepcopy(setup.reference[1].state_dict()),
+        member_optimizer_state(setup.optimizer, 1),
+    )
     for x, y in data[2:4]:
         setup.step(x, y)
     setup.reference[1].load_state_dict(weights)

@@ -25,11 +25,19 @@ What vmap needs, and why it holds for trainlab's networks:
   rounds differently from the single network's fused `addmm`; a ReLU whose input is within a
   rounding of 0 then flips, and that member's training drifts away from its sequential run
   (seen: 1e-2 after 5 epochs of the digits MLP). The template's Linear layers therefore call
-  `stacked_linear`, whose batching rule is one `baddbmm` (bmm without bias): per member the same
-  GEMM as `addmm` (mm), bit for bit, forward and backward.
-- Every other layer of trainlab's networks (Linear, Conv2d, pooling, LayerNorm, GroupNorm,
-  InstanceNorm, every activation incl. Maxout) is a pure function of its input, parameters and
-  buffers, for which vmap has batching rules.
+  `stacked_linear`, whose batching rule in fast mode is one `baddbmm` (bmm without bias), in exact
+  mode `F.linear` per member.
+- Exact or fast (`StackedNetwork(members, exact=...)`; None, the default: exact on the CPU, fast
+  elsewhere). vmap's own rules for convolution (one grouped convolution) and BatchNorm (one batch
+  norm over K x C channels), and the baddbmm above, reduce in another order than K separate calls,
+  ~1e-7 apart, which Adam amplifies on weights whose true gradient is 0 (see optimizers.py). In
+  exact mode Linear, Conv2d (zero padding) and torch's BatchNorm1d/2d run as custom ops whose
+  batching rule calls torch's own function once per member: autograd records those very calls,
+  so forward, backward and running statistics are each member's own bits, at the cost of K small
+  kernels per layer. Fast mode keeps one batched kernel per layer (the GPU default).
+- Every other layer of trainlab's networks (pooling, LayerNorm, GroupNorm, InstanceNorm, BatchNorm
+  from the formulas, every activation incl. Maxout) is a pure function of its input, parameters
+  and buffers, for which vmap has batching rules.
 Networks that break these assumptions are refused up front (`NotVectorisable`, naming the layer
 and the reason): timm models, hooks, parametrizations, tied weights, non-tensor settings that
 differ between members, BatchNorm with a cumulative (momentum=None) average.
@@ -60,7 +68,8 @@ class StackedNetwork(nn.Module):
     `num_members` is K. The stacked tensors are held by `network` (see the module docstring) under
     the member's own names: `stacked_parameters()["head.weight"]` is the [K, ...] Parameter whose
     slice k is member k's `head.weight`. Train and eval mode follow `.train()` / `.eval()` of this
-    module, as for any other.
+    module, as for any other. `exact`: each member's own bits (K kernels per layer) or one batched
+    kernel per layer (~1e-7 apart); None: exact on the CPU, fast elsewhere (module docstring).
     """
 
     def __init__(self, members: Sequence[nn.Module], exact: bool | None = None) -> None:
@@ -265,7 +274,9 @@ def stacked_conv2d(
 
 @stacked_conv2d.register_fake
 def _(x, weight, bias, stride, padding, dilation, groups) -> Tensor:
-    return torch.empty_like(nn.functional.conv2d(x, weight, bias, stride, padding, dilation, groups), device="meta")
+    return torch.empty_like(
+        nn.functional.conv2d(x, weight, bias, stride, padding, dilation, groups), device="meta"
+    )
 
 
 def _stacked_conv2d_vmap(info, in_dims, x, weight, bias, stride, padding, dilation, groups):
@@ -313,7 +324,9 @@ def _(x, running_mean, running_var, weight, bias, training, momentum, eps) -> Te
     return torch.empty_like(x)
 
 
-def _stacked_batch_norm_vmap(info, in_dims, x, running_mean, running_var, weight, bias, training, momentum, eps):
+def _stacked_batch_norm_vmap(
+    info, in_dims, x, running_mean, running_var, weight, bias, training, momentum, eps
+):
     def batch_norm(x, running_mean, running_var, weight, bias) -> Tensor:
         return nn.functional.batch_norm(x, running_mean, running_var, weight, bias, training, momentum, eps)
 
