@@ -83,13 +83,15 @@ class Setup:
     """K reference networks with their own torch optimizers and schedules, and the same K as one
     stacked network with the stacked optimizer and one schedule."""
 
-    def __init__(self, kind: str, schedule=cosine, count: int = 3) -> None:
+    def __init__(self, kind: str, schedule=cosine, count: int = 3, exact: bool | None = None) -> None:
         networks = members(count)
         self.reference = [copy.deepcopy(net) for net in networks]
         self.reference_optimizers = member_optimizers(kind, self.reference)
         self.reference_schedules = [schedule(o, total_steps=TOTAL_STEPS) for o in self.reference_optimizers]
-        self.stacked = StackedNetwork(networks)
-        self.optimizer = stacked_optimizer(member_optimizers(kind, networks), networks, self.stacked)
+        self.stacked = StackedNetwork(networks, exact=exact)
+        self.optimizer = stacked_optimizer(
+            member_optimizers(kind, networks), networks, self.stacked, exact=exact
+        )
         self.schedule = schedule(self.optimizer, total_steps=TOTAL_STEPS)
 
     def step(self, x: torch.Tensor, y: torch.Tensor, skip: frozenset[int] = frozenset()) -> None:
@@ -109,6 +111,13 @@ class Setup:
         self.optimizer.step()
         self.schedule.step()
 
+    def bit_equal(self) -> bool:
+        return all(
+            torch.equal(self.stacked.member_state_dict(k)[name], value)
+            for k, net in enumerate(self.reference)
+            for name, value in net.state_dict().items()
+        )
+
     def max_difference(self, skip: frozenset[int] = frozenset()) -> float:
         return max(
             (self.stacked.member_state_dict(k)[name] - value).abs().max().item()
@@ -127,6 +136,81 @@ def test_steps_under_a_cosine_schedule_equal_separate_torch_optimizers(kind: str
     # the schedule scaled each member's own rate: member k's lr is its own schedule's
     for k, optimizer in enumerate(setup.reference_optimizers):
         assert setup.optimizer.param_groups[0]["lr"][k].item() == optimizer.param_groups[0]["lr"]
+
+
+@pytest.mark.parametrize("kind", list(OPTIMIZERS))
+def test_exact_mode_is_bit_exact_against_torch_step_by_step(kind: str) -> None:
+    # exact (the CPU default): each member's weights, BatchNorm statistics included, are torch's own
+    # bits after every step, per-member lr and weight decay under the cosine schedule
+    setup = Setup(kind, exact=True)
+    for x, y in batches(3, TOTAL_STEPS):
+        setup.step(x, y)
+        assert setup.bit_equal()
+
+
+@pytest.mark.parametrize("kind", ["sgd_nesterov", "adam", "adam_amsgrad", "adamw"])
+def test_fast_mode_agrees_to_a_rounding(kind: str) -> None:
+    setup = Setup(kind, exact=False)
+    assert setup.optimizer.exact is False and setup.stacked.exact is False
+    for x, y in batches(3, TOTAL_STEPS):
+        setup.step(x, y)
+    assert setup.max_difference() < 1e-6
+
+
+def _tiny_gradients(networks: list[nn.Module], generator: torch.Generator) -> None:
+    """Random gradients; those of each parameter's first row ~1e-9, the rounding noise Adam
+    normalises into full-size steps (a weight whose true gradient is 0)."""
+    for net in networks:
+        for p in net.parameters():
+            p.grad = torch.randn(p.shape, generator=generator) * 1e-3
+            p.grad[0] *= 1e-6
+
+
+@pytest.mark.parametrize("kind", ["sgd_nesterov", "adam", "adam_amsgrad", "adamw"])
+@pytest.mark.parametrize("exact", [True, False])
+def test_the_update_alone_against_torch_on_noise_sized_gradients(kind: str, exact: bool) -> None:
+    # the same gradients for both: only the optimizers' arithmetic differs
+    networks = members()
+    reference = [copy.deepcopy(net) for net in networks]
+    reference_optimizers = member_optimizers(kind, reference)
+    stacked = StackedNetwork(networks)
+    optimizer = stacked_optimizer(member_optimizers(kind, networks), networks, stacked, exact=exact)
+    parameters = stacked.stacked_parameters()
+    generator = torch.Generator().manual_seed(0)
+    for _ in range(5):
+        _tiny_gradients(reference, generator)
+        for name, p in parameters.items():
+            p.grad = torch.stack([dict(net.named_parameters())[name].grad for net in reference])
+        optimizer.step()
+        for own in reference_optimizers:
+            own.step()
+    for k, net in enumerate(reference):
+        for name, p in net.named_parameters():
+            if exact:
+                assert torch.equal(parameters[name][k], p), name
+            else:
+                torch.testing.assert_close(parameters[name][k], p, rtol=0, atol=1e-6)
+
+
+def test_exact_mode_with_members_at_different_steps() -> None:
+    # member 1 set back 2 steps (weights and optimizer state, in both): its bias corrections differ
+    setup = Setup("adam", exact=True)
+    data = batches(3, TOTAL_STEPS)
+    for x, y in data[:2]:
+        setup.step(x, y)
+    weights, state = (
+        copy.deepcopy(setup.reference[1].state_dict()),
+        member_optimizer_state(setup.optimizer, 1),
+    )
+    for x, y in data[2:4]:
+        setup.step(x, y)
+    setup.reference[1].load_state_dict(weights)
+    setup.reference_optimizers[1].load_state_dict(copy.deepcopy(state))
+    setup.stacked.load_member_state_dict(1, weights)
+    load_member_optimizer_state(setup.optimizer, 1, state)
+    setup.step(*data[4])
+    assert setup.optimizer.state[next(iter(setup.stacked.parameters()))]["step"].tolist() == [5.0, 3.0, 5.0]
+    assert setup.bit_equal()
 
 
 def test_step_schedule_scales_each_member_rate() -> None:

@@ -64,12 +64,12 @@ CASES = [
 
 
 def run_alone_and_stacked(
-    members: list[nn.Module], steps: int = 2
+    members: list[nn.Module], steps: int = 2, exact: bool | None = None
 ) -> tuple[StackedNetwork, list[nn.Module], float, float]:
     """`steps` training forward/backward passes of each member alone and of all stacked (each
     member its own batch); the largest output and gradient differences."""
     alone = [copy.deepcopy(m) for m in members]
-    stacked = StackedNetwork(members)
+    stacked = StackedNetwork(members, exact=exact)
     generator = torch.Generator().manual_seed(0)
     shape = _input_shape(members[0])
     out_diff = grad_diff = 0.0
@@ -115,6 +115,45 @@ def test_members_equal_the_networks_run_alone(model: str, norm: str, activation:
     expected = torch.stack([net.eval()(x) for net in alone])
     torch.testing.assert_close(stacked.forward_shared(x), expected, rtol=0, atol=1e-5)
     torch.testing.assert_close(stacked(x.expand(3, *x.shape)), expected, rtol=0, atol=1e-5)
+
+
+# the layers with trainlab's per-member rules (Linear, Conv2d, torch's BatchNorm) and pure functions
+EXACT_CASES = [
+    ("mlp", "batchnorm", "relu"),
+    ("mlp", "none", "leaky_relu"),
+    ("cnn", "batchnorm", "gelu"),
+    ("cnn", "none", "relu"),
+    ("resnet", "batchnorm", "relu"),
+]
+
+
+@pytest.mark.parametrize(("model", "norm", "activation"), EXACT_CASES)
+def test_exact_mode_is_bit_exact(model: str, norm: str, activation: str) -> None:
+    # the CPU default: outputs, gradients and BatchNorm running statistics are the bits of each
+    # member run alone (vmap's grouped convolution and batched batch norm are not)
+    stacked, alone, out_diff, grad_diff = run_alone_and_stacked(
+        networks(model, norm, activation, 3), exact=True
+    )
+    assert out_diff == 0 and grad_diff == 0
+    assert state_difference(stacked, alone) == 0
+    stacked.eval()
+    x = torch.randn(6, *_input_shape(alone[0]))
+    assert torch.equal(stacked.forward_shared(x), torch.stack([net.eval()(x) for net in alone]))
+
+
+@pytest.mark.parametrize(("model", "norm", "activation"), EXACT_CASES)
+def test_fast_mode_agrees_to_a_rounding(model: str, norm: str, activation: str) -> None:
+    stacked, alone, out_diff, grad_diff = run_alone_and_stacked(
+        networks(model, norm, activation, 3), exact=False
+    )
+    assert out_diff < 1e-5 and grad_diff < 1e-5
+    assert state_difference(stacked, alone) < 1e-6
+
+
+def test_exact_mode_is_the_cpu_default() -> None:
+    stacked, alone, out_diff, grad_diff = run_alone_and_stacked(networks("cnn", "batchnorm", "relu", 2))
+    assert stacked.exact is None
+    assert out_diff == 0 and grad_diff == 0 and state_difference(stacked, alone) == 0
 
 
 @pytest.mark.parametrize("count", [1, 3, 8])

@@ -8,10 +8,25 @@ Python floats (doubles) and round them to the parameter's dtype only where they 
 keeping them in float64 until then gives member k the very same rounded factors.
 
 The updates follow torch's single-tensor algorithms (torch/optim/sgd.py `_single_tensor_sgd`,
-adam.py `_single_tensor_adam`, which AdamW runs with decoupled weight decay) op for op; where torch
-multiplies by a Python scalar, the stacked update multiplies by the member's [K] values instead.
-The scalars torch fuses into one kernel (`add_(x, alpha=a)`) become a separate multiply here, so
-results agree to a rounding of the last bit (tests/test_vectorised_optimizers.py: 1e-6).
+adam.py `_single_tensor_adam`, which AdamW runs with decoupled weight decay; what torch runs on the
+CPU by default: `_default_to_fused_or_foreach` offers foreach kernels only on GPUs) op for op, in
+one of two modes (constructor argument `exact`; None, the default: exact on the CPU, fast elsewhere):
+
+- exact: torch's own bits. The ops whose scalars are the same for every member (the moments'
+  `lerp_`, `mul_`, `addcmul_`, `sqrt`, the momentum buffer) run on the whole stacked tensor:
+  elementwise kernels with the same Python-scalar arguments give each element the same bits in a
+  [K, ...] tensor as in its member's own (tested, tails of the vectorised loops included). The ops
+  that take a member's lr, weight decay or step (`param.addcdiv_(exp_avg, denom,
+  value=-step_size)`, `param.mul_(1 - lr * weight_decay)`, `grad.add(param, alpha=weight_decay)`,
+  `param.add_(grad, alpha=-lr)`) run on each member's slice with the Python floats torch computes
+  (step_size = lr / bias_correction1 in float64, ...), read from the [K] values once per step
+  (`.tolist()`: no device sync on the CPU). Costs K small kernels per parameter per step.
+- fast: no host reads and no per-member loops: where torch multiplies by a Python scalar, the
+  stacked update multiplies by the members' [K] values, and the scalars torch fuses into one
+  kernel (`add_(x, alpha=a)`) become a separate multiply. Results agree to a rounding of the last
+  bit (tests: 1e-6), which Adam can amplify: on a parameter whose true gradient is 0 (a weight of
+  a constant input pixel under BatchNorm) Adam normalises the gradient's ~1e-9 rounding noise into
+  steps of size lr, so a 1-ulp difference grows to the order of lr.
 
 The state is torch's, stacked: "momentum_buffer", "exp_avg", "exp_avg_sq", "max_exp_avg_sq" are
 [K, ...] and Adam's "step" is a [K] float32 tensor on the parameter's device (so no step reads

@@ -25,11 +25,19 @@ What vmap needs, and why it holds for trainlab's networks:
   rounds differently from the single network's fused `addmm`; a ReLU whose input is within a
   rounding of 0 then flips, and that member's training drifts away from its sequential run
   (seen: 1e-2 after 5 epochs of the digits MLP). The template's Linear layers therefore call
-  `stacked_linear`, whose batching rule is one `baddbmm` (bmm without bias): per member the same
-  GEMM as `addmm` (mm), bit for bit, forward and backward.
-- Every other layer of trainlab's networks (Linear, Conv2d, pooling, LayerNorm, GroupNorm,
-  InstanceNorm, every activation incl. Maxout) is a pure function of its input, parameters and
-  buffers, for which vmap has batching rules.
+  `stacked_linear`, whose batching rule in fast mode is one `baddbmm` (bmm without bias), in exact
+  mode `F.linear` per member.
+- Exact or fast (`StackedNetwork(members, exact=...)`; None, the default: exact on the CPU, fast
+  elsewhere). vmap's own rules for convolution (one grouped convolution) and BatchNorm (one batch
+  norm over K x C channels), and the baddbmm above, reduce in another order than K separate calls,
+  ~1e-7 apart, which Adam amplifies on weights whose true gradient is 0 (see optimizers.py). In
+  exact mode Linear, Conv2d (zero padding) and torch's BatchNorm1d/2d run as custom ops whose
+  batching rule calls torch's own function once per member: autograd records those very calls,
+  so forward, backward and running statistics are each member's own bits, at the cost of K small
+  kernels per layer. Fast mode keeps one batched kernel per layer (the GPU default).
+- Every other layer of trainlab's networks (pooling, LayerNorm, GroupNorm, InstanceNorm, BatchNorm
+  from the formulas, every activation incl. Maxout) is a pure function of its input, parameters
+  and buffers, for which vmap has batching rules.
 Networks that break these assumptions are refused up front (`NotVectorisable`, naming the layer
 and the reason): timm models, hooks, parametrizations, tied weights, non-tensor settings that
 differ between members, BatchNorm with a cumulative (momentum=None) average.
@@ -60,7 +68,8 @@ class StackedNetwork(nn.Module):
     `num_members` is K. The stacked tensors are held by `network` (see the module docstring) under
     the member's own names: `stacked_parameters()["head.weight"]` is the [K, ...] Parameter whose
     slice k is member k's `head.weight`. Train and eval mode follow `.train()` / `.eval()` of this
-    module, as for any other.
+    module, as for any other. `exact`: each member's own bits (K kernels per layer) or one batched
+    kernel per layer (~1e-7 apart); None: exact on the CPU, fast elsewhere (module docstring).
     """
 
     def __init__(self, members: Sequence[nn.Module], exact: bool | None = None) -> None:
@@ -246,7 +255,7 @@ class _StackedLinear(nn.Linear):
         return stacked_linear(x, self.weight, self.bias)
 
 
-# --- Conv2d: exact, one convolution per member; fast, vmap's grouped convolution -----------------------
+# --- Conv2d: exact, one convolution per member; fast, vmap's own rule (a grouped convolution) ----------
 @torch.library.custom_op("trainlab::stacked_conv2d", mutates_args=())
 def stacked_conv2d(
     x: Tensor,
@@ -257,43 +266,42 @@ def stacked_conv2d(
     dilation: list[int],
     groups: int,
 ) -> Tensor:
-    """`F.conv2d` for one member (numeric padding). Under vmap: in exact mode `F.conv2d` per member
-    (torch's own kernels forward and backward, the same bits as a single network); in fast mode
-    vmap's rule, one grouped convolution over the members, which rounds differently."""
+    """`F.conv2d` for one member (numeric padding); under vmap `F.conv2d` per member: torch's own
+    kernels forward and backward, the same bits as a single network (vmap's own rule, one grouped
+    convolution over the members, rounds differently)."""
     return nn.functional.conv2d(x, weight, bias, stride, padding, dilation, groups)
 
 
 @stacked_conv2d.register_fake
 def _(x, weight, bias, stride, padding, dilation, groups) -> Tensor:
-    return torch.empty_like(nn.functional.conv2d(x, weight, bias, stride, padding, dilation, groups), device="meta")
+    return torch.empty_like(
+        nn.functional.conv2d(x, weight, bias, stride, padding, dilation, groups), device="meta"
+    )
 
 
 def _stacked_conv2d_vmap(info, in_dims, x, weight, bias, stride, padding, dilation, groups):
     def conv(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
         return nn.functional.conv2d(x, weight, bias, stride, padding, dilation, groups)
 
-    in_dims = in_dims[:3]
-    if _is_exact(x):
-        return _per_member_calls(info.batch_size, in_dims, conv, x, weight, bias), 0
-    return vmap(conv, in_dims=in_dims)(x, weight, bias), 0
+    return _per_member_calls(info.batch_size, in_dims[:3], conv, x, weight, bias), 0
 
 
 stacked_conv2d.register_vmap(_stacked_conv2d_vmap)
 
 
 class _StackedConv2d(nn.Conv2d):
-    """nn.Conv2d whose convolution is `stacked_conv2d` (zero padding given as numbers; other
-    paddings run vmap's own rule, as before)."""
+    """nn.Conv2d whose convolution is `stacked_conv2d` in exact mode (zero padding given as
+    numbers); in fast mode, and for other paddings, vmap's own rule."""
 
     def _conv_forward(self, x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
-        if self.padding_mode != "zeros" or isinstance(self.padding, str):
+        if not _is_exact(x) or self.padding_mode != "zeros" or isinstance(self.padding, str):
             return super()._conv_forward(x, weight, bias)
         return stacked_conv2d(
             x, weight, bias, list(self.stride), list(self.padding), list(self.dilation), self.groups
         )
 
 
-# --- BatchNorm: exact, torch's batch_norm per member; fast, vmap's rule --------------------------------
+# --- BatchNorm: exact, torch's batch_norm per member; fast, vmap's own rule ----------------------------
 @torch.library.custom_op("trainlab::stacked_batch_norm", mutates_args=("running_mean", "running_var"))
 def stacked_batch_norm(
     x: Tensor,
@@ -305,9 +313,9 @@ def stacked_batch_norm(
     momentum: float,
     eps: float,
 ) -> Tensor:
-    """`F.batch_norm` for one member. Under vmap: in exact mode `F.batch_norm` per member (its
-    forward, backward and running-statistics update, bit for bit those of a single network); in
-    fast mode vmap's rule, one batch norm over K x C channels, whose reductions round differently."""
+    """`F.batch_norm` for one member; under vmap `F.batch_norm` per member: its forward, backward
+    and running-statistics update, bit for bit those of a single network (vmap's own rule, one
+    batch norm over K x C channels, reduces in another order)."""
     return nn.functional.batch_norm(x, running_mean, running_var, weight, bias, training, momentum, eps)
 
 
@@ -316,25 +324,27 @@ def _(x, running_mean, running_var, weight, bias, training, momentum, eps) -> Te
     return torch.empty_like(x)
 
 
-def _stacked_batch_norm_vmap(info, in_dims, x, running_mean, running_var, weight, bias, training, momentum, eps):
+def _stacked_batch_norm_vmap(
+    info, in_dims, x, running_mean, running_var, weight, bias, training, momentum, eps
+):
     def batch_norm(x, running_mean, running_var, weight, bias) -> Tensor:
         return nn.functional.batch_norm(x, running_mean, running_var, weight, bias, training, momentum, eps)
 
-    in_dims = in_dims[:5]
-    if _is_exact(x):
-        args = (x, running_mean, running_var, weight, bias)
-        return _per_member_calls(info.batch_size, in_dims, batch_norm, *args), 0
-    return vmap(batch_norm, in_dims=in_dims)(x, running_mean, running_var, weight, bias), 0
+    args = (x, running_mean, running_var, weight, bias)
+    return _per_member_calls(info.batch_size, in_dims[:5], batch_norm, *args), 0
 
 
 stacked_batch_norm.register_vmap(_stacked_batch_norm_vmap)
 
 
 class _StackedBatchNorm:
-    """torch's _BatchNorm.forward (torch/nn/modules/batchnorm.py) with `stacked_batch_norm` for
-    `F.batch_norm`; mixed into BatchNorm1d/2d. check_stackable refuses momentum=None."""
+    """In exact mode torch's _BatchNorm.forward (torch/nn/modules/batchnorm.py) with
+    `stacked_batch_norm` for `F.batch_norm`, in fast mode torch's own; mixed into BatchNorm1d/2d.
+    check_stackable refuses momentum=None."""
 
     def forward(self, x: Tensor) -> Tensor:
+        if not _is_exact(x):
+            return super().forward(x)
         self._check_input_dim(x)
         if self.training and self.track_running_stats and self.num_batches_tracked is not None:
             self.num_batches_tracked.add_(1)
