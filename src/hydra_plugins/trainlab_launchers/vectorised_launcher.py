@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hydra._internal.core_plugins.basic_launcher import BasicLauncher
+from hydra.core.hydra_config import HydraConfig
 from hydra.core.utils import JobReturn, configure_log, filter_overrides, run_job, setup_globals
 from hydra.types import TaskFunction
 from omegaconf import DictConfig, OmegaConf, open_dict
@@ -68,9 +69,14 @@ class VectorisedLauncher(BasicLauncher):
         group = GroupTraining()
         returns = [self._run(config, group.join) for config in configs]  # each member's job set-up
         _log_to_every_member(configs)  # the group's lines in each member's log file
+        # Hydra's config of a job of this multirun while the group trains: what a job asks of it
+        # (in a multirun? a failed job is recorded and the sweep goes on) reads as in a job
+        previous = HydraConfig.instance().cfg
+        HydraConfig.instance().set_config(configs[0])
         try:
             records = group.train()
         finally:
+            HydraConfig.instance().cfg = previous
             configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
         for ret, record, config in zip(returns, records, configs, strict=True):
             if record is not None and ret.status.name == "COMPLETED":
