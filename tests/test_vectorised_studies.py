@@ -75,6 +75,8 @@ def assert_same_jobs(alone: list[Path], together: list[Path]) -> None:
         for key, value in expected_rows.items():
             if key[1] != "train/images_per_sec":
                 assert got_rows[key] == pytest.approx(value, abs=1e-6), key
+        # the figures a multirun job draws (none of its own layer plots: the report draws them)
+        assert sorted(p.name for p in member.glob("*.png")) == sorted(p.name for p in job.glob("*.png"))
         for name in ("layer_stats.csv", "confusion_matrix.csv", "per_class_acc.csv", ".hydra/overrides.yaml"):
             assert (member / name).is_file(), name
 
