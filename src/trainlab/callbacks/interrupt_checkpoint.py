@@ -13,6 +13,14 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 log = logging.getLogger(__name__)
 
 
+def saves_on_interrupt(trainer: pl.Trainer, exception: BaseException) -> bool:
+    """Whether `exception` is a stop (Ctrl-C, SIGTERM) during fit after the sanity check: when a
+    resumable last.ckpt is written."""
+    if not isinstance(exception, KeyboardInterrupt | SIGTERMException):
+        return False
+    return trainer.state.fn == TrainerFn.FITTING and not trainer.sanity_checking
+
+
 class InterruptCheckpoint(pl.Callback):
     """On KeyboardInterrupt or SIGTERM during fit, write `<dirpath>/last.ckpt` before exiting.
 
@@ -32,9 +40,7 @@ class InterruptCheckpoint(pl.Callback):
     def on_exception(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException
     ) -> None:
-        if not isinstance(exception, KeyboardInterrupt | SIGTERMException):
-            return
-        if trainer.state.fn != TrainerFn.FITTING or trainer.sanity_checking:
+        if not saves_on_interrupt(trainer, exception):
             return
         dirpath = self.dirpath or (
             trainer.checkpoint_callback.dirpath if trainer.checkpoint_callback else None

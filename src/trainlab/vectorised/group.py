@@ -11,7 +11,6 @@ with its own outcome. A member that fails to build fails alone; the others train
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import sys
 import time
@@ -413,6 +412,4 @@ def _end(member: Member, error: BaseException | None) -> BaseException | None:
 def _resolved(cfg: DictConfig) -> DictConfig:
     resolved = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
     OmegaConf.set_struct(resolved, True)
-    with contextlib.suppress(Exception):
-        OmegaConf.set_readonly(resolved, False)
     return resolved

@@ -24,6 +24,7 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import Logger
 
+from trainlab.callbacks.interrupt_checkpoint import saves_on_interrupt
 from trainlab.checkpoints.atomic_io import AtomicCheckpointIO
 from trainlab.vectorised.module import VectorisedClassifier, member_prefix
 from trainlab.vectorised.optimizers import member_optimizer_state
@@ -152,7 +153,7 @@ def member_checkpoint(
         "hparams_name": None,
         "hyper_parameters": dict(member.hparams),
     }
-    optimizers = module.trainer.optimizers if module._trainer is not None else []
+    optimizers = module.trainer.optimizers  # written during the group's fit
     if "optimizer_states" in checkpoint and optimizers:
         member_state["optimizer_states"] = [member_optimizer_state(optimizers[0], k)]
         member_state["lr_schedulers"] = [_member_schedule(s, k) for s in checkpoint.get("lr_schedulers", [])]
@@ -248,12 +249,7 @@ class MemberCheckpoints(pl.Callback):
     def on_exception(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException
     ) -> None:
-        from lightning.pytorch.trainer.states import TrainerFn
-        from lightning.pytorch.utilities.exceptions import SIGTERMException
-
-        if not isinstance(exception, KeyboardInterrupt | SIGTERMException):
-            return
-        if trainer.state.fn != TrainerFn.FITTING or trainer.sanity_checking:
+        if not saves_on_interrupt(trainer, exception):
             return
         writes = {
             view.k: [str(path)]

@@ -74,9 +74,7 @@ class VectorisedClassifier(pl.LightningModule):
     def deactivate(self, k: int) -> None:
         """Member k stops training: its parameters and optimizer state keep their values."""
         self.active[k] = False
-        optimizer = self.optimizers(use_pl_optimizer=False) if self._trainer is not None else None
-        if optimizer is not None and hasattr(optimizer, "freeze_member"):
-            optimizer.freeze_member(k)
+        self.optimizers(use_pl_optimizer=False).freeze_member(k)  # called during the fit only
 
     # --- data ------------------------------------------------------------------------------
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
