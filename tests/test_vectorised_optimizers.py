@@ -49,6 +49,10 @@ OPTIMIZERS = {
         {"lr": [3e-3, 1e-2, 1e-3], "weight_decay": [0.0, 0.0, 0.0]},
     ),
     "adamw": (torch.optim.AdamW, {}, {"lr": [3e-3, 1e-2, 1e-3], "weight_decay": [1e-2, 0.0, 0.5]}),
+    # a study over seeds: every member has the same rates, which exact mode applies in one kernel
+    "sgd_same_rates": (torch.optim.SGD, {"momentum": 0.9}, {"lr": [0.05] * 3, "weight_decay": [1e-3] * 3}),
+    "adam_same_rates": (torch.optim.Adam, {}, {"lr": [3e-3] * 3, "weight_decay": [1e-2] * 3}),
+    "adamw_same_rates": (torch.optim.AdamW, {}, {"lr": [3e-3] * 3, "weight_decay": [1e-2] * 3}),
 }
 
 

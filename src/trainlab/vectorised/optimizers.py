@@ -20,7 +20,9 @@ one of two modes (constructor argument `exact`; None, the default: exact on the 
   value=-step_size)`, `param.mul_(1 - lr * weight_decay)`, `grad.add(param, alpha=weight_decay)`,
   `param.add_(grad, alpha=-lr)`) run on each member's slice with the Python floats torch computes
   (step_size = lr / bias_correction1 in float64, ...), read from the [K] values once per step
-  (`.tolist()`: no device sync on the CPU). Costs K small kernels per parameter per step.
+  (`.tolist()`: no device sync on the CPU). Where every member has the same value (a study over
+  seeds or init schemes) that op runs once on the whole stack; otherwise it costs K small kernels
+  per parameter per step.
 - fast: no host reads and no per-member loops: where torch multiplies by a Python scalar, the
   stacked update multiplies by the members' [K] values, and the scalars torch fuses into one
   kernel (`add_(x, alpha=a)`) become a separate multiply. Results agree to a rounding of the last
@@ -318,8 +320,7 @@ class StackedSGD(StackedOptimizer):
                 state["stepped"] = [True] * self.num_members
                 grad = grad.add(buf, alpha=momentum) if nesterov else buf
             if exact:
-                for k, member_lr in enumerate(lrs):
-                    p[k].add_(grad[k], alpha=-member_lr)
+                _member_op(Tensor.add_, [-lr for lr in lrs], p, grad, keyword="alpha")
             else:
                 p.addcmul_(grad, _per_member(lr, p), value=-1)  # param.add_(grad, alpha=-lr)
 
@@ -446,9 +447,9 @@ class StackedAdam(StackedOptimizer):
             step_t += 1
             if any(weight_decays):
                 if group["decoupled_weight_decay"]:
-                    for k, (lr, weight_decay) in enumerate(zip(lrs, weight_decays, strict=True)):
-                        if weight_decay != 0:
-                            p[k].mul_(1 - lr * weight_decay)
+                    # a member without weight decay multiplies by 1.0, which changes no bit
+                    factors = [1 - lr * wd for lr, wd in zip(lrs, weight_decays, strict=True)]
+                    _member_op(Tensor.mul_, factors, p)
                 else:
                     grad = _member_add(grad, p, weight_decays)  # grad.add(param, alpha=weight_decay)
             exp_avg.lerp_(grad, 1 - beta1)
@@ -467,9 +468,8 @@ class StackedAdam(StackedOptimizer):
                 for k, bias_correction2_sqrt in enumerate(bias_corrections2_sqrt):
                     denom[k].div_(bias_correction2_sqrt)
             denom.add_(eps)
-            for k, (lr, step) in enumerate(zip(lrs, steps, strict=True)):
-                step_size = lr / (1 - beta1**step)
-                p[k].addcdiv_(exp_avg[k], denom[k], value=-step_size)
+            step_sizes = [lr / (1 - beta1**step) for lr, step in zip(lrs, steps, strict=True)]
+            _member_op(Tensor.addcdiv_, [-size for size in step_sizes], p, exp_avg, denom, keyword="value")
 
     def _init_state(self, state: dict[str, Any], group: dict[str, Any], p: Tensor) -> None:
         state["step"] = torch.zeros(self.num_members, dtype=torch.float32, device=p.device)
@@ -728,8 +728,31 @@ def _check_member(optimizer: Optimizer, k: int) -> None:
         raise IndexError(f"member {k} does not exist: this optimizer has {optimizer.num_members} members.")
 
 
+def _member_op(
+    method: Callable, values: list[float], target: Tensor, *operands: Tensor, keyword: str = ""
+) -> None:
+    """`method(target[k], *operands[k], value_k)` for each member k (the value as `keyword`, else
+    positional), or once on the whole stack when every member has the same value: an elementwise
+    kernel with the same Python scalar gives each element the same bits in the stacked tensor as
+    in its member's slice (tested), in one kernel, not K."""
+
+    def call(target: Tensor, operands: tuple[Tensor, ...], value: float) -> None:
+        if keyword:
+            method(target, *operands, **{keyword: value})
+        else:
+            method(target, *operands, value)
+
+    if len(set(values)) == 1:
+        call(target, operands, values[0])
+        return
+    for k, value in enumerate(values):
+        call(target[k], tuple(operand[k] for operand in operands), value)
+
+
 def _member_add(grad: Tensor, p: Tensor, alphas: list[float]) -> Tensor:
     """`grad.add(p, alpha=alphas[k])` for each member k (a new tensor; torch skips alpha 0)."""
+    if len(set(alphas)) == 1:
+        return grad.add(p, alpha=alphas[0]) if alphas[0] != 0 else grad.clone()
     out = grad.clone()
     for k, alpha in enumerate(alphas):
         if alpha != 0:

@@ -25,13 +25,13 @@ What vmap needs, and why it holds for trainlab's networks:
   rounds differently from the single network's fused `addmm`; a ReLU whose input is within a
   rounding of 0 then flips, and that member's training drifts away from its sequential run
   (seen: 1e-2 after 5 epochs of the digits MLP). The template's Linear layers therefore call
-  `stacked_linear`, whose batching rule in fast mode is one `baddbmm` (bmm without bias), in exact
-  mode `F.linear` per member.
+  `stacked_linear`, whose batching rule is `member_linear`: batched GEMMs that give each member the
+  bits of its own `F.linear`, forward and backward, checked per shape in exact mode.
 - Exact or fast (`StackedNetwork(members, exact=...)`; None, the default: exact on the CPU, fast
   elsewhere). vmap's own rules for convolution (one grouped convolution) and BatchNorm (one batch
-  norm over K x C channels), and the baddbmm above, reduce in another order than K separate calls,
+  norm over K x C channels) reduce in another order than K separate calls,
   ~1e-7 apart, which Adam amplifies on weights whose true gradient is 0 (see optimizers.py). In
-  exact mode Linear, Conv2d (zero padding) and torch's BatchNorm1d/2d run as custom ops whose
+  exact mode Conv2d (zero padding) and torch's BatchNorm1d/2d run as custom ops whose
   batching rule calls torch's own function once per member: autograd records those very calls,
   so forward, backward and running statistics are each member's own bits, at the cost of K small
   kernels per layer. Fast mode keeps one batched kernel per layer (the GPU default).
@@ -54,6 +54,8 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call, vmap
 from torch.nn.utils import parametrize
+
+from trainlab.vectorised.member_linear import member_linear
 
 
 class NotVectorisable(ValueError):
@@ -201,8 +203,8 @@ def _per_member_calls(members: int, in_dims, function, *args) -> Tensor:
 # --- Linear layers, bit-exact per member under vmap ----------------------------------------------------
 @torch.library.custom_op("trainlab::stacked_linear", mutates_args=())
 def stacked_linear(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
-    """`F.linear` for one member; under vmap one `baddbmm` (`bmm` without bias) over the members,
-    which per member is the GEMM `F.linear` runs (`addmm`/`mm`), so the results are the same bits."""
+    """`F.linear` for one member; under vmap `member_linear` over the members (batched GEMMs with
+    each member's own bits, trainlab.vectorised.member_linear)."""
     return nn.functional.linear(x, weight, bias)
 
 
@@ -213,19 +215,17 @@ def _(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
 
 def _stacked_linear_vmap(info, in_dims, x: Tensor, weight: Tensor, bias: Tensor | None):
     members = info.batch_size
-    if _is_exact(x):
-        return _per_member_calls(members, in_dims, nn.functional.linear, x, weight, bias), 0
 
-    def leading(t: Tensor, dim: int | None) -> Tensor:
+    def leading(t: Tensor | None, dim: int | None) -> Tensor | None:
+        if t is None:
+            return None
         return t.movedim(dim, 0) if dim is not None else t.expand(members, *t.shape)
 
-    x, weight = leading(x, in_dims[0]), leading(weight, in_dims[1])
-    rows = x.reshape(members, -1, x.shape[-1])
-    if bias is None:
-        out = torch.bmm(rows, weight.transpose(1, 2))
-    else:
-        out = torch.baddbmm(leading(bias, in_dims[2]).unsqueeze(1), rows, weight.transpose(1, 2))
-    return out.reshape(*x.shape[:-1], weight.shape[1]), 0
+    exact = _is_exact(x)
+    if exact and x.dim() - (in_dims[0] is not None) != 2:  # F.linear folds such inputs its own way
+        return _per_member_calls(members, in_dims, nn.functional.linear, x, weight, bias), 0
+    x, weight, bias = (leading(t, d) for t, d in zip((x, weight, bias), in_dims, strict=True))
+    return member_linear(x, weight, bias, exact), 0
 
 
 stacked_linear.register_vmap(_stacked_linear_vmap)
@@ -238,7 +238,7 @@ def _stacked_linear_setup(ctx, inputs, output) -> None:
 
 
 def _stacked_linear_backward(ctx, grad: Tensor):
-    # outside vmap (under vmap autograd records the physical baddbmm): the derivative of F.linear
+    # outside vmap (under vmap autograd records MemberLinear): the derivative of F.linear
     x, weight = ctx.saved_tensors
     rows, grads = x.reshape(-1, x.shape[-1]), grad.reshape(-1, grad.shape[-1])
     grad_bias = grads.sum(0) if ctx.has_bias else None
