@@ -141,6 +141,19 @@ def test_exact_mode_is_bit_exact(model: str, norm: str, activation: str) -> None
     assert torch.equal(stacked.forward_shared(x), torch.stack([net.eval()(x) for net in alone]))
 
 
+@pytest.mark.parametrize("exact", [True, False])
+def test_members_under_autocast_compute_as_their_networks_do(exact: bool) -> None:
+    # mixed precision: the members' Linear layers are autocast as a network's are
+    alone = networks("mlp", "none", "relu", 3)
+    stacked = StackedNetwork(copy.deepcopy(alone), exact=exact)
+    x = torch.randn(3, 6, *_input_shape(alone[0]))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = stacked(x)
+        expected = torch.stack([net(x[k]) for k, net in enumerate(alone)])
+    assert out.dtype == expected.dtype == torch.bfloat16
+    assert torch.equal(out, expected)
+
+
 @pytest.mark.parametrize(("model", "norm", "activation"), EXACT_CASES)
 def test_fast_mode_agrees_to_a_rounding(model: str, norm: str, activation: str) -> None:
     stacked, alone, out_diff, grad_diff = run_alone_and_stacked(
