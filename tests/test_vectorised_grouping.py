@@ -61,3 +61,14 @@ def test_plan_groups_keeps_the_sweep_order_and_splits_large_groups(make_cfg) -> 
     assert "mix" in plan[2].reason and plan[1].reason == ""
     with pytest.raises(ValueError, match="max_members"):
         plan_groups(configs, max_members=0)
+
+
+def test_launcher_options_are_checked() -> None:
+    from hydra_plugins.trainlab_launchers.vectorised_launcher import VectorisedLauncher
+
+    assert VectorisedLauncher(exact=False).exact is False
+    assert VectorisedLauncher().exact is None  # exact on the CPU, fast on a GPU
+    with pytest.raises(ValueError, match="exact='yes'.*null.*true.*false"):
+        VectorisedLauncher(exact="yes")
+    with pytest.raises(ValueError, match="min_members=0"):
+        VectorisedLauncher(min_members=0)

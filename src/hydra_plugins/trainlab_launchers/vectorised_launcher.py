@@ -23,15 +23,22 @@ log = logging.getLogger(__name__)
 class VectorisedLauncher(BasicLauncher):
     """Hydra's basic launcher, with the jobs of `trainlab.train` grouped and each group trained as
     one (`max_members`: the largest group, a larger one is split; `min_members`: the smallest, a
-    smaller one runs job by job)."""
+    smaller one runs job by job; `exact`: each member's own bits or batched kernels, null: exact
+    on the CPU, fast on a GPU)."""
 
-    def __init__(self, max_members: int = 64, min_members: int = 2) -> None:
+    def __init__(self, max_members: int = 64, min_members: int = 2, exact: bool | None = None) -> None:
         super().__init__()
         self.max_members, self.min_members = int(max_members), int(min_members)
         if self.min_members < 1:
             raise ValueError(
                 f"hydra.launcher.min_members={min_members} must be >= 1 (1: a group of one job)."
             )
+        if exact not in (None, True, False):
+            raise ValueError(
+                f"hydra.launcher.exact={exact!r}: choose null (exact on the CPU, fast on a GPU), "
+                "true (each member's own bits) or false (batched kernels, ~1e-7 apart)."
+            )
+        self.exact = exact
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
         from trainlab.vectorised.grouping import plan_groups
@@ -66,7 +73,7 @@ class VectorisedLauncher(BasicLauncher):
     def _launch_group(self, configs: list[DictConfig]) -> list[JobReturn]:
         from trainlab.vectorised.group import GroupTraining
 
-        group = GroupTraining()
+        group = GroupTraining(self.exact)
         returns = [self._run(config, group.join) for config in configs]  # each member's job set-up
         _log_to_every_member(configs)  # the group's lines in each member's log file
         # Hydra's config of a job of this multirun while the group trains: what a job asks of it
@@ -152,6 +159,9 @@ class VectorisedLauncherConf:
     max_members: int = 64
     # the smallest group trained as one: a smaller group's jobs run one by one, as ordinary jobs
     min_members: int = 2
+    # each member's own bits (true), one batched kernel per layer and update (false, ~1e-7 apart),
+    # or null: exact on the CPU, fast on a GPU (docs/vectorised.md)
+    exact: bool | None = None
 
 
 CONFIG = ("vectorised", VectorisedLauncherConf)  # hydra/launcher/vectorised (search_path.py)

@@ -55,9 +55,11 @@ class Member:
 
 
 class GroupTraining:
-    """Collects the members (`join`, one call per job), then trains them as one (`train`)."""
+    """Collects the members (`join`, one call per job), then trains them as one (`train`).
+    `exact`: the stacked network's and optimizer's mode (None: exact on the CPU, fast on a GPU)."""
 
-    def __init__(self) -> None:
+    def __init__(self, exact: bool | None = None) -> None:
+        self.exact = exact
         self.members: list[Member] = []
         self.joined: list[Member | None] = []  # per job, in the order they joined (None: done already)
 
@@ -124,7 +126,7 @@ class GroupTraining:
         members = self.members
         first = members[0].cfg
         module = VectorisedClassifier(
-            [m.model for m in members], normalise=members[0].datamodule.network_input
+            [m.model for m in members], normalise=members[0].datamodule.network_input, exact=self.exact
         )
         checkpoint_io = MemberCheckpointIO(lambda k: self._extra_checkpoint_entries(members[k]))
         bar = (OmegaConf.select(first, "callbacks.rich_progress_bar") or {}).get("_target_")

@@ -42,12 +42,17 @@ class VectorisedClassifier(pl.LightningModule):
             (`member_module`).
         normalise: the data's conversion of uint8 batches to the network's input (the members
             share one source, so one conversion serves all), or None.
+        exact: each member's own bits (True), one batched kernel per layer and update (False),
+            or None: exact on the CPU, fast on a GPU (trainlab.vectorised.stacked).
     """
 
-    def __init__(self, members: Sequence[Classifier], normalise: Callable | None = None) -> None:
+    def __init__(
+        self, members: Sequence[Classifier], normalise: Callable | None = None, exact: bool | None = None
+    ) -> None:
         super().__init__()
         self._members = list(members)  # not submodules: their networks live on in the stack
-        self.network = StackedNetwork([m.net for m in self._members])
+        self.exact = exact
+        self.network = StackedNetwork([m.net for m in self._members], exact=exact)
         self.num_members = len(self._members)
         smoothing = [float((m.hparams.loss or {}).get("label_smoothing", 0.0)) for m in self._members]
         self.register_buffer("label_smoothing", torch.tensor(smoothing), persistent=False)
@@ -169,7 +174,9 @@ class VectorisedClassifier(pl.LightningModule):
         for optimizer in member_optimizers:  # as StudyModule.configure_optimizers scales each group
             for group in optimizer.param_groups:
                 group["lr"] = group["lr"] * group.get("lr_mult", 1.0)
-        optimizer = stacked_optimizer(member_optimizers, [m.net for m in self._members], self.network)
+        optimizer = stacked_optimizer(
+            member_optimizers, [m.net for m in self._members], self.network, exact=self.exact
+        )
         schedule = self._members[0].hparams.scheduler
         if not schedule:
             return optimizer
