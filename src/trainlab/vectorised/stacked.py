@@ -31,10 +31,12 @@ What vmap needs, and why it holds for trainlab's networks:
   elsewhere). vmap's own rules for convolution (one grouped convolution) and BatchNorm (one batch
   norm over K x C channels) reduce in another order than K separate calls,
   ~1e-7 apart, which Adam amplifies on weights whose true gradient is 0 (see optimizers.py). In
-  exact mode Conv2d (zero padding) and torch's BatchNorm1d/2d run as custom ops whose
-  batching rule calls torch's own function once per member: autograd records those very calls,
-  so forward, backward and running statistics are each member's own bits, at the cost of K small
-  kernels per layer. Fast mode keeps one batched kernel per layer (the GPU default).
+  exact mode Conv2d (zero padding) runs as a custom op whose batching rule calls torch's own
+  function once per member: autograd records those very calls, so forward and backward are each
+  member's own bits, at the cost of K small kernels per layer. torch's BatchNorm2d runs as one
+  batch norm over the members' K x C channels, which gives each member its own bits
+  (`member_batch_norm`, checked per shape); BatchNorm1d runs per member. Fast mode keeps one
+  batched kernel per layer (the GPU default).
 - Every other layer of trainlab's networks (pooling, LayerNorm, GroupNorm, InstanceNorm, BatchNorm
   from the formulas, every activation incl. Maxout) is a pure function of its input, parameters
   and buffers, for which vmap has batching rules.
@@ -55,6 +57,7 @@ from torch import Tensor, nn
 from torch.func import functional_call, vmap
 from torch.nn.utils import parametrize
 
+from trainlab.vectorised.member_batch_norm import member_batch_norm
 from trainlab.vectorised.member_linear import member_linear
 
 
@@ -187,17 +190,15 @@ def _is_exact(x: Tensor) -> bool:
     return exact if exact is not None else x.device.type == "cpu"
 
 
-def _member(t: Tensor | None, dim: int | None, k: int) -> Tensor | None:
-    """Member k's slice of a tensor batched at `dim` (an unbatched one is every member's)."""
-    return t if t is None or dim is None else t.select(dim, k)
-
-
 def _per_member_calls(members: int, in_dims, function, *args) -> Tensor:
     """`function` on each member's slices, stacked: per member the very op (and, under autograd,
-    the very backward) a single network runs, so the same bits."""
-    return torch.stack(
-        [function(*(_member(a, d, k) for a, d in zip(args, in_dims, strict=True))) for k in range(members)]
-    )
+    the very backward) a single network runs, so the same bits. The slices come from `unbind`,
+    whose backward stacks the members' gradients once (`select`'s would write each into a zeroed
+    tensor of all members: K^2 work)."""
+    per_argument = [
+        [a] * members if a is None or d is None else a.unbind(d) for a, d in zip(args, in_dims, strict=True)
+    ]
+    return torch.stack([function(*member_args) for member_args in zip(*per_argument, strict=True)])
 
 
 # --- Linear layers, bit-exact per member under vmap ----------------------------------------------------
@@ -313,9 +314,10 @@ def stacked_batch_norm(
     momentum: float,
     eps: float,
 ) -> Tensor:
-    """`F.batch_norm` for one member; under vmap `F.batch_norm` per member: its forward, backward
-    and running-statistics update, bit for bit those of a single network (vmap's own rule, one
-    batch norm over K x C channels, reduces in another order)."""
+    """`F.batch_norm` for one member; under vmap `member_batch_norm`: one batch norm over the
+    members' K x C channels where that gives each member the bits of its own forward, backward and
+    running-statistics update (checked per shape), else `F.batch_norm` per member. (vmap's own
+    rule applies the affine part separately, which rounds differently.)"""
     return nn.functional.batch_norm(x, running_mean, running_var, weight, bias, training, momentum, eps)
 
 
@@ -331,7 +333,13 @@ def _stacked_batch_norm_vmap(
         return nn.functional.batch_norm(x, running_mean, running_var, weight, bias, training, momentum, eps)
 
     args = (x, running_mean, running_var, weight, bias)
-    return _per_member_calls(info.batch_size, in_dims[:5], batch_norm, *args), 0
+
+    def per_member() -> Tensor:
+        return _per_member_calls(info.batch_size, in_dims[:5], batch_norm, *args)
+
+    if in_dims[0] != 0 or any(t is not None and d != 0 for t, d in zip(args[1:], in_dims[1:5], strict=True)):
+        return per_member(), 0  # a tensor shared by the members (not stacked): their own calls
+    return member_batch_norm(*args, training, momentum, eps, per_member=per_member), 0
 
 
 stacked_batch_norm.register_vmap(_stacked_batch_norm_vmap)
