@@ -4,29 +4,31 @@ getting its own bits.
 Batch norm normalises each channel over the batch (and the spatial positions) on its own, so the
 K members' [B, C, ...] batches laid side by side as one [B, K*C, ...] batch, with the members'
 weights, biases and running statistics concatenated into K*C channels, is the same computation
-per channel. The price is two copies of the activations (into that layout and
-back), against K small kernel calls per layer.
+per channel. The price is copies of the activations into that layout and back (one each way,
+forward and backward), against K small kernel calls per layer.
 
-This holds for the batches of BatchNorm2d ([B, C, H, W]), where each channel is reduced over its
-own contiguous planes; the backward of a [B, C] batch (BatchNorm1d) reduces a channel in an order
-that depends on the number of channels, so BatchNorm1d runs member by member. The first time a
-shape comes, the batched call runs on copies of the running statistics next to the per-member
-calls, and its output and running statistics are compared with theirs bit for bit; the verdict
-is kept for that shape (as member_linear's products are checked), and where they differ the layer
-runs member by member. The backward is torch's batch-norm backward over the K*C channels
-(autograd records the batched call): its bits against the members' own are tested
-(tests/test_vectorised_member_batch_norm.py, test_vectorised_stacked.py), not checked at run
-time (autograd cannot run inside vmap's rule).
+A member network's BatchNorm runs `F.batch_norm`, i.e. torch's `native_batch_norm` forward and
+`native_batch_norm_backward` backward. `member_batch_norm` runs the same two kernels once over the
+K x C channels where that gives each member the bits of its own calls, and once per member where
+it does not. On the CPU the batched call matches for the batches of BatchNorm2d that were tried,
+but not for every [B, C] batch of BatchNorm1d (its backward reduces a channel in an order that
+depends on C). So, as member_linear's products are, the forward (output, running statistics and
+saved batch statistics) and the backward (input, weight and bias gradients) are each checked the
+first time they meet a shape: the batched result is compared bit for bit with the per-member
+calls on that step's own tensors (on copies of the running statistics), and the verdict is kept
+for that shape. The output is returned in the members' own layout: an elementwise function after
+it (GELU's erf) rounds differently on a strided input than on a member's contiguous one.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Sequence
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
-# (shape, strides, dtype, device, training, which tensors are given) -> batched gives the same bits
+# (pass, shape, strides, dtype, device, training, which tensors are given) -> the batched call
+# gives each member's own bits
 _verdicts: dict[tuple, bool] = {}
 
 
@@ -39,68 +41,159 @@ def member_batch_norm(
     training: bool,
     momentum: float,
     eps: float,
-    per_member: Callable[[], Tensor],
 ) -> Tensor:
-    """`F.batch_norm` of every member: x [K, B, C, ...] and the members' [K, C] tensors (each
-    batched at dimension 0, or None) -> [K, B, C, ...]; `per_member()` runs the members one by one
-    (on the same running statistics), the fallback and the reference of the check."""
-    stats = [t for t in (running_mean, running_var) if t is not None]
-    # [K, B, C, H, W] only: the backward of a [B, C] batch (BatchNorm1d) reduces each channel in
-    # an order that depends on C; and the running statistics are updated in place, on views
-    if x.dim() < 5 or any(not t.is_contiguous() for t in stats):
-        return per_member()
-    key = (
-        x.shape,
-        x.stride(),
-        x.dtype,
-        x.device,
-        training,
-        tuple(t is None for t in (running_mean, running_var, weight, bias)),
+    """`F.batch_norm` of every member: x [K, B, C, ...], the members' [K, C] tensors (or None);
+    the running statistics are updated in place. -> [K, B, C, ...]."""
+    out, _, _, new_mean, new_var = _member_batch_norm(
+        x, running_mean, running_var, weight, bias, training, momentum, eps
     )
+    # the op is functional (autograd needs it so): it returns the updated statistics
+    for stats, new in ((running_mean, new_mean), (running_var, new_var)):
+        if stats is not None and training:
+            stats.copy_(new)
+    return out
+
+
+@torch.library.custom_op("trainlab::member_batch_norm", mutates_args=())
+def _member_batch_norm(
+    x: Tensor,
+    running_mean: Tensor | None,
+    running_var: Tensor | None,
+    weight: Tensor | None,
+    bias: Tensor | None,
+    training: bool,
+    momentum: float,
+    eps: float,
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """(output, saved mean [K, C], saved inverse std [K, C] (both [K, 0] in eval mode), the
+    updated running mean and variance ([0] where there are none))."""
+    key = _key("forward", x, training, running_mean, weight, bias)
+    options = (training, momentum, eps)
+
+    def run(batched: bool) -> tuple[Tensor, ...]:
+        stats = [x.new_empty(0) if t is None else t.clone() for t in (running_mean, running_var)]
+        given = [None if t is None else s for t, s in zip((running_mean, running_var), stats, strict=True)]
+        return (*_forward(x, weight, bias, *given, *options, batched=batched), *stats)
+
     verdict = _verdicts.get(key)
     if verdict is None:
-        verdict = _verdicts[key] = _same_bits(
-            x, running_mean, running_var, weight, bias, training, momentum, eps
+        expected = run(batched=False)
+        _verdicts[key] = _same(run(batched=True), expected)
+        return expected
+    return run(batched=verdict)
+
+
+@_member_batch_norm.register_fake
+def _(x, running_mean, running_var, weight, bias, training, momentum, eps):
+    saved = x.new_empty(x.shape[0], x.shape[2] if training else 0)
+    stats = [x.new_empty(0) if t is None else torch.empty_like(t) for t in (running_mean, running_var)]
+    return torch.empty_like(x), saved, saved.clone(), *stats
+
+
+def _forward(x, weight, bias, running_mean, running_var, training, momentum, eps, batched: bool):
+    members = x.shape[0]
+    if batched:
+        out, saved_mean, saved_invstd = torch.ops.aten.native_batch_norm(
+            _spread(x),
+            *(_flat(t) for t in (weight, bias, running_mean, running_var)),
+            training,
+            momentum,
+            eps,
         )
-    if not verdict:
-        return per_member()
-    return _batched(x, running_mean, running_var, weight, bias, training, momentum, eps)
+        return _gather(out, members), saved_mean.reshape(members, -1), saved_invstd.reshape(members, -1)
+    results = [
+        torch.ops.aten.native_batch_norm(
+            x[k], *(_member(t, k) for t in (weight, bias, running_mean, running_var)), training, momentum, eps
+        )
+        for k in range(members)
+    ]
+    return tuple(torch.stack(parts).contiguous() for parts in zip(*results, strict=True))
 
 
-def _same_bits(x, running_mean, running_var, weight, bias, training, momentum, eps) -> bool:
-    """Whether the batched call gives each member its own call's output and running statistics,
-    bit for bit, on copies of this call's tensors."""
-    stats = [None if t is None else t.clone() for t in (running_mean, running_var, running_mean, running_var)]
-    mean_a, var_a, mean_b, var_b = stats
+def _setup_context(ctx, inputs, output) -> None:
+    x, running_mean, running_var, weight, bias, training, _momentum, eps = inputs
+    _, saved_mean, saved_invstd, new_mean, new_var = output
+    # the backward reads the running statistics as autograd's does: updated by the forward
+    stats = [None if t is None else new for t, new in ((running_mean, new_mean), (running_var, new_var))]
+    ctx.save_for_backward(x, weight, *stats, saved_mean, saved_invstd)
+    ctx.training, ctx.eps = training, eps
+    ctx.mask = [
+        ctx.needs_input_grad[0],
+        weight is not None and ctx.needs_input_grad[3],
+        bias is not None and ctx.needs_input_grad[4],
+    ]
+    ctx.mark_non_differentiable(saved_mean, saved_invstd, new_mean, new_var)
 
-    def member(t: Tensor | None, k: int) -> Tensor | None:
-        return None if t is None else t[k]
 
-    with torch.no_grad():
-        alone = torch.stack(
-            [
-                nn.functional.batch_norm(
-                    x[k], member(mean_a, k), member(var_a, k), member(weight, k), member(bias, k),
-                    training, momentum, eps,
-                )
-                for k in range(x.shape[0])
-            ]
+def _backward(ctx, grad: Tensor, *_non_differentiable):
+    x, weight, running_mean, running_var, saved_mean, saved_invstd = ctx.saved_tensors
+    arguments = (grad.contiguous(), x, weight, running_mean, running_var, saved_mean, saved_invstd)
+    options = (ctx.training, ctx.eps, ctx.mask)
+    key = _key("backward", x, ctx.training, running_mean, weight, *ctx.mask)
+    verdict = _verdicts.get(key)
+    if verdict is None:
+        expected = _backward_pass(*arguments, *options, batched=False)
+        _verdicts[key] = _same(_backward_pass(*arguments, *options, batched=True), expected)
+        grads = expected
+    else:
+        grads = _backward_pass(*arguments, *options, batched=verdict)
+    grad_x, grad_weight, grad_bias = grads
+    return grad_x, None, None, grad_weight, grad_bias, None, None, None
+
+
+def _backward_pass(
+    grad, x, weight, running_mean, running_var, saved_mean, saved_invstd, training, eps, mask, batched
+):
+    members = x.shape[0]
+    if batched:
+        grad_x, grad_weight, grad_bias = torch.ops.aten.native_batch_norm_backward(
+            _spread(grad), _spread(x), *(_flat(t) for t in (weight, running_mean, running_var)),
+            _flat(saved_mean), _flat(saved_invstd), training, eps, mask,
         )  # fmt: skip
-        together = _batched(x, mean_b, var_b, weight, bias, training, momentum, eps)
-    pairs = [(alone, together), *((a, b) for a, b in ((mean_a, mean_b), (var_a, var_b)) if a is not None)]
-    return all(torch.equal(a, b) for a, b in pairs)
+        return (
+            None if grad_x is None else _gather(grad_x, members),
+            *(None if t is None else t.reshape(members, -1) for t in (grad_weight, grad_bias)),
+        )
+    results = [
+        torch.ops.aten.native_batch_norm_backward(
+            grad[k], x[k], *(_member(t, k) for t in (weight, running_mean, running_var)),
+            _member(saved_mean, k), _member(saved_invstd, k), training, eps, mask,
+        )
+        for k in range(members)
+    ]  # fmt: skip
+    return tuple(None if parts[0] is None else torch.stack(parts) for parts in zip(*results, strict=True))
 
 
-def _batched(x, running_mean, running_var, weight, bias, training, momentum, eps) -> Tensor:
-    members, batch, channels = x.shape[:3]
-    spread = x.movedim(0, 1).reshape(batch, members * channels, *x.shape[3:])  # [B, K*C, ...]
+_member_batch_norm.register_autograd(_backward, setup_context=_setup_context)
 
-    def flat(t: Tensor | None) -> Tensor | None:
-        return None if t is None else t.reshape(members * channels)  # a view: updated in place
 
-    out = nn.functional.batch_norm(
-        spread, flat(running_mean), flat(running_var), flat(weight), flat(bias), training, momentum, eps
+def _same(got: Sequence[Tensor | None], expected: Sequence[Tensor | None]) -> bool:
+    return all(
+        (a is None and b is None) or (a is not None and b is not None and bool(torch.equal(a, b)))
+        for a, b in zip(got, expected, strict=True)
     )
-    # back in the members' own layout: an elementwise function after it (GELU's erf) rounds
-    # differently on a strided input than on a member's contiguous one
-    return out.reshape(batch, members, channels, *x.shape[3:]).movedim(1, 0).contiguous()
+
+
+def _key(stage: str, x: Tensor, training: bool, *given: object) -> tuple:
+    """The shapes, layout and options a verdict holds for (`given`: which tensors are None, masks)."""
+    flags = tuple(g if isinstance(g, bool) else g is None for g in given)
+    return (stage, x.shape, x.stride(), x.dtype, x.device, training, flags)
+
+
+def _spread(t: Tensor) -> Tensor:
+    """[K, B, C, ...] -> [B, K*C, ...]: the members' channels side by side (a copy)."""
+    return t.movedim(0, 1).reshape(t.shape[1], t.shape[0] * t.shape[2], *t.shape[3:])
+
+
+def _gather(t: Tensor, members: int) -> Tensor:
+    """[B, K*C, ...] -> [K, B, C, ...], contiguous in the members' own layout."""
+    return t.reshape(t.shape[0], members, -1, *t.shape[2:]).movedim(1, 0).contiguous()
+
+
+def _flat(t: Tensor | None) -> Tensor | None:
+    """[K, C] -> [K*C] (a view: running statistics are updated in place); [K, 0] -> [0]."""
+    return None if t is None else t.reshape(-1)
+
+
+def _member(t: Tensor | None, k: int) -> Tensor | None:
+    return None if t is None else t[k]

@@ -28,15 +28,16 @@ What vmap needs, and why it holds for trainlab's networks:
   `stacked_linear`, whose batching rule is `member_linear`: batched GEMMs that give each member the
   bits of its own `F.linear`, forward and backward, checked per shape in exact mode.
 - Exact or fast (`StackedNetwork(members, exact=...)`; None, the default: exact on the CPU, fast
-  elsewhere). vmap's own rules for convolution (one grouped convolution) and BatchNorm (one batch
-  norm over K x C channels) reduce in another order than K separate calls,
-  ~1e-7 apart, which Adam amplifies on weights whose true gradient is 0 (see optimizers.py). In
-  exact mode Conv2d (zero padding) runs as a custom op whose batching rule calls torch's own
-  function once per member: autograd records those very calls, so forward and backward are each
-  member's own bits, at the cost of K small kernels per layer. torch's BatchNorm2d runs as one
-  batch norm over the members' K x C channels, which gives each member its own bits
-  (`member_batch_norm`, checked per shape); BatchNorm1d runs per member. Fast mode keeps one
-  batched kernel per layer (the GPU default).
+  elsewhere). vmap's own rules for convolution (one grouped convolution, which reduces in
+  another order) and BatchNorm (one batch norm over K x C channels without the affine part, which
+  it applies afterwards: another rounding) are ~1e-7 away from K separate calls, which Adam
+  amplifies on weights whose true gradient is 0 (see optimizers.py). In exact mode Conv2d (zero
+  padding) runs as a custom op whose batching rule calls torch's own function once per member:
+  autograd records those very calls, so forward and backward are each member's own bits, at the
+  cost of K small kernels per layer. torch's BatchNorm1d/2d run as one batch norm over the
+  members' K x C channels with the affine part inside, as a member's own call has it, wherever
+  that gives each member its own bits (`member_batch_norm`, forward and backward checked per
+  shape). Fast mode keeps vmap's batched kernels (the GPU default).
 - Every other layer of trainlab's networks (pooling, LayerNorm, GroupNorm, InstanceNorm, BatchNorm
   from the formulas, every activation incl. Maxout) is a pure function of its input, parameters
   and buffers, for which vmap has batching rules.
@@ -302,7 +303,7 @@ class _StackedConv2d(nn.Conv2d):
         )
 
 
-# --- BatchNorm: exact, torch's batch_norm per member; fast, vmap's own rule ----------------------------
+# --- BatchNorm: exact, member_batch_norm (batched where the bits allow); fast, vmap's own rule --------
 @torch.library.custom_op("trainlab::stacked_batch_norm", mutates_args=("running_mean", "running_var"))
 def stacked_batch_norm(
     x: Tensor,
@@ -316,8 +317,7 @@ def stacked_batch_norm(
 ) -> Tensor:
     """`F.batch_norm` for one member; under vmap `member_batch_norm`: one batch norm over the
     members' K x C channels where that gives each member the bits of its own forward, backward and
-    running-statistics update (checked per shape), else `F.batch_norm` per member. (vmap's own
-    rule applies the affine part separately, which rounds differently.)"""
+    running-statistics update (checked per shape), else torch's kernels per member."""
     return nn.functional.batch_norm(x, running_mean, running_var, weight, bias, training, momentum, eps)
 
 
@@ -339,7 +339,9 @@ def _stacked_batch_norm_vmap(
 
     if in_dims[0] != 0 or any(t is not None and d != 0 for t, d in zip(args[1:], in_dims[1:5], strict=True)):
         return per_member(), 0  # a tensor shared by the members (not stacked): their own calls
-    return member_batch_norm(*args, training, momentum, eps, per_member=per_member), 0
+    if any(t is not None and not t.is_contiguous() for t in (running_mean, running_var)):
+        return per_member(), 0  # updated in place through views of the stack: contiguous only
+    return member_batch_norm(*args, training, momentum, eps), 0
 
 
 stacked_batch_norm.register_vmap(_stacked_batch_norm_vmap)
