@@ -142,16 +142,21 @@ def test_exact_mode_is_bit_exact(model: str, norm: str, activation: str) -> None
 
 
 @pytest.mark.parametrize("exact", [True, False])
-def test_members_under_autocast_compute_as_their_networks_do(exact: bool) -> None:
-    # mixed precision: the members' Linear layers are autocast as a network's are
-    alone = networks("mlp", "none", "relu", 3)
+@pytest.mark.parametrize(("model", "norm"), [("mlp", "none"), ("mlp", "batchnorm"), ("cnn", "batchnorm")])
+def test_members_under_autocast_compute_as_their_networks_do(model: str, norm: str, exact: bool) -> None:
+    # mixed precision: the members' layers are autocast as a network's are (a bf16 input into
+    # BatchNorm's float32 statistics, which vmap's own batch-norm rule refuses)
+    alone = networks(model, norm, "relu", 3)
     stacked = StackedNetwork(copy.deepcopy(alone), exact=exact)
     x = torch.randn(3, 6, *_input_shape(alone[0]))
     with torch.autocast("cpu", dtype=torch.bfloat16):
         out = stacked(x)
         expected = torch.stack([net(x[k]) for k, net in enumerate(alone)])
     assert out.dtype == expected.dtype == torch.bfloat16
-    assert torch.equal(out, expected)
+    if exact:
+        assert torch.equal(out, expected)
+    else:
+        torch.testing.assert_close(out, expected, rtol=0, atol=0.05)  # bf16: ~1e-2 apart
 
 
 @pytest.mark.parametrize(("model", "norm", "activation"), EXACT_CASES)

@@ -37,7 +37,7 @@ What vmap needs, and why it holds for trainlab's networks:
   cost of K small kernels per layer. torch's BatchNorm1d/2d run as one batch norm over the
   members' K x C channels with the affine part inside, as a member's own call has it, wherever
   that gives each member its own bits (`member_batch_norm`, forward and backward checked per
-  shape). Fast mode keeps vmap's batched kernels (the GPU default).
+  shape; in fast mode always). Fast mode otherwise keeps vmap's batched kernels (the GPU default).
 - Every other layer of trainlab's networks (pooling, LayerNorm, GroupNorm, InstanceNorm, BatchNorm
   from the formulas, every activation incl. Maxout) is a pure function of its input, parameters
   and buffers, for which vmap has batching rules.
@@ -303,7 +303,7 @@ class _StackedConv2d(nn.Conv2d):
         )
 
 
-# --- BatchNorm: exact, member_batch_norm (batched where the bits allow); fast, vmap's own rule --------
+# --- BatchNorm: one batch norm over the members' channels (exact: where the bits allow) ---------------
 @torch.library.custom_op("trainlab::stacked_batch_norm", mutates_args=("running_mean", "running_var"))
 def stacked_batch_norm(
     x: Tensor,
@@ -316,8 +316,9 @@ def stacked_batch_norm(
     eps: float,
 ) -> Tensor:
     """`F.batch_norm` for one member; under vmap `member_batch_norm`: one batch norm over the
-    members' K x C channels where that gives each member the bits of its own forward, backward and
-    running-statistics update (checked per shape), else torch's kernels per member."""
+    members' K x C channels (in exact mode where that gives each member the bits of its own
+    forward, backward and running-statistics update, checked per shape; else torch's kernels per
+    member)."""
     return nn.functional.batch_norm(x, running_mean, running_var, weight, bias, training, momentum, eps)
 
 
@@ -337,24 +338,28 @@ def _stacked_batch_norm_vmap(
     def per_member() -> Tensor:
         return _per_member_calls(info.batch_size, in_dims[:5], batch_norm, *args)
 
-    if in_dims[0] != 0 or any(t is not None and d != 0 for t, d in zip(args[1:], in_dims[1:5], strict=True)):
-        return per_member(), 0  # a tensor shared by the members (not stacked): their own calls
+    exact = _is_exact(x)
+    if any(t is not None and d != 0 for t, d in zip(args[1:], in_dims[1:5], strict=True)):
+        return per_member(), 0  # a parameter or statistic shared by the members (not stacked)
     if any(t is not None and not t.is_contiguous() for t in (running_mean, running_var)):
         return per_member(), 0  # updated in place through views of the stack: contiguous only
-    return member_batch_norm(*args, training, momentum, eps), 0
+    if in_dims[0] is None:  # one batch for every member (validation, test)
+        x = x.expand(info.batch_size, *x.shape)
+    elif in_dims[0] != 0:
+        x = x.movedim(in_dims[0], 0)
+    return member_batch_norm(x, running_mean, running_var, weight, bias, training, momentum, eps, exact), 0
 
 
 stacked_batch_norm.register_vmap(_stacked_batch_norm_vmap)
 
 
 class _StackedBatchNorm:
-    """In exact mode torch's _BatchNorm.forward (torch/nn/modules/batchnorm.py) with
-    `stacked_batch_norm` for `F.batch_norm`, in fast mode torch's own; mixed into BatchNorm1d/2d.
-    check_stackable refuses momentum=None."""
+    """torch's _BatchNorm.forward (torch/nn/modules/batchnorm.py) with `stacked_batch_norm` for
+    `F.batch_norm`, in both modes (vmap's own rule applies the affine part separately and fails
+    under autocast, where the input is bf16 and the statistics float32); mixed into
+    BatchNorm1d/2d. check_stackable refuses momentum=None."""
 
     def forward(self, x: Tensor) -> Tensor:
-        if not _is_exact(x):
-            return super().forward(x)
         self._check_input_dim(x)
         if self.training and self.track_running_stats and self.num_batches_tracked is not None:
             self.num_batches_tracked.add_(1)
