@@ -50,3 +50,19 @@ def test_one_smoothing_for_all_and_bad_shapes() -> None:
         member_cross_entropy(logits, labels, [0.1, 0.2, 0.3])
     with pytest.raises(ValueError, match=r"logits \[K, B, C\]"):
         member_cross_entropy(logits[0], labels, 0.1)
+
+
+def test_under_autocast_the_loss_is_computed_in_float32_as_torch_does() -> None:
+    generator = torch.Generator().manual_seed(0)
+    logits = torch.randn(3, 8, 5, generator=generator).bfloat16()
+    labels = torch.randint(0, 5, (3, 8), generator=generator)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        losses = member_cross_entropy(logits, labels, [0.0, 0.1, 0.2])
+        expected = torch.stack(
+            [
+                torch.nn.functional.cross_entropy(logits[k], labels[k], label_smoothing=eps)
+                for k, eps in enumerate([0.0, 0.1, 0.2])
+            ]
+        )
+    assert losses.dtype == expected.dtype == torch.float32
+    torch.testing.assert_close(losses, expected, rtol=0, atol=1e-6)

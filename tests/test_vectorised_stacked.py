@@ -157,6 +157,16 @@ def test_members_under_autocast_compute_as_their_networks_do(model: str, norm: s
         assert torch.equal(out, expected)
     else:
         torch.testing.assert_close(out, expected, rtol=0, atol=0.05)  # bf16: ~1e-2 apart
+    # the backward as autograd's around an autocast network: gradients in the parameters' dtype,
+    # in exact mode each member's own bits (fast mode's bf16 roundings differ, and BatchNorm's
+    # weight gradient, a sum with cancellations, turns them into differences of tens of percent)
+    out.float().square().sum().backward()
+    expected.float().square().sum().backward()
+    for name, stacked_parameter in stacked.stacked_parameters().items():
+        assert stacked_parameter.grad.dtype == torch.float32
+        assert bool(stacked_parameter.grad.isfinite().all())
+        own = torch.stack([dict(net.named_parameters())[name].grad for net in alone])
+        assert torch.equal(stacked_parameter.grad, own) or not exact, name
 
 
 @pytest.mark.parametrize(("model", "norm", "activation"), EXACT_CASES)

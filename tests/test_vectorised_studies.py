@@ -122,6 +122,15 @@ def test_fast_mode_members_agree_with_the_jobs_to_a_rounding(tmp_path: Path) -> 
 
 
 @pytest.mark.slow
+def test_members_under_mixed_precision_agree_with_the_jobs(tmp_path: Path) -> None:
+    # bf16-mixed (autocast): the members' layers are autocast as a network's are, the loss in float32
+    sweep = [*DIGITS_MLP, "trainer.precision=bf16-mixed", "seed=1,2,3"]
+    alone = multirun(tmp_path, "alone", *sweep)
+    together = multirun(tmp_path, "together", *sweep, *VECTORISED)
+    assert_same_jobs(alone, together, weight_tolerance=1e-4, metric_tolerance=1e-5)
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("seeds", ["1", "1,2,3", "1,2,3,4,5,6,7,8"])
 def test_mnist_cnn_with_batchnorm_members_equal_the_jobs_run_one_by_one(tmp_path: Path, seeds: str) -> None:
     alone = multirun(tmp_path, "alone", *MNIST_CNN, f"seed={seeds}")

@@ -25,6 +25,8 @@ def member_cross_entropy(
     """
     if logits.dim() != 3:
         raise ValueError(f"member_cross_entropy takes logits [K, B, C], got shape {tuple(logits.shape)}.")
+    if torch.is_autocast_enabled(logits.device.type):
+        logits = logits.float()  # autocast runs cross_entropy in float32: so does this
     members, _, classes = logits.shape
     eps = torch.as_tensor(label_smoothing, dtype=torch.float64, device=logits.device)
     eps = eps.expand(members) if eps.dim() == 0 else eps

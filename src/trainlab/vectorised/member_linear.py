@@ -61,10 +61,14 @@ def _setup_context(ctx, inputs, output) -> None:
     x, weight, bias, exact = inputs
     ctx.save_for_backward(x, weight)
     ctx.has_bias, ctx.exact = bias is not None, exact
+    ctx.dtypes = (x.dtype, weight.dtype, None if bias is None else bias.dtype)
 
 
 def _backward(ctx, grad: Tensor):
-    x, weight = ctx.saved_tensors
+    x_dtype, weight_dtype, bias_dtype = ctx.dtypes
+    # under autocast the forward ran in the output's dtype (bf16): so does the backward, and each
+    # gradient returns in its input's dtype, as autograd's casts around an autocast F.linear do
+    x, weight = (t.to(grad.dtype) for t in ctx.saved_tensors)
     members = x.shape[0]
     rows = x.reshape(members, -1, x.shape[-1])
     grads = grad.reshape(members, -1, grad.shape[-1])
@@ -96,7 +100,12 @@ def _backward(ctx, grad: Tensor):
         grad_bias = _product(
             "grad_bias", (grads,), lambda: grads.sum(1), per_member(lambda k: grads[k].sum(0)), ctx.exact
         )
-    return grad_x, grad_weight, grad_bias, None
+    return (
+        None if grad_x is None else grad_x.to(x_dtype),
+        None if grad_weight is None else grad_weight.to(weight_dtype),
+        None if grad_bias is None else grad_bias.to(bias_dtype),
+        None,
+    )
 
 
 # autograd records member_linear itself: the weight gradient comes out in the weight's layout
