@@ -4,8 +4,8 @@ getting its own bits.
 Batch norm normalises each channel over the batch (and the spatial positions) on its own, so the
 K members' [B, C, ...] batches laid side by side as one [B, K*C, ...] batch, with the members'
 weights, biases and running statistics concatenated into K*C channels, is the same computation
-per channel. The price is copies of the activations into that layout and back (one each way,
-forward and backward), against K small kernel calls per layer.
+per channel. The price is copies of the activations into that layout and back (two in the
+forward, three in the backward), against K small kernel calls per layer.
 
 A member network's BatchNorm runs `F.batch_norm`, i.e. torch's `native_batch_norm` forward and
 `native_batch_norm_backward` backward. `member_batch_norm` runs the same two kernels once over the
