@@ -66,36 +66,3 @@ def test_fast_mode_agrees_to_a_rounding(batch: int, inputs: int, outputs: int) -
     torch.testing.assert_close(out, expected_out, rtol=1e-6, atol=1e-6)
     for got, expected in zip(grads, expected_grads, strict=True):
         torch.testing.assert_close(got, expected, rtol=1e-6, atol=1e-5)
-
-
-def test_a_batched_product_that_differs_runs_member_by_member(monkeypatch) -> None:
-    monkeypatch.setattr(ml, "_verdicts", {})
-    operand = torch.ones(3, 4)
-    calls = {"batched": 0, "per_member": 0}
-
-    def batched(offset: float):
-        def run():
-            calls["batched"] += 1
-            return operand + offset
-
-        return run
-
-    def per_member():
-        calls["per_member"] += 1
-        return operand.clone()
-
-    # the first call compares and returns the per-member bits; a mismatch keeps the per-member calls
-    assert torch.equal(ml._product("off", (operand,), batched(1e-7), per_member, exact=True), operand)
-    assert ml._product("off", (operand,), batched(1e-7), per_member, exact=True) is not None
-    assert calls == {"batched": 1, "per_member": 2}
-    # a match: from the second call on only the batched kernel runs
-    calls.update(batched=0, per_member=0)
-    ml._product("same", (operand,), batched(0.0), per_member, exact=True)
-    ml._product("same", (operand,), batched(0.0), per_member, exact=True)
-    assert calls == {"batched": 2, "per_member": 1}
-    # fast mode never checks
-    calls.update(batched=0, per_member=0)
-    ml._product("off", (operand,), batched(1e-7), per_member, exact=False)
-    assert calls == {"batched": 1, "per_member": 0}
-    # another shape is checked anew
-    assert ("off", (operand.shape, operand.stride(), operand.dtype, operand.device)) in ml._verdicts

@@ -14,9 +14,9 @@ it does not. On the CPU the batched call matches for the batches of BatchNorm2d 
 but not for every [B, C] batch of BatchNorm1d (its backward reduces a channel in an order that
 depends on C). So, as member_linear's products are, the forward (output, running statistics and
 saved batch statistics) and the backward (input, weight and bias gradients) are each checked the
-first time they meet a shape: the batched result is compared bit for bit with the per-member
-calls on that step's own tensors (on copies of the running statistics), and the verdict is kept
-for that shape. In fast mode (the GPU default) the batched call runs without checks: vmap's own
+first time they meet a shape (trainlab.vectorised.same_bits): the batched result is compared bit
+for bit with the per-member calls on that step's own tensors (on copies of the running
+statistics), and the verdict is kept for that shape. In fast mode (the GPU default) the batched call runs without checks: vmap's own
 rule for batch norm applies the affine part separately (another rounding) and fails under
 autocast. The output is returned in the members' own layout: an elementwise function after
 it (GELU's erf) rounds differently on a strided input than on a member's contiguous one.
@@ -24,14 +24,10 @@ it (GELU's erf) rounds differently on a strided input than on a member's contigu
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import torch
 from torch import Tensor
 
-# (pass, shape, strides, dtype, device, training, which tensors are given) -> the batched call
-# gives each member's own bits
-_verdicts: dict[tuple, bool] = {}
+from trainlab.vectorised.same_bits import checked, layout
 
 
 def member_batch_norm(
@@ -80,12 +76,7 @@ def _member_batch_norm(
         given = [None if t is None else s for t, s in zip((running_mean, running_var), stats, strict=True)]
         return (*_forward(x, weight, bias, *given, *options, batched=batched), *stats)
 
-    verdict = _verdicts.get(key) if exact else True
-    if verdict is None:
-        expected = run(batched=False)
-        _verdicts[key] = _same(run(batched=True), expected)
-        return expected
-    return run(batched=verdict)
+    return checked(key, lambda: run(batched=True), lambda: run(batched=False), exact)
 
 
 @_member_batch_norm.register_fake
@@ -135,14 +126,12 @@ def _backward(ctx, grad: Tensor, *_non_differentiable):
     arguments = (grad.contiguous(), x, weight, running_mean, running_var, saved_mean, saved_invstd)
     options = (ctx.training, ctx.eps, ctx.mask)
     key = _key("backward", x, ctx.training, running_mean, weight, *ctx.mask)
-    verdict = _verdicts.get(key) if ctx.exact else True
-    if verdict is None:
-        expected = _backward_pass(*arguments, *options, batched=False)
-        _verdicts[key] = _same(_backward_pass(*arguments, *options, batched=True), expected)
-        grads = expected
-    else:
-        grads = _backward_pass(*arguments, *options, batched=verdict)
-    grad_x, grad_weight, grad_bias = grads
+    grad_x, grad_weight, grad_bias = checked(
+        key,
+        lambda: _backward_pass(*arguments, *options, batched=True),
+        lambda: _backward_pass(*arguments, *options, batched=False),
+        ctx.exact,
+    )
     return grad_x, None, None, grad_weight, grad_bias, None, None, None, None
 
 
@@ -172,17 +161,10 @@ def _backward_pass(
 _member_batch_norm.register_autograd(_backward, setup_context=_setup_context)
 
 
-def _same(got: Sequence[Tensor | None], expected: Sequence[Tensor | None]) -> bool:
-    return all(
-        (a is None and b is None) or (a is not None and b is not None and bool(torch.equal(a, b)))
-        for a, b in zip(got, expected, strict=True)
-    )
-
-
 def _key(stage: str, x: Tensor, training: bool, *given: object) -> tuple:
-    """The shapes, layout and options a verdict holds for (`given`: which tensors are None, masks)."""
+    """What a verdict holds for: x's layout, the options, which tensors are None, the masks."""
     flags = tuple(g if isinstance(g, bool) else g is None for g in given)
-    return (stage, x.shape, x.stride(), x.dtype, x.device, training, flags)
+    return ("batch_norm", stage, *layout(x), training, flags)
 
 
 def _spread(t: Tensor) -> Tensor:

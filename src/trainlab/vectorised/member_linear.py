@@ -6,10 +6,10 @@ A member network's Linear layer on a batch [B, in] runs `F.linear` (`addmm`) for
 a sum over the batch dimension). On the CPU these give the very bits of the K separate calls for
 most shapes (the same GEMM kernel per member), but not for all: e.g. the weight gradient of a
 10-unit head differs in the last bit. So in exact mode each of the four products is checked the
-first time it meets a set of shapes (`_product`): the batched result is compared with the
-per-member calls on the step's own tensors and the verdict kept for those shapes; a product that
-does not match runs member by member from then on, one that matches runs batched. The first step
-of each shape runs both and returns the per-member bits.
+first time it meets a set of shapes (trainlab.vectorised.same_bits): the batched result is
+compared with the per-member calls on the step's own tensors and the verdict kept for those
+shapes; a product that does not match runs member by member from then on, one that matches runs
+batched. The first step of each shape runs both and returns the per-member bits.
 
 Autograd records `member_linear` itself (a custom op with its own backward), so the weight
 gradient comes out in the weight's own layout ([K, out, in]). Autograd's rule for a `baddbmm` with
@@ -26,8 +26,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
-# (product, shapes, strides, dtype, device) -> whether the batched kernel gives the per-member bits
-_verdicts: dict[tuple, bool] = {}
+from trainlab.vectorised.same_bits import checked, layout
 
 
 @torch.library.custom_op("trainlab::member_linear", mutates_args=())
@@ -120,12 +119,4 @@ def _product(
     exact: bool,
 ) -> Tensor:
     """The batched product where it gives the per-member bits (always, if not `exact`)."""
-    if not exact:
-        return batched()
-    key = (name, *((None,) if t is None else (t.shape, t.stride(), t.dtype, t.device) for t in operands))
-    verdict = _verdicts.get(key)
-    if verdict is None:
-        expected = per_member()
-        _verdicts[key] = bool(torch.equal(batched(), expected))
-        return expected
-    return batched() if verdict else per_member()
+    return checked(("linear", name, *layout(*operands)), batched, per_member, exact)

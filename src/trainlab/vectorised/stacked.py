@@ -202,6 +202,14 @@ def _per_member_calls(members: int, in_dims, function, *args) -> Tensor:
     return torch.stack([function(*member_args) for member_args in zip(*per_argument, strict=True)])
 
 
+def _leading(t: Tensor | None, dim: int | None, members: int) -> Tensor | None:
+    """A physical tensor of a vmap rule with its member dimension first (an unbatched one is
+    every member's: expanded, no copy)."""
+    if t is None:
+        return None
+    return t.movedim(dim, 0) if dim is not None else t.expand(members, *t.shape)
+
+
 # --- Linear layers, bit-exact per member under vmap ----------------------------------------------------
 @torch.library.custom_op("trainlab::stacked_linear", mutates_args=())
 def stacked_linear(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
@@ -217,16 +225,10 @@ def _(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
 
 def _stacked_linear_vmap(info, in_dims, x: Tensor, weight: Tensor, bias: Tensor | None):
     members = info.batch_size
-
-    def leading(t: Tensor | None, dim: int | None) -> Tensor | None:
-        if t is None:
-            return None
-        return t.movedim(dim, 0) if dim is not None else t.expand(members, *t.shape)
-
     exact = _is_exact(x)
     if exact and x.dim() - (in_dims[0] is not None) != 2:  # F.linear folds such inputs its own way
         return _per_member_calls(members, in_dims, nn.functional.linear, x, weight, bias), 0
-    x, weight, bias = (leading(t, d) for t, d in zip((x, weight, bias), in_dims, strict=True))
+    x, weight, bias = (_leading(t, d, members) for t, d in zip((x, weight, bias), in_dims, strict=True))
     return member_linear(x, weight, bias, exact), 0
 
 
@@ -240,7 +242,7 @@ def _stacked_linear_setup(ctx, inputs, output) -> None:
 
 
 def _stacked_linear_backward(ctx, grad: Tensor):
-    # outside vmap (under vmap autograd records MemberLinear): the derivative of F.linear
+    # outside vmap (under vmap autograd records member_linear): the derivative of F.linear
     x, weight = ctx.saved_tensors
     rows, grads = x.reshape(-1, x.shape[-1]), grad.reshape(-1, grad.shape[-1])
     grad_bias = grads.sum(0) if ctx.has_bias else None
@@ -343,10 +345,7 @@ def _stacked_batch_norm_vmap(
         return per_member(), 0  # a parameter or statistic shared by the members (not stacked)
     if any(t is not None and not t.is_contiguous() for t in (running_mean, running_var)):
         return per_member(), 0  # updated in place through views of the stack: contiguous only
-    if in_dims[0] is None:  # one batch for every member (validation, test)
-        x = x.expand(info.batch_size, *x.shape)
-    elif in_dims[0] != 0:
-        x = x.movedim(in_dims[0], 0)
+    x = _leading(x, in_dims[0], info.batch_size)  # unbatched: one batch for every member (validation)
     return member_batch_norm(x, running_mean, running_var, weight, bias, training, momentum, eps, exact), 0
 
 
