@@ -73,3 +73,23 @@ def test_a_later_use_changes_nothing_and_an_error_restores_the_thresholds():
     )
     assert outcome["restored"] and outcome["frozen"] == 0  # a failed import freezes nothing
     assert outcome["untouched"] and outcome["frozen_once"]
+
+
+def test_the_training_stack_and_a_launchers_modules_are_imported_spared_and_frozen():
+    """What `trainlab.train` and the vectorised launcher import before their jobs: frozen with the
+    stack, so the group's full collections (and the one at exit) do not walk them."""
+    outcome = _run(
+        """
+        import sys
+        from omegaconf import OmegaConf
+        from trainlab.train import import_training_stack
+
+        import_training_stack(OmegaConf.create({"logger": None}), "trainlab.vectorised.group")
+        print(json.dumps({"full": len(full), "frozen": gc.get_freeze_count(),
+                          "group": "trainlab.vectorised.group" in sys.modules,
+                          "lightning": "lightning.pytorch" in sys.modules}))
+        """
+    )
+    assert outcome["group"] and outcome["lightning"]
+    assert outcome["full"] == 0
+    assert outcome["frozen"] > 100_000

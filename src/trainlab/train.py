@@ -29,7 +29,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     Ctrl-C or SIGTERM ends the run as `interrupted` with its last.ckpt saved, and is raised on
     (KeyboardInterrupt, SystemExit(143)): in a multirun no further job starts.
     """
-    _import_training_stack(cfg)
+    import_training_stack(cfg)
     from trainlab import builders, checks
     from trainlab.run.lifecycle import run_lifecycle
     from trainlab.utils.config import require_values
@@ -57,9 +57,12 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     return run.record
 
 
-def _import_training_stack(cfg: DictConfig) -> None:
-    """Import torch, Lightning and the data pipelines once per process, spared from the garbage
-    collector's scans; start W&B's service process meanwhile."""
+def import_training_stack(cfg: DictConfig, *modules: str) -> None:
+    """Import torch, Lightning, the data pipelines and `modules` once per process, spared from
+    the garbage collector's scans (trainlab.run.garbage_collection); start W&B's service process
+    meanwhile. `modules`: what a launcher adds, such as the vectorised group's."""
+    import importlib
+
     from trainlab.run.garbage_collection import imports_spared_from_garbage_collection
 
     with imports_spared_from_garbage_collection():
@@ -71,6 +74,8 @@ def _import_training_stack(cfg: DictConfig) -> None:
 
         # W&B's import, then its service process, started while the run gets ready
         start_wandb_service(cfg, rank_zero_only.rank)
+        for module in modules:
+            importlib.import_module(module)
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
