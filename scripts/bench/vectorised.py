@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import gc
 import statistics
 import time
 
@@ -156,6 +157,11 @@ def main() -> None:
     initial = initial_networks(args.members, device)
     loop_args = (args.optimizer, data, orders, args.batch_size)
     exact = {"default": None, "exact": True, "fast": False}[args.mode]
+    # as in a run of trainlab.train (trainlab.run.garbage_collection): what the imports and the
+    # set-up created is frozen, so a full collection during a loop does not walk it (unfrozen, the
+    # loops paid ~0.1 s a collection, more often in the loop that allocates more Python objects)
+    gc.collect()
+    gc.freeze()
 
     # warm-up (kernels, vmap's and the allocator's first calls): one untimed epoch of each
     sequential(copy.deepcopy(initial), *loop_args, 1)
