@@ -8,6 +8,8 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
+
 
 def _run(body: str) -> dict:
     script = textwrap.dedent(
@@ -82,7 +84,7 @@ def test_the_training_stack_and_a_launchers_modules_are_imported_spared_and_froz
         """
         import sys
         from omegaconf import OmegaConf
-        from trainlab.train import import_training_stack
+        from trainlab.stack import import_training_stack
 
         import_training_stack(OmegaConf.create({"logger": None}), "trainlab.vectorised.group")
         print(json.dumps({"full": len(full), "frozen": gc.get_freeze_count(),
@@ -93,3 +95,29 @@ def test_the_training_stack_and_a_launchers_modules_are_imported_spared_and_froz
     assert outcome["group"] and outcome["lightning"]
     assert outcome["full"] == 0
     assert outcome["frozen"] > 100_000
+
+
+@pytest.mark.parametrize(
+    "entry, overrides, config_name",
+    [
+        ("eval.evaluate", ["ckpt_path=last.ckpt"], "eval"),
+        ("lr_find.lr_find", ["data=digits", "model=mlp"], "train"),
+    ],
+)
+def test_entry_points_that_run_a_trainer_import_the_stack_through_it(
+    monkeypatch, make_cfg, entry, overrides, config_name
+):
+    """trainlab.eval and trainlab.lr_find, as trainlab.train: before anything else of their run."""
+    import importlib
+
+    import trainlab.stack
+
+    def first(cfg, *modules):
+        raise RuntimeError("the stack first")
+
+    monkeypatch.setattr(trainlab.stack, "import_training_stack", first)
+    module, function = entry.split(".")
+    with pytest.raises(RuntimeError, match="the stack first"):
+        getattr(importlib.import_module(f"trainlab.{module}"), function)(
+            make_cfg(*overrides, config_name=config_name)
+        )

@@ -75,9 +75,9 @@ def test_launcher_options_are_checked() -> None:
 
 
 def test_a_group_imports_the_training_stack_as_a_job_does(monkeypatch, make_cfg) -> None:
-    """Spared from the garbage collector and frozen (trainlab.train.import_training_stack), with
+    """Spared from the garbage collector and frozen (trainlab.stack.import_training_stack), with
     the group's own modules, before its first member joins."""
-    import trainlab.train
+    import trainlab.stack
     from hydra_plugins.trainlab_launchers.vectorised_launcher import VectorisedLauncher
 
     imported = []
@@ -86,7 +86,7 @@ def test_a_group_imports_the_training_stack_as_a_job_does(monkeypatch, make_cfg)
         imported.append(modules)
         raise RuntimeError("stop before the members join")
 
-    monkeypatch.setattr(trainlab.train, "import_training_stack", recording)
+    monkeypatch.setattr(trainlab.stack, "import_training_stack", recording)
     with pytest.raises(RuntimeError, match="stop before"):
         VectorisedLauncher()._launch_group([make_cfg(*DIGITS)])
     assert imported == [("trainlab.vectorised.group",)]

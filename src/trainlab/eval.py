@@ -50,6 +50,9 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     `summary.json`. Around it, the same lifecycle as a training run (trainlab.run.lifecycle)."""
     from hydra.utils import instantiate
 
+    from trainlab.stack import import_training_stack
+
+    import_training_stack(cfg)
     from trainlab.run.lifecycle import run_lifecycle
     from trainlab.utils.config import ConfigError, plain, require_values
 

@@ -55,6 +55,9 @@ def check_settings(given: Any) -> dict[str, Any]:
 
 def lr_find(cfg: DictConfig) -> dict[str, Any]:
     """Run the range test on the composed study; write lr_find.{png,json}; return the json's data."""
+    from trainlab.stack import import_training_stack
+
+    import_training_stack(cfg)
     import lightning.pytorch as pl
     from lightning.pytorch.tuner import Tuner
 

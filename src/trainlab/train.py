@@ -18,6 +18,7 @@ import hydra
 from omegaconf import DictConfig
 
 from trainlab import CONFIG_DIR
+from trainlab.stack import import_training_stack
 
 # Only Hydra is imported at module level: `--help` and `--cfg job` need no torch or Lightning
 # (see scripts/bench/startup.py); the training stack is imported when a run starts.
@@ -55,27 +56,6 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             tested = run.checkpoint_to_test(trainer)  # the best, or a callback's own (SWA's average)
             trainer.test(model, datamodule=datamodule, ckpt_path=tested, weights_only=True)
     return run.record
-
-
-def import_training_stack(cfg: DictConfig, *modules: str) -> None:
-    """Import torch, Lightning, the data pipelines and `modules` once per process, spared from
-    the garbage collector's scans (trainlab.run.garbage_collection); start W&B's service process
-    meanwhile. `modules`: what a launcher adds, such as the vectorised group's."""
-    import importlib
-
-    from trainlab.run.garbage_collection import imports_spared_from_garbage_collection
-
-    with imports_spared_from_garbage_collection():
-        from lightning.pytorch.utilities import rank_zero_only
-
-        from trainlab import builders  # noqa: F401  (the data pipelines: Albumentations, scikit-learn)
-        from trainlab.run import lifecycle  # noqa: F401
-        from trainlab.tracking.wandb_service import start_wandb_service
-
-        # W&B's import, then its service process, started while the run gets ready
-        start_wandb_service(cfg, rank_zero_only.rank)
-        for module in modules:
-            importlib.import_module(module)
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")

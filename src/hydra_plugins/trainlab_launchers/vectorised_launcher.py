@@ -71,7 +71,7 @@ class VectorisedLauncher(BasicLauncher):
         return returns
 
     def _launch_group(self, configs: list[DictConfig]) -> list[JobReturn]:
-        from trainlab.train import import_training_stack
+        from trainlab.stack import import_training_stack
 
         # as a job imports it: a full garbage collection walked the stack's half a million objects
         # during the fit, and 1.5 s at the process's exit, when the group imported it unspared
