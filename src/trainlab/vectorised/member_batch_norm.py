@@ -16,10 +16,11 @@ depends on C). So, as member_linear's products are, the forward (output, running
 saved batch statistics) and the backward (input, weight and bias gradients) are each checked the
 first time they meet a shape (trainlab.vectorised.same_bits): the batched result is compared bit
 for bit with the per-member calls on that step's own tensors (on copies of the running
-statistics), and the verdict is kept for that shape. In fast mode (the GPU default) the batched call runs without checks: vmap's own
-rule for batch norm applies the affine part separately (another rounding) and fails under
-autocast. The output is returned in the members' own layout: an elementwise function after
-it (GELU's erf) rounds differently on a strided input than on a member's contiguous one.
+statistics), and the verdict is kept for that shape. In fast mode (the GPU default) the batched
+call runs without checks: vmap's own rule for batch norm applies the affine part separately
+(another rounding) and fails under autocast. The output is returned in the members' own layout:
+an elementwise function after it (GELU's erf) rounds differently on a strided input than on a
+member's contiguous one.
 """
 
 from __future__ import annotations
