@@ -15,8 +15,8 @@ from trainlab.models.study_module import StudyModule
 from trainlab.utils.config import plain
 from trainlab.utils.logging_steps import is_logging_step
 
-# Deferred training-metric updates are applied at least this often (batches): a bound on the
-# memory they hold when logging is off (trainer.log_every_n_steps=0).
+# Deferred training-metric updates are applied at the epoch's end, or when this many batches wait
+# (a bound on the memory they hold in long epochs).
 MAX_DEFERRED_UPDATES = 64
 
 
@@ -75,6 +75,8 @@ class Classifier(StudyModule):
         # torchmetrics object costs 40-70 us of Python, as much as the whole training step of a
         # small network on the host; one update over the batches since the last logging step
         # gives the same counts and sums (micro accuracy and the mean are sums over examples).
+        # Nothing reads them before the epoch's end (train/acc and train/loss_epoch are epoch
+        # metrics), so they wait until then: a logging step costs no update either.
         self._deferred: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
 
     def _step(self, batch, stage: str) -> torch.Tensor:
@@ -99,10 +101,9 @@ class Classifier(StudyModule):
             # epoch ends (a host sync per step on a GPU); the bar reads train/loss_step itself on
             # logging steps (trainlab.callbacks.progress, its `step_metrics`).
             if is_logging_step(self.trainer):
-                self.flush_metric_updates()
                 self.log("train/loss_step", loss)
                 self.log("train/loss", loss, logger=False)  # for callbacks that monitor train/loss
-            elif len(self._deferred) >= MAX_DEFERRED_UPDATES:
+            if len(self._deferred) >= MAX_DEFERRED_UPDATES:
                 self.flush_metric_updates()
             return loss
         # update() only: the epoch's accuracy is logged at epoch end (_log_epoch); calling the
@@ -120,8 +121,9 @@ class Classifier(StudyModule):
         """Apply the training batches' metric updates deferred since the last flush: accuracy and
         the epoch's mean loss (weighted by batch size: one copy of the batch's mean loss per
         example; weight= is dropped under nan_strategy="disable", torchmetrics issue #3434).
-        Called on logging steps and at epoch end, and by anything that reads the metrics' state
-        in the middle of an epoch (trainlab.callbacks.resume_state). Device ops only: no read-back.
+        Called at epoch end, every MAX_DEFERRED_UPDATES batches, and by anything that reads the
+        metrics' state in the middle of an epoch (trainlab.callbacks.resume_state). Device ops
+        only: no read-back.
         """
         if not self._deferred:
             return
