@@ -39,6 +39,23 @@ def test_overhead_benchmark_alternates_runs_and_reports_median_ratios(tmp_path):
     assert "Template overhead, model=mlp" in stdout
 
 
+@pytest.mark.slow
+def test_host_bound_mode_runs_bare_lightning_and_lightnings_pieces_too(tmp_path):
+    """`--mode host_bound`: the plain loop, bare Lightning, Lightning with the defaults' pieces
+    (its loggers, checkpoints, LR monitor, self.log) and trainlab, with every ratio between them."""
+    out = tmp_path / "overhead.json"
+    run_script("overhead.py", "--mode", "host_bound", "--steps", "4", "--repeats", "1", "--out", str(out))
+    report = json.loads(out.read_text())
+    [row, median] = report["rows"]
+    rates = {name: row[f"{name} steps/s"] for name in ("plain", "lightning", "pieces", "trainlab")}
+    assert all(rate > 0 for rate in rates.values())
+    assert row["trainlab / lightning"] == pytest.approx(rates["trainlab"] / rates["lightning"])
+    assert row["pieces / lightning"] == pytest.approx(rates["pieces"] / rates["lightning"])
+    assert row["trainlab / pieces"] == pytest.approx(rates["trainlab"] / rates["pieces"])
+    assert report["median_trainlab_over_pieces"] == median["trainlab / pieces"]
+    assert report["median_trainlab_over_lightning"] == median["trainlab / lightning"]
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="with a GPU the benchmark really runs (minutes)")
 def test_gpu_benchmark_says_it_needs_a_gpu(tmp_path):
     out = tmp_path / "gpu.json"

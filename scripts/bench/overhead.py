@@ -11,8 +11,14 @@ checkpoints, which Lightning writes at the end of the training epoch, were count
 `--lightning` adds a third loop: a bare Lightning `Trainer` on the same network, data, optimizer
 and schedule (no logger, checkpoint, progress bar, model summary, validation or callback but the
 step timer), i.e. Lightning's own floor, which no template on Lightning can beat.
+`--pieces` adds a fourth: the same bare Trainer doing, with Lightning's stock pieces and in the
+cheapest way they allow, what trainlab's defaults ask of Lightning and its loggers (`self.log` of
+the step loss on logging steps and of the epoch's metrics, validation every epoch, best and last
+checkpoints, the learning rate, W&B and CSV loggers; `lightning_run`): what those pieces cost
+before trainlab adds anything of its own.
 `--mode host_bound` is the case where a step computes almost nothing and the host's work per
-step is all there is: a digits MLP of one hidden layer of 16 units, batch 64, with `--lightning`.
+step is all there is: a digits MLP of one hidden layer of 16 units, batch 64, with `--lightning`
+and `--pieces`.
 
 On a small shared machine a whole run can come out a few percent faster or slower than the
 next one, whatever it runs; so the runs alternate in ABBA order (plain first on even repeats,
@@ -21,7 +27,7 @@ ratios of neighbouring runs, and the table reports the median of those ratios, f
 (steps / total time, which includes the rare slow steps: layer statistics' samples, epoch ends)
 and for the median step time.
 
-    python scripts/bench/overhead.py [--steps 200] [--repeats 6] [--model cnn] [--lightning] [--out bench_results/overhead.json] [overrides]
+    python scripts/bench/overhead.py [--steps 200] [--repeats 6] [--model cnn] [--lightning] [--pieces] [--out bench_results/overhead.json] [overrides]
     python scripts/bench/overhead.py --mode host_bound [--repeats 8]
     OMP_NUM_THREADS=1 python scripts/bench/overhead.py --mode host_bound --cpu-time   # on a busy machine
 """
@@ -45,10 +51,14 @@ WARMUP = 10
 # It leaves out the work of W&B's service process and of the progress bar's redraw thread.
 clock = time.perf_counter
 
-# Named cases: (model, overrides, also run bare Lightning)
+# Named cases: (model, overrides, the Lightning loops also run)
 MODES = {
-    "default": ("cnn", [], False),
-    "host_bound": ("mlp", ["data=digits", "model.depth=1", "model.width=16", "data.batch_size=64"], True),
+    "default": ("cnn", [], ()),
+    "host_bound": (
+        "mlp",
+        ["data=digits", "model.depth=1", "model.width=16", "data.batch_size=64"],
+        ("lightning", "pieces"),
+    ),
 }
 
 
@@ -177,11 +187,24 @@ def plain_run(overrides: list[str], steps: int, workdir: Path, index: int) -> li
     return step_durations(ends)
 
 
-def lightning_run(overrides: list[str], steps: int, workdir: Path, index: int) -> list[float]:
+def lightning_run(
+    overrides: list[str], steps: int, workdir: Path, index: int, pieces: bool = False
+) -> list[float]:
     """A bare Lightning Trainer on the very same pieces: Lightning's floor. No logger, checkpoint,
     progress bar, model summary, validation or callback but the step timer; the step is the
-    plain loop's (forward, cross-entropy, backward), and the schedule steps every optimizer step."""
+    plain loop's (forward, cross-entropy, backward), and the schedule steps every optimizer step.
+
+    With `pieces`, the same Trainer also does, in the cheapest way Lightning's stock pieces allow,
+    what trainlab's defaults ask of Lightning and its loggers: the step loss to the loggers on
+    the logging steps (`train/loss_step`, and `train/loss` for callbacks), the epoch's mean loss
+    and accuracy at its end (summed on the device, no torchmetrics), validation every epoch with
+    its loss and accuracy, the best (by `val/acc`) and the last checkpoint (two ModelCheckpoint
+    callbacks, as in conf/callbacks/model_checkpoint.yaml), the learning rate every epoch, and
+    Lightning's own W&B (offline) and CSV loggers. Nothing of trainlab's own: no progress bar,
+    divergence guard, layer statistics, images per second or summary.json. The timed steps leave
+    out validation and the checkpoint writes, as for trainlab."""
     import lightning.pytorch as pl
+    import torch
     import torch.nn.functional as F
     from hydra.utils import instantiate
 
@@ -189,7 +212,8 @@ def lightning_run(overrides: list[str], steps: int, workdir: Path, index: int) -
     from trainlab.run.resources import cheap_cuda_checks_without_gpus
 
     cheap_cuda_checks_without_gpus()
-    cfg = compose([*overrides, f"trainer.max_steps={steps + WARMUP}"], workdir / f"lightning{index}")
+    name = "pieces" if pieces else "lightning"
+    cfg = compose([*overrides, f"trainer.max_steps={steps + WARMUP}"], workdir / f"{name}{index}")
     pl.seed_everything(cfg.seed, workers=True)
     datamodule = builders.build_datamodule(cfg)
     network = builders.build_model(cfg, datamodule)[0].net
@@ -198,6 +222,7 @@ def lightning_run(overrides: list[str], steps: int, workdir: Path, index: int) -
         def __init__(self) -> None:
             super().__init__()
             self.net = network
+            self.sums: dict[str, torch.Tensor] = {}  # loss, right predictions, examples
 
         def on_after_batch_transfer(self, batch, dataloader_idx):
             images, labels = batch  # uint8 to the device, normalised floats there, as trainlab's run
@@ -205,7 +230,45 @@ def lightning_run(overrides: list[str], steps: int, workdir: Path, index: int) -
 
         def training_step(self, batch, batch_idx):
             images, labels = batch
-            return F.cross_entropy(self.net(images), labels)
+            logits = self.net(images)
+            loss = F.cross_entropy(logits, labels)
+            if pieces:
+                self._accumulate(logits, labels, loss)
+                every = self.trainer.log_every_n_steps
+                if every and (self.trainer.global_step + 1) % every == 0:
+                    self.log("train/loss_step", loss)
+                    self.log("train/loss", loss, logger=False)
+            return loss
+
+        def _accumulate(self, logits, labels, loss) -> None:
+            parts = (
+                loss.detach() * len(labels),
+                (logits.argmax(1) == labels).sum(),
+                labels.new_tensor(len(labels)),
+            )
+            for key, part in zip(("loss", "right", "count"), parts, strict=True):
+                self.sums[key] = self.sums[key] + part if key in self.sums else part
+
+        def on_train_epoch_end(self) -> None:
+            if pieces and self.sums:
+                count = self.sums["count"]
+                self.log("train/acc", self.sums["right"] / count, prog_bar=True)
+                self.log("train/loss_epoch", self.sums["loss"] / count, prog_bar=True)
+                self.log("train/loss", self.sums["loss"] / count, logger=False)
+                self.sums = {}
+
+        def validation_step(self, batch, batch_idx):
+            images, labels = batch
+            logits = self.net(images)
+            loss = F.cross_entropy(logits, labels)
+            self.log("val/loss", loss, on_epoch=True, prog_bar=True)
+            right = (logits.argmax(1) == labels).sum()
+            self.sums["val_right"] = self.sums.get("val_right", 0) + right
+            self.sums["val_count"] = self.sums.get("val_count", 0) + len(labels)
+
+        def on_validation_epoch_end(self) -> None:
+            if "val_count" in self.sums:
+                self.log("val/acc", self.sums.pop("val_right") / self.sums.pop("val_count"), prog_bar=True)
 
         def configure_optimizers(self):
             optimizer = instantiate(cfg.optimizer)(self.parameters())
@@ -215,20 +278,42 @@ def lightning_run(overrides: list[str], steps: int, workdir: Path, index: int) -
             return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     timer = StepTimer()
+    callbacks, loggers, settings = [timer], False, {}
+    if pieces:
+        from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
+        from lightning.pytorch.loggers import CSVLogger, WandbLogger
+
+        run_dir = workdir / f"{name}{index}"
+        callbacks += [
+            ModelCheckpoint(dirpath=run_dir / "checkpoints", monitor="val/acc", mode="max", save_top_k=1),
+            ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="last", monitor=None, save_top_k=1),
+            LearningRateMonitor(logging_interval="epoch"),
+        ]
+        loggers = [WandbLogger(offline=True, save_dir=str(run_dir)), CSVLogger(run_dir)]
+        settings = {"log_every_n_steps": cfg.trainer.log_every_n_steps}
     trainer = pl.Trainer(
         accelerator=cfg.trainer.accelerator,
         devices=1,
         precision=cfg.trainer.precision,
         max_steps=steps + WARMUP,
-        logger=False,
-        enable_checkpointing=False,
+        logger=loggers,
+        enable_checkpointing=pieces,
         enable_progress_bar=False,
         enable_model_summary=False,
-        callbacks=[timer],
-        default_root_dir=workdir / f"lightning{index}",
+        callbacks=callbacks,
+        default_root_dir=workdir / f"{name}{index}",
+        **settings,
     )
-    trainer.fit(Bare(), train_dataloaders=datamodule.train_dataloader())
+    if pieces:
+        trainer.fit(Bare(), datamodule=datamodule)
+        loggers[0].experiment.finish()
+    else:
+        trainer.fit(Bare(), train_dataloaders=datamodule.train_dataloader())
     return timer.durations
+
+
+def lightning_pieces_run(overrides: list[str], steps: int, workdir: Path, index: int) -> list[float]:
+    return lightning_run(overrides, steps, workdir, index, pieces=True)
 
 
 def step_durations(ends: list[float]) -> list[float]:
@@ -236,14 +321,22 @@ def step_durations(ends: list[float]) -> list[float]:
     return [b - a for a, b in itertools.pairwise(ends[WARMUP - 1 :])]
 
 
-RUNS = {"plain": plain_run, "lightning": lightning_run, "trainlab": trainlab_run}
+RUNS = {
+    "plain": plain_run,
+    "lightning": lightning_run,
+    "pieces": lightning_pieces_run,
+    "trainlab": trainlab_run,
+}
 
 
-def abba_pairs(overrides: list[str], steps: int, workdir: Path, repeats: int, lightning: bool = False):
-    """Yield (repeat, order, {"plain": durations, "trainlab": durations[, "lightning": ...]}),
-    running plain first on even repeats and trainlab first on odd ones (bare Lightning, if asked
-    for, between them): a drift of the machine's speed over time then favours neither."""
-    names = ("plain", "lightning", "trainlab") if lightning else ("plain", "trainlab")
+def abba_pairs(
+    overrides: list[str], steps: int, workdir: Path, repeats: int, lightning: tuple[str, ...] = ()
+):
+    """Yield (repeat, order, {"plain": durations, "trainlab": durations[, "lightning": ...,
+    "pieces": ...]}), running plain first on even repeats and trainlab first on odd ones (the
+    Lightning loops asked for between them): a drift of the machine's speed over time then
+    favours neither."""
+    names = ("plain", *lightning, "trainlab")
     for i in range(repeats):
         order = names if i % 2 == 0 else names[::-1]
         runs = {name: RUNS[name](overrides, steps, workdir, i) for name in order}
@@ -265,6 +358,9 @@ def main() -> None:
     parser.add_argument("--model", default=None, help="default: the mode's (cnn)")
     parser.add_argument("--lightning", action="store_true", help="also run a bare Lightning Trainer")
     parser.add_argument(
+        "--pieces", action="store_true", help="also run bare Lightning with the defaults' pieces (docstring)"
+    )
+    parser.add_argument(
         "--cpu-time", action="store_true", help="time steps by the main thread's CPU time (see `clock`)"
     )
     parser.add_argument("--out", default="bench_results/overhead.json")
@@ -275,7 +371,8 @@ def main() -> None:
         clock = time.thread_time
     model, mode_overrides, lightning = MODES[args.mode or "default"]
     model = args.model or model
-    lightning = lightning or args.lightning
+    asked = (("lightning",) if args.lightning else ()) + (("pieces",) if args.pieces else ())
+    lightning = tuple(name for name in ("lightning", "pieces") if name in lightning or name in asked)
     overrides = [f"model={model}", "trainer.accelerator=cpu", *mode_overrides, *args.overrides]
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -315,30 +412,36 @@ def main() -> None:
         "median_throughput_ratio": median["throughput ratio"],
         "median_step_ratio": median["median-step ratio"],
     }
-    if lightning:
+    if "lightning" in lightning:
         payload["median_lightning_ratio"] = median["lightning ratio"]
         payload["median_trainlab_over_lightning"] = median["trainlab / lightning"]
+    if "pieces" in lightning:
+        payload["median_trainlab_over_pieces"] = median["trainlab / pieces"]
     write_json(args.out, payload)
 
 
 def ratio_row(repeat: str, runs: dict[str, list[float]]) -> dict:
-    """One repeat's rates and ratios: trainlab / plain (`throughput ratio`), and with bare
-    Lightning also Lightning / plain and trainlab / Lightning."""
+    """One repeat's rates and ratios: trainlab / plain (`throughput ratio`), with bare Lightning
+    also Lightning / plain and trainlab / Lightning, and with Lightning's pieces pieces / Lightning
+    and trainlab / pieces."""
     (plain_rate, plain_ms), (rate, ms) = summarise(runs["plain"]), summarise(runs["trainlab"])
+    loops = {name: summarise(runs[name]) for name in ("lightning", "pieces") if name in runs}
     row = {"repeat": repeat, "plain steps/s": plain_rate}
-    if "lightning" in runs:
-        lightning_rate, lightning_ms = summarise(runs["lightning"])
-        row["lightning steps/s"] = lightning_rate
+    row |= {f"{name} steps/s": loop_rate for name, (loop_rate, _) in loops.items()}
     row |= {"trainlab steps/s": rate, "throughput ratio": rate / plain_rate}
-    if "lightning" in runs:
+    if "lightning" in loops:
+        lightning_rate = loops["lightning"][0]
         row |= {"lightning ratio": lightning_rate / plain_rate, "trainlab / lightning": rate / lightning_rate}
+        if "pieces" in loops:
+            row["pieces / lightning"] = loops["pieces"][0] / lightning_rate
+    if "pieces" in loops:
+        row["trainlab / pieces"] = rate / loops["pieces"][0]
     row |= {
         "plain median step ms": plain_ms,
         "trainlab median step ms": ms,
         "median-step ratio": plain_ms / ms,
     }
-    if "lightning" in runs:
-        row |= {"lightning median step ms": lightning_ms}
+    row |= {f"{name} median step ms": loop_ms for name, (_, loop_ms) in loops.items()}
     return row
 
 
