@@ -25,7 +25,9 @@ next one, whatever it runs; so the runs alternate in ABBA order (plain first on 
 trainlab first on odd ones; bare Lightning, when it runs, in the middle), each repeat gives the
 ratios of neighbouring runs, and the table reports the median of those ratios, for throughput
 (steps / total time, which includes the rare slow steps: layer statistics' samples, epoch ends)
-and for the median step time.
+and for the median step time. A last table says, for each loop on Lightning, where its time goes:
+the mean duration of the epochs' first steps (which hold the previous epoch's end), of the logging
+steps and of the others, and what each kind costs beyond a median step, spread over all steps.
 
     python scripts/bench/overhead.py [--steps 200] [--repeats 6] [--model cnn] [--lightning] [--pieces] [--out bench_results/overhead.json] [overrides]
     python scripts/bench/overhead.py --mode host_bound [--repeats 8]
@@ -83,6 +85,7 @@ class StepTimer:
         class _StepTimer(pl.Callback):
             def __init__(self) -> None:
                 self.ends: list[float] = []  # after each step: time - excluded time so far
+                self.kinds: list[str] = []  # what each step was (see StepKinds)
                 self.excluded = 0.0
                 self.validation_start: float | None = None
 
@@ -98,9 +101,12 @@ class StepTimer:
 
                 trainer.save_checkpoint = timed_save
 
-            def on_train_batch_end(self, trainer, *_):
+            def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
                 _sync_at_ends_of_timing(len(self.ends) + 1, trainer.max_steps)
                 self.ends.append(clock() - self.excluded)
+                every = trainer.log_every_n_steps  # global_step counts this step by now
+                logging = bool(trainer.loggers) and every and trainer.global_step % every == 0
+                self.kinds.append("epoch's first" if batch_idx == 0 else "logging" if logging else "other")
 
             def on_validation_start(self, trainer, *_):
                 self.validation_start = clock()
@@ -112,7 +118,7 @@ class StepTimer:
 
             @property
             def durations(self) -> list[float]:
-                return step_durations(self.ends)
+                return StepKinds(step_durations(self.ends), self.kinds[WARMUP:])
 
         return _StepTimer()
 
@@ -316,6 +322,40 @@ def lightning_pieces_run(overrides: list[str], steps: int, workdir: Path, index:
     return lightning_run(overrides, steps, workdir, index, pieces=True)
 
 
+class StepKinds(list):
+    """Step durations that also say what each step was: `epoch's first` (its duration holds the
+    end of the previous epoch, less validation and checkpoint writes, and the start of this one),
+    `logging` (Lightning sends the step's metrics to the loggers) or `other`."""
+
+    def __init__(self, durations: list[float], kinds: list[str]) -> None:
+        super().__init__(durations)
+        self.kinds = kinds
+
+
+def breakdown_rows(loop: str, runs: list[StepKinds]) -> list[dict]:
+    """Where a loop's time goes, over all its repeats: for each kind of step, how many, their
+    mean duration, and what they cost beyond a median step, spread over every step."""
+    durations = [d for run in runs for d in run]
+    kinds = [k for run in runs for k in run.kinds]
+    median = statistics.median(durations)
+    rows = []
+    for kind in ("other", "logging", "epoch's first"):
+        mine = [d for d, k in zip(durations, kinds, strict=True) if k == kind]
+        if mine:
+            rows.append(
+                {
+                    "loop": loop,
+                    "steps": kind,
+                    "count": len(mine),
+                    "mean ms": 1000 * statistics.mean(mine),
+                    "beyond a median step, ms per step of the run": 1000
+                    * (sum(mine) - len(mine) * median)
+                    / len(durations),
+                }
+            )
+    return rows
+
+
 def step_durations(ends: list[float]) -> list[float]:
     """The durations of the steps after WARMUP, from the times at which each step ended."""
     return [b - a for a, b in itertools.pairwise(ends[WARMUP - 1 :])]
@@ -375,6 +415,7 @@ def main() -> None:
     lightning = tuple(name for name in ("lightning", "pieces") if name in lightning or name in asked)
     overrides = [f"model={model}", "trainer.accelerator=cpu", *mode_overrides, *args.overrides]
     rows = []
+    timed: dict[str, list[StepKinds]] = {}  # each Lightning-based loop's runs
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
         # the first run of each loop in a process pays for lazy imports and first calls
@@ -384,6 +425,9 @@ def main() -> None:
         for i, order, runs in abba_pairs(overrides, args.steps, workdir, args.repeats, lightning):
             rows.append(ratio_row(f"{i} ({order[0]} first)", runs))
             print_table(f"repeat {i}", rows[-1:])
+            for loop, durations in runs.items():
+                if isinstance(durations, StepKinds):
+                    timed.setdefault(loop, []).append(durations)
     spread = {
         key: (min(row[key] for row in rows), max(row[key] for row in rows))
         for key in rows[0]
@@ -401,6 +445,8 @@ def main() -> None:
         for i, end in enumerate(("min", "max"))
     ]
     print_table("Range over the repeats", ranges)
+    breakdown = [row for loop, runs in timed.items() for row in breakdown_rows(loop, runs)]
+    print_table("Where the time goes, over all repeats (kinds of steps: StepKinds)", breakdown)
     payload = {
         "benchmark": "overhead",
         "mode": args.mode,
@@ -409,6 +455,7 @@ def main() -> None:
         "steps": args.steps,
         "rows": rows,
         "range": ranges,
+        "breakdown": breakdown,
         "median_throughput_ratio": median["throughput ratio"],
         "median_step_ratio": median["median-step ratio"],
     }
