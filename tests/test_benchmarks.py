@@ -129,3 +129,67 @@ def test_study_overhead_benchmark_reports_per_job_cost_ratio_first_step_and_phas
     )
     assert report["targets"] == {"marginal_over_plain_s": 0.7, "first_step_s": 4.0, "study_ratio": 2.5}
     assert "Where a job's time goes" in stdout
+
+
+def test_device_checks_plan_names_every_step_and_its_gpu_command(tmp_path):
+    """`--dry-run` prints each check of the prepared device command and runs none of them."""
+    stdout = run_script("device_checks.py", "--dry-run", "--out-dir", str(tmp_path))
+    for step in ("host_sync", "vectorised_64", "gpu_32_eager", "vectorised_study", "gpu_224", "loader_224"):
+        assert f"# {step} (~" in stdout
+    commands = [line for line in stdout.splitlines() if not line.startswith("#")]
+    assert commands and all("cuda" in c or "gpu" in c for c in commands)
+    assert not list(tmp_path.glob("*.log"))
+
+
+def test_device_checks_leave_out_what_the_budget_cannot_hold(tmp_path):
+    """A step starts only when the budget left holds its estimate; the table says which were left
+    out and prints the command that runs them."""
+    stdout = run_script(
+        "device_checks.py",
+        "--cpu-smoke",
+        "--budget-s",
+        "0",
+        "--only",
+        "host_sync",
+        "--out-dir",
+        str(tmp_path),
+    )
+    [row] = json.loads((tmp_path / "device_checks.json").read_text())["steps"]
+    assert row["step"] == "host_sync" and row["outcome"].startswith("left out")
+    assert "--only host_sync" in stdout and not (tmp_path / "host_sync.log").exists()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="with a GPU the checks really run")
+def test_device_checks_refuse_to_run_without_a_gpu(tmp_path):
+    result = run_cli("device_checks", "--out-dir", str(tmp_path), cwd=BENCH)
+    assert result.returncode == 2 and "no CUDA device here" in result.stderr
+
+
+@pytest.mark.slow
+def test_device_checks_commands_all_work_at_cpu_settings(tmp_path):
+    """`--cpu-smoke`: every step's command (the GPU ones at tiny CPU settings) runs and passes,
+    each with its log, so that the prepared device command is known to work before device time."""
+    run_script("device_checks.py", "--cpu-smoke", "--out-dir", str(tmp_path))
+    report = json.loads((tmp_path / "device_checks.json").read_text())
+    assert report["cpu_smoke"] is True
+    outcomes = {row["step"]: row["outcome"] for row in report["steps"]}
+    assert len(outcomes) == 8 and set(outcomes.values()) == {"passed"}, outcomes
+    assert all((tmp_path / f"{step}.log").stat().st_size > 0 for step in outcomes)
+    assert json.loads((tmp_path / "vectorised_64.json").read_text())["rows"]
+
+
+@pytest.mark.slow
+def test_dataloader_benchmark_reports_a_ready_batchs_cost_to_the_training_process(tmp_path):
+    """`--main-side`: taking a ready batch from a worker, reading it and letting it go, in ms,
+    and the batches per second they allow (their sum's inverse)."""
+    out = tmp_path / "dataloader.json"
+    stdout = run_script(
+        "dataloader.py", "--no-model", "--main-side", "--workers", "1", "--augment", "none", "--epochs", "1",
+        "--out", str(out), "data=synthetic", "data.source.image_size=32", "data.source.num_images=256",
+        "data.batch_size=8",
+    )  # fmt: skip
+    [row] = json.loads(out.read_text())["main_side"]
+    costs = [row[f"{name} ms"] for name in ("take", "read", "let go")]
+    assert row["workers"] == 1 and all(math.isfinite(c) and c >= 0 for c in costs)
+    assert row["batches/s at most"] == pytest.approx(1000 / sum(costs))
+    assert "cost to the training process" in stdout

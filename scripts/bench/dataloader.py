@@ -8,6 +8,16 @@ The loader at 224 px (synthetic images, 2 workers), medians of 5 runs, without t
 
     python scripts/bench/dataloader.py --no-model --workers 2 --repeats 5 --augment none basic \
         data=synthetic data.source.image_size=224
+
+`--main-side`: what each batch costs the training process itself once the workers have made it
+(they are given time to fill every prefetch slot first): taking it from the loader, reading it
+all (a copy into one reused buffer, as the pin-memory thread's copy into pinned memory reads it),
+and letting it go (unmapping and freeing the worker's shared memory). One thread of the training
+process does these for every batch, whatever the number of workers: 1000 / their sum is the
+batches per second no number of workers can pass.
+
+    python scripts/bench/dataloader.py --no-model --main-side --workers 2 --augment none \
+        data=synthetic data.source.image_size=224 data.source.num_images=10240 data.batch_size=256
 """
 
 from __future__ import annotations
@@ -47,6 +57,37 @@ def loader_rate(cfg, workers: int, epochs: int, device=None) -> float:
     return rate
 
 
+def main_side_costs(cfg, workers: int, batches: int = 8, settle_s: float = 0.5) -> dict[str, float]:
+    """Milliseconds per batch, in the training process, of taking a ready batch from the loader,
+    reading it all, and letting it go (module docstring): medians over `batches` batches, each
+    taken after `settle_s` seconds in which the workers make it."""
+    import torch
+
+    import trainlab.builders as builders
+
+    cfg.data.num_workers = workers
+    loader = builders.build_datamodule(cfg).train_dataloader()
+    made = iter(loader)
+    buffer = torch.zeros_like(next(made)[0])  # its pages already touched, as a pinned buffer's are
+    costs: dict[str, list[float]] = {"take": [], "read": [], "let go": []}
+    for _ in range(batches):
+        time.sleep(settle_s)
+        start = time.perf_counter()
+        images, labels = next(made)
+        taken = time.perf_counter()
+        buffer.copy_(images)
+        read = time.perf_counter()
+        del images, labels
+        released = time.perf_counter()
+        costs["take"].append(taken - start)
+        costs["read"].append(read - taken)
+        costs["let go"].append(released - read)
+    del made, loader  # its persistent workers end here
+    row = {f"{name} ms": 1000 * statistics.median(values) for name, values in costs.items()}
+    row["batches/s at most"] = 1000 / sum(row.values())
+    return row
+
+
 def model_rate(cfg, steps: int = 60) -> float:
     import torch
     import torch.nn.functional as F
@@ -78,6 +119,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=1, help="runs per figure; the table gives medians")
     parser.add_argument("--no-model", action="store_true", help="measure the loader only")
     parser.add_argument(
+        "--main-side", action="store_true", help="a batch's cost to the training process (docstring)"
+    )
+    parser.add_argument(
         "--device",
         help="also copy each batch to this device (cpu, cuda) and make it the network's input there "
         "(float32, normalised), as a run does; without it: the batches as the loader gives them",
@@ -90,7 +134,7 @@ def main() -> None:
         import torch
 
         device = torch.device(args.device)
-    rows = []
+    rows, main_side = [], []
     with tempfile.TemporaryDirectory() as tmp:
         for augment in args.augment:
             cfg = compose(
@@ -110,10 +154,22 @@ def main() -> None:
             if not args.no_model and 0 in runs:
                 row["loader/model (0 workers)"] = row["loader img/s, 0 workers"] / row["model img/s"]
             rows.append(row)
+            for workers in args.workers if args.main_side else ():
+                if workers > 0:
+                    side = {"augment": augment, "workers": workers, **main_side_costs(cfg, workers)}
+                    main_side.append(side)
     print_table("DataLoader vs model consumption", rows)
+    if main_side:
+        print_table("A ready batch's cost to the training process (medians, ms)", main_side)
     write_json(
         args.out,
-        {"benchmark": "dataloader", "overrides": args.overrides, "device": args.device, "rows": rows},
+        {
+            "benchmark": "dataloader",
+            "overrides": args.overrides,
+            "device": args.device,
+            "rows": rows,
+            "main_side": main_side,
+        },
     )
 
 
