@@ -32,6 +32,7 @@ from trainlab.data.pipelines import (
 )
 from trainlab.data.sampler import EpochSampler, ShardedEpochSampler, resume_position
 from trainlab.data.sources import ImageSource
+from trainlab.data.worker_batches import PREFETCH_FACTOR, WorkerKeepsBatches
 from trainlab.utils.config import ConfigError, plain
 
 log = logging.getLogger(__name__)
@@ -426,6 +427,9 @@ class ImageDataModule(pl.LightningDataModule):
             drop_last=self.drop_last and split == "train",
             num_workers=workers,
             persistent_workers=workers > 0,
+            # each worker frees its batches' shared memory, not the training process (worker_batches)
+            collate_fn=WorkerKeepsBatches() if workers > 0 else None,
+            prefetch_factor=PREFETCH_FACTOR if workers > 0 else None,
             pin_memory=self._pin_memory(),
             # the workers' base seed comes from here, not from the global torch generator: loading
             # data leaves the model's random draws (dropout, noise) as they would be without it
