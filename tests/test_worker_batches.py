@@ -4,7 +4,10 @@ without workers, bit for bit."""
 
 from __future__ import annotations
 
+import gc
 import pickle
+import threading
+import time
 
 import pytest
 import torch
@@ -25,6 +28,32 @@ def test_a_worker_keeps_its_last_batches_and_lets_the_oldest_go(monkeypatch):
         expected = default_collate(samples)
         assert torch.equal(batch[0], expected[0]) and torch.equal(batch[1], expected[1])
     assert [id(kept) for kept in collate._kept] == [id(batch) for batch in batches[-3:]]
+
+
+def test_an_idle_worker_lets_its_kept_batches_go_and_the_thread_ends_with_the_collate(monkeypatch):
+    """No new batch for `idle_s` (an idle persistent worker): the kept batches are dropped, so
+    idle workers hold no shared memory; the worker's thread ends with its WorkerKeepsBatches."""
+    monkeypatch.setattr(worker_batches, "get_worker_info", lambda: object())
+
+    def idle_threads() -> set[threading.Thread]:
+        return {t for t in threading.enumerate() if t.name == "let-go-when-idle"}
+
+    before = idle_threads()
+    collate = WorkerKeepsBatches(keep=3, idle_s=1.0)
+    collate(SAMPLES[0])
+    collate(SAMPLES[1])
+    [thread] = idle_threads() - before
+    assert len(collate._kept) == 2
+    deadline = time.monotonic() + 5
+    while collate._kept and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert len(collate._kept) == 0
+    collate(SAMPLES[2])  # working again: kept again, under the same thread's watch
+    assert idle_threads() - before == {thread}
+    del collate
+    gc.collect()
+    thread.join(timeout=5)
+    assert not thread.is_alive()
 
 
 def test_the_training_process_itself_keeps_nothing():
