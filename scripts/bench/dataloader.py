@@ -9,12 +9,14 @@ The loader at 224 px (synthetic images, 2 workers), medians of 5 runs, without t
     python scripts/bench/dataloader.py --no-model --workers 2 --repeats 5 --augment none basic \
         data=synthetic data.source.image_size=224
 
-`--main-side`: what each batch costs the training process itself once the workers have made it
-(they are given time to fill every prefetch slot first): taking it from the loader, reading it
-all (a copy into one reused buffer, as the pin-memory thread's copy into pinned memory reads it),
-and letting it go (unmapping and freeing the worker's shared memory). One thread of the training
-process does these for every batch, whatever the number of workers: 1000 / their sum is the
-batches per second no number of workers can pass.
+`--main-side`: what each batch costs the training process itself once a worker has made it
+(each batch is taken after the workers had half a second to make it): taking it from the loader,
+reading it all (a copy into one reused buffer, as the pin-memory thread's copy into pinned memory
+reads it), and letting it go (unmapping the worker's shared memory, and freeing it if the worker
+no longer holds it). One thread of the training process does these for every batch, whatever the
+number of workers (the pin-memory thread on a GPU; the loader is unpinned here, so that they
+fall in the thread that times them): 1000 / their sum is the batches per second no number of
+workers can pass.
 
     python scripts/bench/dataloader.py --no-model --main-side --workers 2 --augment none \
         data=synthetic data.source.image_size=224 data.source.num_images=10240 data.batch_size=256
@@ -66,6 +68,7 @@ def main_side_costs(cfg, workers: int, batches: int = 8, settle_s: float = 0.5) 
     import trainlab.builders as builders
 
     cfg.data.num_workers = workers
+    cfg.data.pin_memory = False  # else the pin-memory thread pays these costs, out of sight
     loader = builders.build_datamodule(cfg).train_dataloader()
     made = iter(loader)
     buffer = torch.zeros_like(next(made)[0])  # its pages already touched, as a pinned buffer's are
