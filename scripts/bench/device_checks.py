@@ -1,6 +1,6 @@
 """Every GPU check of the open issues as one prepared command for a lent GPU machine.
 
-A GPU machine comes with minutes of device time, all tries together (DEVELOPERS.md). This runs
+A lent GPU machine comes with a few minutes of device time in all, starts included. This runs
 the checks that still need one, most important first, each in its own process with a time
 limit, each step's output to `<out>/<name>.log` (and its JSON next to it), and starts a step only
 while the budget left holds the step's estimate; the last table says what ran, what failed, what
