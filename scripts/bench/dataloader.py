@@ -132,6 +132,8 @@ def main() -> None:
     parser.add_argument("--out", default="bench_results/dataloader.json")
     parser.add_argument("overrides", nargs="*", help="extra trainlab overrides, e.g. model=mlp")
     args = parser.parse_args()
+    if args.main_side and not any(workers > 0 for workers in args.workers):
+        parser.error("--main-side measures batches made by worker processes: give --workers 1 or more.")
     device = None
     if args.device:
         import torch

@@ -20,7 +20,6 @@ The estimates are guesses for an H100 or H200 with 16 cores, to be replaced by m
 from __future__ import annotations
 
 import argparse
-import json
 import subprocess
 import sys
 import tempfile
@@ -28,7 +27,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from common import REPO, machine, print_table
+from common import REPO, print_table, write_json
 
 PYTHON = sys.executable
 BENCH = "scripts/bench"
@@ -166,7 +165,8 @@ def main() -> None:
     out_dir = Path(args.out_dir)
     if not out_dir.is_absolute():
         out_dir = Path.cwd() / out_dir
-    out_dir.mkdir(parents=True, exist_ok=True)
+    if not args.dry_run:
+        out_dir.mkdir(parents=True, exist_ok=True)
     if not args.cpu_smoke and not args.dry_run:
         import torch
 
@@ -199,9 +199,7 @@ def main() -> None:
     rest = [row["step"] for row in rows if not row["outcome"].startswith("passed")]
     if rest:
         print(f'\nthe rest: python3 {BENCH}/device_checks.py --out-dir "$OUT" --only {" ".join(rest)}')
-    (out_dir / "device_checks.json").write_text(
-        json.dumps({"machine": machine(), "cpu_smoke": args.cpu_smoke, "steps": rows}, indent=2) + "\n"
-    )
+    write_json(out_dir / "device_checks.json", {"cpu_smoke": args.cpu_smoke, "steps": rows})
 
 
 if __name__ == "__main__":
