@@ -9,6 +9,7 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from types import SimpleNamespace
 
 import hydra
 import pytest
@@ -230,16 +231,143 @@ def test_patched_multirun_composes_each_job_once_into_the_same_jobs(tmp_path, mo
     calls.clear()
     assert library_patches.apply("hydra_sweep_configs") == ["hydra_sweep_configs"]
     jobs = _multirun(tmp_path / "patched", monkeypatch)
-    assert len(calls) == 3  # the check's compositions; the launcher received them
+    # the check composed the first job and derived the two others (they differ only in the
+    # seed); the launcher received all three
+    assert len(calls) == 1
     assert [(j["seed"], j["num"]) for j in jobs] == [(j["seed"], j["num"]) for j in reference]
     assert len({j["dir"] for j in jobs}) == 3
+    for job in ("0", "1", "2"):  # what Hydra wrote of each job's config, overrides included
+        for name in ("config.yaml", "overrides.yaml", "hydra.yaml"):
+            own = (tmp_path / "own" / "sweep" / job / ".hydra" / name).read_text()
+            patched = (tmp_path / "patched" / "sweep" / job / ".hydra" / name).read_text()
+            assert patched == own.replace(str(tmp_path / "own"), str(tmp_path / "patched"))
+
+
+# the study of scripts/bench/study_overhead.py, with its seed, init and learning rate as the last
+# three overrides, as Hydra's sweepers list a job's overrides
+_STUDY = ["data=digits", "model=mlp", "model.width=32", "optimizer=sgd", "trainer.max_epochs=5"]
+
+
+def _job(seed="1", init="kaiming_normal", lr="0.05", *more: str) -> list[str]:
+    return [*_STUDY, *more, f"init={init}", f"optimizer.lr={lr}", f"seed={seed}"]
+
+
+@pytest.fixture(scope="module")
+def _trainlab_master():
+    from hydra._internal.utils import create_config_search_path
+    from hydra.types import RunMode
+
+    from trainlab import CONFIG_DIR
+
+    loader = ConfigLoaderImpl(config_search_path=create_config_search_path(CONFIG_DIR))
+    master = loader.load_configuration(
+        "train", overrides=[*_STUDY, "seed=1,2", "hydra.job.chdir=false"], run_mode=RunMode.MULTIRUN
+    )
+    return loader, master
+
+
+@pytest.fixture
+def trainlab_loader(_trainlab_master):
+    """Hydra's config loader for trainlab's configs, with nothing kept by the patch yet, and a
+    multirun's master config."""
+    loader, master = _trainlab_master
+    for kept in ("_trainlab_composed_configs", "_trainlab_composed_jobs"):
+        loader.__dict__.pop(kept, None)
+    return loader, master
+
+
+def _counting_load(compositions: list):
+    """The patch's load_sweep_config around Hydra's own, which records what it composes."""
+    own = ConfigLoaderImpl.__dict__["load_sweep_config"]
+
+    def compose(self, master_config, sweep_overrides):
+        compositions.append(list(sweep_overrides))
+        return own(self, master_config, sweep_overrides)
+
+    return library_patches.keeping_composed_sweep_configs(compose)
+
+
+def _as_composed(config) -> tuple:
+    """All of a config as Hydra built it (interpolations unresolved), with its struct flag."""
+    return OmegaConf.to_container(config, resolve=False), OmegaConf.is_struct(config)
+
+
+@pytest.mark.parametrize(
+    "job",
+    [
+        _job(seed="2"),
+        _job(seed="3", lr="0.2"),
+        _job(seed="null"),
+        _job(seed="4", lr="${optimizer.momentum}"),  # an interpolation, kept as such
+    ],
+    ids=["seed", "seed and lr", "null", "interpolation"],
+)
+def test_a_job_that_differs_only_in_values_is_derived_as_hydra_composes_it(trainlab_loader, job):
+    loader, master = trainlab_loader
+    compositions: list = []
+    load = _counting_load(compositions)
+    load(loader, master, _job())  # the sweeper's check of the first job
+    derived = load(loader, master, job)
+    assert compositions == [_job()]  # the second job was derived, not composed
+    composed = ConfigLoaderImpl.__dict__["load_sweep_config"](loader, master, job)
+    assert _as_composed(derived) == _as_composed(composed)
+    assert OmegaConf.to_container(derived.hydra.overrides.task) == job
+    assert derived.hydra.job.override_dirname == composed.hydra.job.override_dirname
+
+
+@pytest.mark.parametrize(
+    ("first", "job"),
+    [
+        (_job(), _job(init="xavier_normal")),  # a config group
+        (_job("1", "kaiming_normal", "0.05", "+extra=1"), _job("1", "kaiming_normal", "0.05", "+extra=2")),
+        (
+            _job("1", "kaiming_normal", "0.05", "optimizer={momentum:0.5}"),  # merges into what is there
+            _job("1", "kaiming_normal", "0.05", "optimizer={momentum:0.8}"),
+        ),
+        (  # another override touches the changed key
+            _job("1", "kaiming_normal", "0.05", "optimizer={lr:0.1}"),
+            _job("1", "kaiming_normal", "0.2", "optimizer={lr:0.1}"),
+        ),
+        (
+            _job("1", "kaiming_normal", "0.05", "hydra.verbose=false"),
+            _job("1", "kaiming_normal", "0.05", "hydra.verbose=true"),
+        ),
+        (_job(), [*_job(), "trainer.max_epochs=2"]),  # other override lines
+    ],
+    ids=["group", "append", "dict", "touched twice", "hydra", "more lines"],
+)
+def test_a_job_that_differs_in_more_than_plain_values_is_composed(trainlab_loader, first, job):
+    loader, master = trainlab_loader
+    compositions: list = []
+    load = _counting_load(compositions)
+    load(loader, master, first)
+    config = load(loader, master, job)
+    assert compositions == [first, job]
+    composed = ConfigLoaderImpl.__dict__["load_sweep_config"](loader, master, job)
+    assert _as_composed(config) == _as_composed(composed)
+
+
+def test_a_derived_job_is_its_own_config(trainlab_loader):
+    """Derived configs share nothing with the job they came from, nor with each other: what the
+    launcher writes into one is in no other."""
+    loader, master = trainlab_loader
+    load = _counting_load([])
+    first = load(loader, master, _job())
+    second, third = load(loader, master, _job(seed="2")), load(loader, master, _job(seed="3"))
+    second.hydra.job.num, second.model.width = 7, 1
+    assert (first.seed, second.seed, third.seed) == (1, 2, 3)
+    assert OmegaConf.is_missing(third.hydra.job, "num") and third.model.width == first.model.width == 32
 
 
 class _Loader:
-    """A stand-in for Hydra's config loader: composing counts and builds a small config."""
+    """A stand-in for Hydra's config loader: composing counts and builds a small config. Every
+    key is a config group's here, so that no job is derived from another."""
+
+    MASTER = OmegaConf.create({"hydra": {"overrides": {"hydra": []}, "job": {"config_name": "app"}}})
 
     def __init__(self) -> None:
         self.composed = 0
+        self.repository = SimpleNamespace(group_exists=lambda key: True)
 
     def load_sweep_config(self, master_config, sweep_overrides):
         self.composed += 1
@@ -251,10 +379,10 @@ def test_a_kept_config_is_handed_out_once_and_unchanged():
     second request composes anew, unchanged by what the launcher wrote into the first."""
     load = library_patches.keeping_composed_sweep_configs(_Loader.load_sweep_config)
     loader = _Loader()
-    load(loader, None, ["lr=0.1"])  # the check
-    first = load(loader, None, ["lr=0.1"])  # the launcher
+    load(loader, _Loader.MASTER, ["lr=0.1"])  # the check
+    first = load(loader, _Loader.MASTER, ["lr=0.1"])  # the launcher
     first.hydra.job.num = 7
-    second = load(loader, None, ["lr=0.1"])
+    second = load(loader, _Loader.MASTER, ["lr=0.1"])
     assert loader.composed == 2 and second is not first and second.hydra.job.num is None
 
 
@@ -264,7 +392,7 @@ def test_at_most_kept_sweep_configs_wait(monkeypatch):
     loader = _Loader()
     batch = [[f"seed={s}"] for s in range(4)]
     for overrides in [*batch, *batch]:
-        load(loader, None, overrides)
+        load(loader, _Loader.MASTER, overrides)
     assert loader.composed == 4 + 2  # the two beyond the kept ones are composed again
 
 
