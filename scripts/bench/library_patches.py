@@ -4,8 +4,9 @@ order:
 
 - `hydra_sweep_configs`: Hydra's work for one job of a multirun of
   scripts/bench/study_overhead.py's study, as its basic sweeper and launcher ask for it (the
-  sweeper's check composes the job's config, the launcher asks for it again); the median over the
-  jobs after the first;
+  sweeper's check composes the job's config, the launcher asks for it again; with the patch a
+  later job, which differs from the first only in its seed, is derived from the first's config);
+  the median over the jobs after the first;
 - `wandb_launch_inputs`: a process's first `wandb.init` (offline) and `finish`.
 
 Wall seconds, and the process's CPU seconds (what the patches save is work in the process; on a
