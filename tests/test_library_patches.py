@@ -5,6 +5,7 @@ the patch changes, and the fence around them all: the setting, the tested versio
 from __future__ import annotations
 
 import logging
+import pickle
 import subprocess
 import sys
 import textwrap
@@ -271,8 +272,8 @@ def trainlab_loader(_trainlab_master):
     """Hydra's config loader for trainlab's configs, with nothing kept by the patch yet, and a
     multirun's master config."""
     loader, master = _trainlab_master
-    for kept in ("_trainlab_composed_configs", "_trainlab_composed_jobs"):
-        loader.__dict__.pop(kept, None)
+    loader.__dict__.pop("_trainlab_composed_configs", None)
+    library_patches._composed_jobs.pop(loader, None)
     return loader, master
 
 
@@ -345,6 +346,18 @@ def test_a_job_that_differs_in_more_than_plain_values_is_composed(trainlab_loade
     assert compositions == [first, job]
     composed = ConfigLoaderImpl.__dict__["load_sweep_config"](loader, master, job)
     assert _as_composed(config) == _as_composed(composed)
+
+
+def test_what_jobs_are_derived_from_stays_in_the_composing_process(trainlab_loader):
+    """The joblib and submitit launchers pickle the loader to their workers: the configs waiting
+    for the launcher travel with it, the configs kept to derive jobs from do not."""
+    loader, master = trainlab_loader
+    load = _counting_load([])
+    load(loader, master, _job())
+    assert len(library_patches._composed_jobs[loader]) == 1
+    travelled = pickle.loads(pickle.dumps(loader))
+    assert list(travelled.__dict__["_trainlab_composed_configs"]) == [tuple(_job())]
+    assert travelled not in library_patches._composed_jobs
 
 
 def test_a_derived_job_is_its_own_config(trainlab_loader):

@@ -28,6 +28,7 @@ import inspect
 import logging
 import os
 import sys
+import weakref
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -112,8 +113,11 @@ WANDB_LAUNCH_INPUTS = LibraryPatch(
 # tests/test_library_patches.py checks derived configs against Hydra's own compositions.
 
 KEPT_SWEEP_CONFIGS = 64
-# composed configs that later jobs may be derived from, per loader (newest first)
+# composed configs that later jobs may be derived from, per loader (newest first); kept beside the
+# loader, not on it, so that they stay in the process that composed them (the launchers that
+# pickle the loader to their workers send the waiting configs only)
 KEPT_TEMPLATES = 8
+_composed_jobs: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 @dataclass(frozen=True)
@@ -137,7 +141,7 @@ def keeping_composed_sweep_configs(compose: Callable) -> Callable:
         key = tuple(sweep_overrides)
         if key in waiting:
             return waiting.pop(key)
-        composed = self.__dict__.setdefault("_trainlab_composed_jobs", [])
+        composed = _composed_jobs.setdefault(self, [])
         config = derived_sweep_config(self, master_config, list(sweep_overrides), composed)
         if config is None:
             config = compose(self, master_config, sweep_overrides)
