@@ -116,7 +116,7 @@ KEPT_SWEEP_CONFIGS = 64
 # composed configs that later jobs may be derived from, per loader (newest first); kept beside the
 # loader, not on it, so that they stay in the process that composed them (the launchers that
 # pickle the loader to their workers send the waiting configs only)
-KEPT_TEMPLATES = 8
+KEPT_COMPOSED_JOBS = 8
 _composed_jobs: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
@@ -146,7 +146,7 @@ def keeping_composed_sweep_configs(compose: Callable) -> Callable:
         if config is None:
             config = compose(self, master_config, sweep_overrides)
             composed.insert(0, _composed_job(self, master_config, list(sweep_overrides), config))
-            del composed[KEPT_TEMPLATES:]
+            del composed[KEPT_COMPOSED_JOBS:]
         if len(waiting) < KEPT_SWEEP_CONFIGS:
             waiting[key] = copy.deepcopy(config)
         return config
@@ -211,14 +211,15 @@ def _plain_key(loader, override) -> str | None:
         or override.is_hydra_override()
         or key == "hydra"
         or isinstance(override.value(), dict | list)
-        or loader.repository.group_exists(key)
+        or _group_choice(loader, override)
     ):
         return None
     return key
 
 
 def _group_choice(loader, override) -> bool:
-    """Whether Hydra reads `override` as a config group's choice (`defaults_list.Overrides`)."""
+    """Whether Hydra reads `override` as a config group's choice, not as a value of the config
+    (`defaults_list.Overrides`: a dict value is a value even where its key names a group)."""
     return loader.repository.group_exists(override.key_or_group) and not isinstance(override.value(), dict)
 
 
