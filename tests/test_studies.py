@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from datetime import datetime
 from pathlib import Path
 
@@ -18,6 +19,8 @@ from trainlab.run.summary import _same_run_key
 from trainlab.train import train
 
 from conftest import read_summary, run_cli
+
+TESTS = Path(__file__).resolve().parent
 
 TINY = ["data=digits", "model=mlp", "model.depth=1", "model.width=32", "logger=csv"]
 QUIET = ["callbacks.rich_progress_bar=null", "trainer.enable_model_summary=false"]
@@ -187,15 +190,22 @@ def test_grid_2x2_with_2_seeds_writes_the_report(tmp_path):
 
 
 @pytest.mark.slow
-def test_joblib_launcher_runs_two_jobs_in_parallel(tmp_path):
+def test_joblib_launcher_runs_two_jobs_in_parallel(tmp_path, monkeypatch):
+    # each job waits for the other before it trains (tests/meet_callback.py): jobs run one
+    # after the other never meet, however fast or slow the machine is
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")]))
+    meeting = tmp_path / "meeting"
     result = run_cli(
         "trainlab.train", "-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", *TINY, *QUIET,
-        "model.width=16,32", "trainer.max_epochs=3", f"paths.log_dir={tmp_path}", cwd=tmp_path,
+        "model.width=16,32", "trainer.max_epochs=3", "+callbacks.meet._target_=meet_callback.MeetPeers",
+        f"+callbacks.meet.folder={meeting}", "+callbacks.meet.peers=2", f"paths.log_dir={tmp_path}",
+        cwd=tmp_path,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-2000:]
     (sweep,) = (tmp_path / "train" / "multiruns").iterdir()
     spans = [read_summary(sweep / job) for job in ("0", "1")]
     assert all(s["status"] == "completed" for s in spans)
+    assert sorted(path.name for path in meeting.glob("*.met")) == ["0.met", "1.met"], "the jobs did not meet"
     start = [datetime.fromisoformat(s["started_at"]) for s in spans]
     end = [datetime.fromisoformat(s["finished_at"]) for s in spans]
     assert max(start) < min(end), "the two jobs did not overlap in time"
